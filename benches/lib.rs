@@ -1,0 +1,1 @@
+//! Criterion benches for meshd live in `benches/*.rs`; this crate has no library code.

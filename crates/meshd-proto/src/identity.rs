@@ -1,0 +1,308 @@
+//! Node identities and network signing keys.
+//!
+//! A node is an X25519 key pair (data-plane Noise handshakes) plus an Ed25519 key pair
+//! (control-plane TLS and signatures). Its [`NodeId`] is the last five bytes of a hash of both
+//! public keys, so an id cannot be claimed without the keys behind it. A network is an Ed25519
+//! key pair whose public-key hash *is* the [`NetworkId`].
+
+use std::fmt;
+
+use blake2::{Blake2s256, Digest};
+use ring::signature::{self, Ed25519KeyPair, KeyPair};
+use zeroize::Zeroizing;
+
+use crate::{NetworkId, NodeId, hex};
+
+/// Length of X25519 and Ed25519 public keys and secrets.
+pub const KEY_LEN: usize = 32;
+/// Length of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// The public half of a node identity, as the controller records it and configs carry it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicIdentity {
+    pub x25519: [u8; KEY_LEN],
+    pub ed25519: [u8; KEY_LEN],
+}
+
+impl PublicIdentity {
+    /// The node id these keys hash to.
+    pub fn node_id(&self) -> Result<NodeId, crate::IdError> {
+        let digest = Blake2s256::new()
+            .chain_update(b"meshd node id v1")
+            .chain_update(self.x25519)
+            .chain_update(self.ed25519)
+            .finalize();
+        let mut id = [0u8; NodeId::LEN];
+        id.copy_from_slice(&digest[digest.len() - NodeId::LEN..]);
+        NodeId::from_bytes(id)
+    }
+
+    /// Checks an Ed25519 signature made by this node.
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+        signature::UnparsedPublicKey::new(&signature::ED25519, &self.ed25519)
+            .verify(message, sig)
+            .is_ok()
+    }
+}
+
+impl fmt::Debug for PublicIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicIdentity")
+            .field("x25519", &hex::encode(&self.x25519))
+            .field("ed25519", &hex::encode(&self.ed25519))
+            .finish()
+    }
+}
+
+/// A node's secret identity. `Debug` never prints the secrets.
+pub struct Identity {
+    x25519_secret: Zeroizing<[u8; KEY_LEN]>,
+    ed25519_seed: Zeroizing<[u8; KEY_LEN]>,
+    ed25519: Ed25519KeyPair,
+    public: PublicIdentity,
+    node_id: NodeId,
+}
+
+/// Why stored identity or key material was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("identity text must be `<node id>:<128 hex digits>`")]
+    Malformed,
+    #[error("the keys hash to node id {actual}, but the file says {claimed}")]
+    NodeIdMismatch { claimed: String, actual: String },
+    #[error("these keys hash to a reserved node id; generate new keys")]
+    ReservedId,
+    #[error("the Ed25519 seed was rejected by the signature library")]
+    BadSeed,
+}
+
+impl Identity {
+    /// A fresh identity from the OS random source; retries the rare key pairs whose id is
+    /// reserved.
+    pub fn generate() -> Self {
+        loop {
+            let mut secrets = Zeroizing::new([0u8; 2 * KEY_LEN]);
+            // The OS random source failing leaves nothing sensible to do; the daemon cannot run.
+            getrandom::fill(&mut secrets[..]).expect("the OS random source works");
+            if let Ok(identity) = Self::from_secrets(&secrets) {
+                return identity;
+            }
+        }
+    }
+
+    /// Rebuilds an identity from its 64 secret bytes (X25519 secret, then Ed25519 seed).
+    pub fn from_secrets(secrets: &[u8; 2 * KEY_LEN]) -> Result<Self, KeyError> {
+        let mut x25519_secret = Zeroizing::new([0u8; KEY_LEN]);
+        let mut ed25519_seed = Zeroizing::new([0u8; KEY_LEN]);
+        x25519_secret.copy_from_slice(&secrets[..KEY_LEN]);
+        ed25519_seed.copy_from_slice(&secrets[KEY_LEN..]);
+        let x25519_public =
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*x25519_secret));
+        let ed25519 = Ed25519KeyPair::from_seed_unchecked(&ed25519_seed[..])
+            .map_err(|_| KeyError::BadSeed)?;
+        let mut ed_public = [0u8; KEY_LEN];
+        ed_public.copy_from_slice(ed25519.public_key().as_ref());
+        let public = PublicIdentity {
+            x25519: x25519_public.to_bytes(),
+            ed25519: ed_public,
+        };
+        let node_id = public.node_id().map_err(|_| KeyError::ReservedId)?;
+        Ok(Self {
+            x25519_secret,
+            ed25519_seed,
+            ed25519,
+            public,
+            node_id,
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn public(&self) -> &PublicIdentity {
+        &self.public
+    }
+
+    /// The X25519 secret, for the Noise handshake.
+    pub fn x25519_secret(&self) -> &[u8; KEY_LEN] {
+        &self.x25519_secret
+    }
+
+    /// The Ed25519 seed, for building the control-plane TLS key.
+    pub fn ed25519_seed(&self) -> &[u8; KEY_LEN] {
+        &self.ed25519_seed
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut out = [0u8; SIGNATURE_LEN];
+        out.copy_from_slice(self.ed25519.sign(message).as_ref());
+        out
+    }
+
+    /// The secret file's text: `<node id>:<x25519 secret><ed25519 seed>` in hex.
+    pub fn to_secret_text(&self) -> Zeroizing<String> {
+        let mut secrets = Zeroizing::new([0u8; 2 * KEY_LEN]);
+        secrets[..KEY_LEN].copy_from_slice(&self.x25519_secret[..]);
+        secrets[KEY_LEN..].copy_from_slice(&self.ed25519_seed[..]);
+        Zeroizing::new(format!("{}:{}", self.node_id, hex::encode(&secrets[..])))
+    }
+
+    /// Parses [`Identity::to_secret_text`]; the node id must match the keys.
+    pub fn from_secret_text(text: &str) -> Result<Self, KeyError> {
+        let (claimed, secrets) = text.trim().split_once(':').ok_or(KeyError::Malformed)?;
+        let secrets =
+            Zeroizing::new(hex::decode::<{ 2 * KEY_LEN }>(secrets).ok_or(KeyError::Malformed)?);
+        let identity = Self::from_secrets(&secrets)?;
+        if identity.node_id.to_string() != claimed {
+            return Err(KeyError::NodeIdMismatch {
+                claimed: claimed.chars().take(16).collect(),
+                actual: identity.node_id.to_string(),
+            });
+        }
+        Ok(identity)
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("node_id", &self.node_id)
+            .field("secrets", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The network id an Ed25519 network public key hashes to.
+pub fn network_id_for(public_key: &[u8; KEY_LEN]) -> NetworkId {
+    let digest = Blake2s256::new()
+        .chain_update(b"meshd network id v1")
+        .chain_update(public_key)
+        .finalize();
+    let mut id = [0u8; NetworkId::LEN];
+    id.copy_from_slice(&digest[..NetworkId::LEN]);
+    NetworkId::from_bytes(id)
+}
+
+/// A network's signing key. Replicated controller state: every replica signs with it, and
+/// every node checks against the public key that hashes to the network id.
+pub struct NetworkKey {
+    seed: Zeroizing<[u8; KEY_LEN]>,
+    pair: Ed25519KeyPair,
+    public: [u8; KEY_LEN],
+}
+
+impl NetworkKey {
+    pub fn generate() -> Self {
+        let mut seed = [0u8; KEY_LEN];
+        getrandom::fill(&mut seed).expect("the OS random source works");
+        // A uniformly random 32-byte seed is always a valid Ed25519 seed.
+        Self::from_seed(&seed).expect("any 32-byte seed is valid")
+    }
+
+    pub fn from_seed(seed: &[u8; KEY_LEN]) -> Result<Self, KeyError> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| KeyError::BadSeed)?;
+        let mut public = [0u8; KEY_LEN];
+        public.copy_from_slice(pair.public_key().as_ref());
+        Ok(Self {
+            seed: Zeroizing::new(*seed),
+            pair,
+            public,
+        })
+    }
+
+    pub fn seed(&self) -> &[u8; KEY_LEN] {
+        &self.seed
+    }
+
+    pub fn public_key(&self) -> &[u8; KEY_LEN] {
+        &self.public
+    }
+
+    pub fn network_id(&self) -> NetworkId {
+        network_id_for(&self.public)
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut out = [0u8; SIGNATURE_LEN];
+        out.copy_from_slice(self.pair.sign(message).as_ref());
+        out
+    }
+}
+
+impl fmt::Debug for NetworkKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetworkKey")
+            .field("network_id", &self.network_id())
+            .field("seed", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_round_trips_through_secret_text() {
+        let id = Identity::generate();
+        let text = id.to_secret_text();
+        let back = Identity::from_secret_text(&text).unwrap();
+        assert_eq!(back.node_id(), id.node_id());
+        assert_eq!(back.public(), id.public());
+        assert_eq!(id.public().node_id().unwrap(), id.node_id());
+    }
+
+    #[test]
+    fn secret_text_is_checked() {
+        let id = Identity::generate();
+        let text = id.to_secret_text();
+        let (_, secrets) = text.split_once(':').unwrap();
+        let wrong = format!("0000000001:{secrets}");
+        assert!(matches!(
+            Identity::from_secret_text(&wrong),
+            Err(KeyError::NodeIdMismatch { .. })
+        ));
+        assert_eq!(
+            Identity::from_secret_text("nonsense").unwrap_err(),
+            KeyError::Malformed
+        );
+        let short = &text[..text.len() - 2];
+        assert_eq!(
+            Identity::from_secret_text(short).unwrap_err(),
+            KeyError::Malformed
+        );
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let id = Identity::generate();
+        let shown = format!("{id:?}");
+        let secret_hex = hex::encode(id.x25519_secret());
+        assert!(!shown.contains(&secret_hex));
+        assert!(shown.contains("redacted"));
+        let key = NetworkKey::generate();
+        assert!(!format!("{key:?}").contains(&hex::encode(key.seed())));
+    }
+
+    #[test]
+    fn signatures_verify_only_for_their_message() {
+        let id = Identity::generate();
+        let sig = id.sign(b"hello");
+        assert!(id.public().verify(b"hello", &sig));
+        assert!(!id.public().verify(b"hellp", &sig));
+    }
+
+    #[test]
+    fn network_key_is_deterministic_in_its_seed() {
+        let a = NetworkKey::from_seed(&[7; 32]).unwrap();
+        let b = NetworkKey::from_seed(&[7; 32]).unwrap();
+        assert_eq!(a.network_id(), b.network_id());
+        assert_eq!(a.network_id(), network_id_for(a.public_key()));
+        assert_ne!(
+            a.network_id(),
+            NetworkKey::from_seed(&[8; 32]).unwrap().network_id()
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! A deterministic in-memory network for the protocol: N nodes, one virtual clock, latency,
+//! jitter (reordering) and loss from a seeded generator. No sockets, no threads.
+//!
+//! Used by the simulator tests and by `meshd simulate`. Every node runs the real
+//! [`Tunnel`] with real keys; only the wire and the clock are simulated.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+
+use crate::config::{MemberConfig, NetworkConfig};
+use crate::tunnel::{DropReason, Incoming, Tunnel};
+use crate::{Identity, NetworkKey, NodeId};
+
+/// Link behaviour between every pair of nodes.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkModel {
+    pub latency: Duration,
+    /// Extra random delay in `[0, jitter)`: packets overtake each other.
+    pub jitter: Duration,
+    /// Probability in `[0, 1]` that a datagram is lost.
+    pub loss: f64,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        Self {
+            latency: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        }
+    }
+}
+
+/// A datagram on the simulated wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct SimNode {
+    pub identity: Identity,
+    pub tunnel: Tunnel,
+    pub address: SocketAddr,
+    pub ipv4: Ipv4Addr,
+    /// IP packets the tunnel handed to the inside, with the peer they came from.
+    pub received: Vec<(NodeId, Vec<u8>)>,
+}
+
+/// Small, fast, seedable generator (xorshift64*): the simulation must not depend on the OS.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Debug)]
+pub struct Simulation {
+    pub now: Instant,
+    pub nodes: Vec<SimNode>,
+    pub link: LinkModel,
+    pub network_key: NetworkKey,
+    pub config: NetworkConfig,
+    rng: Rng,
+    in_flight: Vec<(Instant, u64, Datagram)>,
+    seq: u64,
+    /// Every datagram put on the wire, if recording (for replay and tampering tests).
+    pub recorded: Option<Vec<Datagram>>,
+    pub delivered: u64,
+    pub lost: u64,
+    next_timer: Instant,
+}
+
+impl Simulation {
+    /// `n` nodes, all authorized members of one network, with addresses `10.147.17.(10+i)`,
+    /// container subnets `172.28.i.0/24` and endpoints `192.0.2.(10+i):9993`.
+    pub fn new(n: usize, link: LinkModel, seed: u64) -> Self {
+        let now = Instant::now();
+        let network_key = NetworkKey::generate();
+        let mut config = NetworkConfig::new(network_key.network_id(), "sim");
+        config.revision = 1;
+        config.v4_pools = vec![Ipv4Net::new(Ipv4Addr::new(10, 147, 17, 0), 24).expect("valid /24")];
+        config.container_pool =
+            Some(Ipv4Net::new(Ipv4Addr::new(172, 28, 0, 0), 16).expect("valid /16"));
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let octet = u8::try_from(10 + i).expect("simulations have fewer than 240 nodes");
+            let identity = Identity::generate();
+            let address = SocketAddr::from(([192, 0, 2, octet], 9993));
+            let ipv4 = Ipv4Addr::new(10, 147, 17, octet);
+            config.members.push(MemberConfig {
+                node_id: identity.node_id(),
+                identity: *identity.public(),
+                name: format!("node-{i}"),
+                ipv4: vec![ipv4],
+                container_subnet: Some(
+                    Ipv4Net::new(Ipv4Addr::new(172, 28, octet, 0), 24).expect("valid /24"),
+                ),
+                endpoints: vec![address],
+            });
+            let tunnel = Tunnel::new(
+                &identity,
+                network_key.network_id(),
+                now,
+                Duration::from_secs(1_700_000_000),
+            );
+            nodes.push(SimNode {
+                identity,
+                tunnel,
+                address,
+                ipv4,
+                received: Vec::new(),
+            });
+        }
+        config.canonicalize();
+        for node in &mut nodes {
+            node.tunnel.apply_config(&config);
+        }
+        Self {
+            now,
+            nodes,
+            link,
+            network_key,
+            config,
+            rng: Rng::new(seed),
+            in_flight: Vec::new(),
+            seq: 0,
+            recorded: None,
+            delivered: 0,
+            lost: 0,
+            next_timer: now,
+        }
+    }
+
+    /// Re-signs `config` with a higher revision and pushes it to the nodes it lists, as a
+    /// controller does: a member that was removed never receives the config removing it.
+    pub fn push_config(&mut self, mut config: NetworkConfig) {
+        config.revision = self.config.revision + 1;
+        config.canonicalize();
+        let signed =
+            crate::SignedConfig::sign(&self.network_key, &config).expect("sim configs encode");
+        let verified = signed
+            .verify(self.network_key.network_id())
+            .expect("own signature verifies");
+        for node in &mut self.nodes {
+            if verified.member(node.identity.node_id()).is_some() {
+                node.tunnel.apply_config(&verified);
+            }
+        }
+        self.config = verified;
+    }
+
+    /// Sends an IPv4 packet with `payload` from node `from` to node `to`'s address.
+    pub fn send(&mut self, from: usize, to: usize, payload: &[u8]) -> Result<(), DropReason> {
+        let packet = ipv4_packet(self.nodes[from].ipv4, self.nodes[to].ipv4, payload);
+        self.send_packet(from, &packet)
+    }
+
+    /// Sends a raw IP packet from node `from`'s TUN.
+    pub fn send_packet(&mut self, from: usize, packet: &[u8]) -> Result<(), DropReason> {
+        let now = self.now;
+        self.nodes[from].tunnel.send(now, packet)?;
+        self.collect(from);
+        Ok(())
+    }
+
+    /// Moves node `i`'s outgoing datagrams onto the wire.
+    fn collect(&mut self, i: usize) {
+        let from = self.nodes[i].address;
+        while let Some(t) = self.nodes[i].tunnel.poll_transmit() {
+            let d = Datagram {
+                from,
+                to: t.destination,
+                bytes: t.bytes,
+            };
+            self.put_on_wire(d);
+        }
+    }
+
+    /// Puts a datagram on the wire, subject to loss, latency and jitter.
+    pub fn put_on_wire(&mut self, d: Datagram) {
+        if let Some(r) = &mut self.recorded {
+            r.push(d.clone());
+        }
+        if self.link.loss > 0.0 && self.rng.unit() < self.link.loss {
+            self.lost += 1;
+            return;
+        }
+        let jitter = self.link.jitter.mul_f64(self.rng.unit());
+        self.seq += 1;
+        self.in_flight
+            .push((self.now + self.link.latency + jitter, self.seq, d));
+    }
+
+    /// Delivers a datagram to whichever node owns `d.to` right now, bypassing the wire.
+    pub fn inject(&mut self, d: Datagram) -> Option<Result<bool, DropReason>> {
+        let i = self.nodes.iter().position(|n| n.address == d.to)?;
+        Some(self.deliver(i, d))
+    }
+
+    /// Hands a datagram to node `i`; `Ok(true)` if an IP packet came out.
+    fn deliver(&mut self, i: usize, d: Datagram) -> Result<bool, DropReason> {
+        let now = self.now;
+        let mut bytes = d.bytes;
+        let node = &mut self.nodes[i];
+        let out = match node.tunnel.handle_outside(now, d.from, &mut bytes) {
+            Ok(Incoming::Packet { peer, packet }) => {
+                node.received.push((peer, packet.to_vec()));
+                Ok(true)
+            }
+            Ok(Incoming::Handled) => Ok(false),
+            Err(e) => Err(e),
+        };
+        self.collect(i);
+        out
+    }
+
+    /// Advances the virtual clock by `dt`, delivering datagrams and running timers on the way.
+    pub fn run_for(&mut self, dt: Duration) {
+        let end = self.now + dt;
+        loop {
+            let next_delivery = self.in_flight.iter().map(|(t, s, _)| (*t, *s)).min();
+            let next = match next_delivery {
+                Some((t, _)) if t <= self.next_timer => t,
+                _ => self.next_timer,
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            // Deliver everything due, in arrival order.
+            loop {
+                let due = self
+                    .in_flight
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (t, _, _))| *t <= self.now)
+                    .min_by_key(|(_, (t, s, _))| (*t, *s))
+                    .map(|(i, _)| i);
+                let Some(at) = due else { break };
+                let (_, _, d) = self.in_flight.swap_remove(at);
+                if let Some(i) = self.nodes.iter().position(|n| n.address == d.to) {
+                    self.delivered += 1;
+                    let _ = self.deliver(i, d);
+                }
+            }
+            if self.now >= self.next_timer {
+                for i in 0..self.nodes.len() {
+                    let now = self.now;
+                    self.nodes[i].tunnel.handle_timeout(now);
+                    self.collect(i);
+                }
+                self.next_timer = self.now + crate::tunnel::TIMER_TICK;
+            }
+        }
+        self.now = end;
+    }
+
+    pub fn node_id(&self, i: usize) -> NodeId {
+        self.nodes[i].identity.node_id()
+    }
+}
+
+/// A minimal IPv4 packet (UDP protocol number, no checksum): enough for routing and the
+/// source check, which read only the addresses.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    let len = u16::try_from(total).unwrap_or(u16::MAX);
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+/// The payload of a packet built by [`ipv4_packet`].
+pub fn payload_of(packet: &[u8]) -> &[u8] {
+    packet.get(20..).unwrap_or_default()
+}
+
+/// Source address of an IP packet, for assertions.
+pub fn source_of(packet: &[u8]) -> Option<IpAddr> {
+    crate::ip::addresses(packet).map(|(s, _)| s)
+}

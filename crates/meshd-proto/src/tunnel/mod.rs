@@ -1,0 +1,948 @@
+//! One node's state machine for one network: handshakes, sessions, routing, timers.
+//!
+//! Call order (sans-IO, as quinn-proto's `Connection`):
+//! 1. [`Tunnel::new`], then [`Tunnel::apply_config`] with every verified config revision.
+//! 2. Inside → outside: [`Tunnel::encapsulate`] an IP packet read from the TUN into a buffer
+//!    and send it to the returned address; or it is queued while a handshake runs.
+//! 3. Outside → inside: [`Tunnel::handle_outside`] each UDP datagram; a returned
+//!    [`Incoming::Packet`] goes to the TUN, already source-checked.
+//! 4. Call [`Tunnel::handle_timeout`] when [`Tunnel::poll_timeout`] is due.
+//! 5. After each call, drain [`Tunnel::poll_transmit`] (handshakes, keepalives, probes, queued
+//!    packets) and [`Tunnel::poll_event`].
+//!
+//! Nothing here blocks, allocates per data packet on the fast path, or reads a clock.
+
+mod peer;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use zeroize::Zeroizing;
+
+pub use peer::{MAX_QUEUED, PeerStatus};
+use peer::{Peer, Pending, Slot, retire};
+
+use crate::config::NetworkConfig;
+use crate::handshake::{self, CookieSecret, InitiationParams, MacKeys};
+use crate::routes::RouteTable;
+use crate::session::{self, Session, SessionError};
+use crate::wire::{self, Message};
+use crate::{Identity, NetworkId, NodeId, ip};
+
+/// How often [`Tunnel::handle_timeout`] wants to run.
+pub const TIMER_TICK: Duration = Duration::from_millis(100);
+/// Interval of the authenticated RTT probes on an established session; they double as
+/// keepalives that hold NAT mappings open.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const PROBE_REQUEST: u8 = 1;
+const PROBE_REPLY: u8 = 2;
+const PROBE_LEN: usize = 9;
+
+/// Tunables; the defaults suit a node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Above this many initiations per second the responder demands cookies (mac2).
+    pub cookie_threshold_per_second: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            cookie_threshold_per_second: 1000,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    /// The peer it is for, when known (a cookie reply goes to an address only).
+    pub peer: Option<NodeId>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    SessionEstablished(NodeId),
+    SessionExpired(NodeId),
+    /// The peer left the config (deauthorized or deleted); its sessions are gone.
+    PeerRemoved(NodeId),
+    /// No handshake answer for [`session::REKEY_ATTEMPT_TIME`]; queued packets were dropped.
+    HandshakeGaveUp(NodeId),
+}
+
+/// What came in from the outside.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A source-checked IP packet for the TUN (borrowed from the datagram buffer).
+    Packet { peer: NodeId, packet: &'a [u8] },
+    /// Protocol traffic (handshake, keepalive, probe); check `poll_transmit`.
+    Handled,
+}
+
+/// Result of [`Tunnel::encapsulate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encapsulated {
+    /// `out[..len]` is ready to send to `destination`.
+    Ready {
+        peer: NodeId,
+        destination: SocketAddr,
+        len: usize,
+    },
+    /// Held until the handshake with `peer` completes.
+    Queued { peer: NodeId },
+}
+
+macro_rules! drop_reasons {
+    ($($name:ident => $text:literal,)*) => {
+        /// Why a packet was dropped: each has a counter (see [`TunnelStats`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum DropReason { $($name,)* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+
+            /// Stable snake-case name for metrics and `--json`.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$name => $text,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Malformed => "malformed",
+    WrongNetwork => "wrong_network",
+    BadMac1 => "bad_mac1",
+    CookieSent => "cookie_sent",
+    HandshakeFailed => "handshake_failed",
+    UnknownPeer => "unknown_peer",
+    StaleInitiation => "stale_initiation",
+    UnknownIndex => "unknown_index",
+    Replayed => "replayed",
+    Unauthentic => "unauthentic",
+    SessionExpired => "session_expired",
+    SpoofedSource => "spoofed_source",
+    NotIp => "not_ip",
+    NoRoute => "no_route",
+    OwnDestination => "own_destination",
+    NoEndpoint => "no_endpoint",
+    QueueFull => "queue_full",
+    PacketTooLarge => "packet_too_large",
+    RelayNotForUs => "relay_not_for_us",
+    BadProbe => "bad_probe",
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Drop counters, indexed by [`DropReason`].
+#[derive(Debug, Clone, Default)]
+pub struct TunnelStats {
+    drops: FxHashMap<DropReason, u64>,
+}
+
+impl TunnelStats {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops.get(&reason).copied().unwrap_or(0)
+    }
+
+    pub fn total_dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+
+    fn count(&mut self, reason: DropReason) {
+        *self.drops.entry(reason).or_default() += 1;
+    }
+}
+
+/// Maps `now` to wall-clock time for handshake timestamps, without reading a clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    base: Instant,
+    unix_at_base: Duration,
+}
+
+impl Clock {
+    fn unix(&self, now: Instant) -> Duration {
+        self.unix_at_base + now.saturating_duration_since(self.base)
+    }
+}
+
+#[derive(Debug)]
+struct LoadMeter {
+    window_start: Instant,
+    count: u32,
+}
+
+pub struct Tunnel {
+    node_id: NodeId,
+    network_id: NetworkId,
+    static_secret: Zeroizing<[u8; 32]>,
+    own_macs: MacKeys,
+    clock: Clock,
+    settings: Settings,
+    routes: RouteTable,
+    peers: FxHashMap<NodeId, Peer>,
+    /// Initiator static key → node, for the responder's authorization check.
+    by_static: FxHashMap<[u8; 32], NodeId>,
+    /// Local session/handshake index → node.
+    by_index: FxHashMap<u32, NodeId>,
+    index_state: u32,
+    last_timestamp: [u8; handshake::TIMESTAMP_LEN],
+    cookie_secret: CookieSecret,
+    cookie_secret_born: Instant,
+    load: LoadMeter,
+    forced_load: bool,
+    probe_seq: u64,
+    last_tick: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: TunnelStats,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("node_id", &self.node_id)
+            .field("network_id", &self.network_id)
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tunnel {
+    /// A tunnel with no peers. `unix_now` is the wall-clock time at `now` (for handshake
+    /// timestamps, which must grow across restarts).
+    pub fn new(
+        identity: &Identity,
+        network_id: NetworkId,
+        now: Instant,
+        unix_now: Duration,
+    ) -> Self {
+        let mut seed = [0u8; 4];
+        getrandom::fill(&mut seed).expect("the OS random source works");
+        Self {
+            node_id: identity.node_id(),
+            network_id,
+            static_secret: Zeroizing::new(*identity.x25519_secret()),
+            own_macs: MacKeys::for_static(&identity.public().x25519),
+            clock: Clock {
+                base: now,
+                unix_at_base: unix_now,
+            },
+            settings: Settings::default(),
+            routes: RouteTable::new(network_id, false, false),
+            peers: FxHashMap::default(),
+            by_static: FxHashMap::default(),
+            by_index: FxHashMap::default(),
+            index_state: u32::from_le_bytes(seed),
+            last_timestamp: [0; handshake::TIMESTAMP_LEN],
+            cookie_secret: CookieSecret::random(),
+            cookie_secret_born: now,
+            load: LoadMeter {
+                window_start: now,
+                count: 0,
+            },
+            forced_load: false,
+            probe_seq: 0,
+            last_tick: now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: TunnelStats::default(),
+        }
+    }
+
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Makes the responder demand cookies regardless of load (tests, and an engine that sees
+    /// its socket queue overflowing).
+    pub fn set_under_load(&mut self, under_load: bool) {
+        self.forced_load = under_load;
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn network_id(&self) -> NetworkId {
+        self.network_id
+    }
+
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    pub fn stats(&self) -> &TunnelStats {
+        &self.stats
+    }
+
+    pub fn peer_status(&self, node: NodeId, now: Instant) -> Option<PeerStatus> {
+        self.peers.get(&node).map(|p| p.status(now))
+    }
+
+    /// Every peer's status, sorted by node id.
+    pub fn peer_statuses(&self, now: Instant) -> Vec<PeerStatus> {
+        let mut v: Vec<PeerStatus> = self.peers.values().map(|p| p.status(now)).collect();
+        v.sort_by_key(|s| s.node_id);
+        v
+    }
+
+    /// Applies a verified config: rebuilds the route table, adds new members as peers, tears
+    /// down members that left (deauthorized), and refreshes endpoints. If this node is not in
+    /// the config it has no peers at all.
+    pub fn apply_config(&mut self, cfg: &NetworkConfig) {
+        self.routes = RouteTable::from_config(cfg);
+        let authorized_self = cfg.member(self.node_id).is_some();
+        let wanted: FxHashMap<NodeId, &crate::MemberConfig> = cfg
+            .members
+            .iter()
+            .filter(|m| authorized_self && m.node_id != self.node_id)
+            .map(|m| (m.node_id, m))
+            .collect();
+        let gone: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| {
+                wanted
+                    .get(id)
+                    .is_none_or(|m| m.identity.x25519 != p.static_public)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            if let Some(mut p) = self.peers.remove(&id) {
+                p.clear(&mut self.by_index);
+                self.by_static.remove(&p.static_public);
+                self.events.push_back(Event::PeerRemoved(id));
+            }
+        }
+        for (id, m) in wanted {
+            match self.peers.get_mut(&id) {
+                Some(p) => p.candidates.clone_from(&m.endpoints),
+                None => {
+                    self.by_static.insert(m.identity.x25519, id);
+                    self.peers
+                        .insert(id, Peer::new(id, m.identity.x25519, m.endpoints.clone()));
+                }
+            }
+        }
+    }
+
+    /// Routes an IP packet read from the TUN: seals it into `out` for the peer owning its
+    /// destination, or queues it while a handshake runs.
+    pub fn encapsulate(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Result<Encapsulated, DropReason> {
+        let result = match ip::addresses(packet) {
+            None => Err(DropReason::NotIp),
+            Some((_, dst)) => match self.routes.lookup(dst) {
+                None => Err(DropReason::NoRoute),
+                Some(peer) if peer == self.node_id => Err(DropReason::OwnDestination),
+                Some(peer) => self.encapsulate_to(now, peer, packet, out),
+            },
+        };
+        result.inspect_err(|r| self.stats.count(*r))
+    }
+
+    /// Seals `packet` for `peer` into `out` (which needs [`wire::DATA_OVERHEAD`] spare bytes).
+    pub fn encapsulate_to(
+        &mut self,
+        now: Instant,
+        peer_id: NodeId,
+        packet: &[u8],
+        out: &mut [u8],
+    ) -> Result<Encapsulated, DropReason> {
+        let len = packet.len();
+        if out.len() < len + wire::DATA_OVERHEAD {
+            return Err(DropReason::PacketTooLarge);
+        }
+        let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
+        if !peer.usable_session(now) {
+            if peer.queue.len() >= MAX_QUEUED {
+                return Err(DropReason::QueueFull);
+            }
+            peer.queue.push_back(packet.to_vec());
+            if peer.pending.is_none() {
+                self.initiate(now, peer_id);
+            }
+            return Ok(Encapsulated::Queued { peer: peer_id });
+        }
+        let destination = peer.destination().ok_or(DropReason::NoEndpoint)?;
+        out[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len].copy_from_slice(packet);
+        let session = peer.current.as_mut().ok_or(DropReason::SessionExpired)?;
+        let n = session
+            .seal_in_place(now, wire::TYPE_DATA, out, len)
+            .map_err(|_| DropReason::SessionExpired)?;
+        let rekey = wants_rekey_on_send(session, now) && peer.pending.is_none();
+        peer.tx_bytes += n as u64;
+        peer.last_sent = Some(now);
+        if rekey {
+            self.initiate(now, peer_id);
+        }
+        Ok(Encapsulated::Ready {
+            peer: peer_id,
+            destination,
+            len: n,
+        })
+    }
+
+    /// Convenience for callers without their own buffers (the simulator, control traffic):
+    /// routes and seals `packet` and queues the datagram for [`Tunnel::poll_transmit`].
+    pub fn send(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
+        let mut out = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
+        if let Encapsulated::Ready {
+            peer,
+            destination,
+            len,
+        } = self.encapsulate(now, packet, &mut out)?
+        {
+            out.truncate(len);
+            self.transmits.push_back(Transmit {
+                destination,
+                peer: Some(peer),
+                bytes: out,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles one UDP datagram. Decrypts in place: a returned packet borrows `datagram`.
+    pub fn handle_outside<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+    ) -> Result<Incoming<'a>, DropReason> {
+        let result = self.handle_message(now, from, datagram, false);
+        result.inspect_err(|r| self.stats.count(*r))
+    }
+
+    fn handle_message<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+        relayed: bool,
+    ) -> Result<Incoming<'a>, DropReason> {
+        let msg = wire::parse(datagram).map_err(|_| DropReason::Malformed)?;
+        match msg {
+            Message::HandshakeInit(init) => self.on_initiation(now, from, &init, relayed),
+            Message::HandshakeResponse(resp) => self.on_response(now, from, &resp, relayed),
+            Message::CookieReply(reply) => self.on_cookie_reply(now, &reply),
+            Message::Data(d) | Message::Probe(d) => {
+                let (index, counter) = (d.receiver_index, d.counter);
+                self.on_data(now, from, datagram, index, counter, relayed)
+            }
+            Message::Relay(r) => {
+                if r.destination != self.node_id {
+                    return Err(DropReason::RelayNotForUs);
+                }
+                self.handle_message(now, from, &mut datagram[wire::RELAY_HEADER_LEN..], true)
+            }
+        }
+    }
+
+    fn under_load(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.load.window_start) >= Duration::from_secs(1) {
+            self.load = LoadMeter {
+                window_start: now,
+                count: 0,
+            };
+        }
+        self.load.count = self.load.count.saturating_add(1);
+        self.forced_load || self.load.count > self.settings.cookie_threshold_per_second
+    }
+
+    fn on_initiation<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        init: &wire::HandshakeInit<'_>,
+        relayed: bool,
+    ) -> Result<Incoming<'a>, DropReason> {
+        if !handshake::mac_eq(&self.own_macs.mac1(init.before_mac1), init.mac1) {
+            return Err(DropReason::BadMac1);
+        }
+        if self.under_load(now)
+            && !self
+                .cookie_secret
+                .mac2_valid(from, init.before_mac2, init.mac2)
+        {
+            let reply =
+                self.cookie_secret
+                    .reply(&self.own_macs, from, init.sender_index, init.mac1);
+            self.transmits.push_back(Transmit {
+                destination: from,
+                peer: None,
+                bytes: reply.to_vec(),
+            });
+            return Err(DropReason::CookieSent);
+        }
+        if init.network_id != self.network_id.to_bytes() {
+            return Err(DropReason::WrongNetwork);
+        }
+        let received = handshake::read_initiation(self.network_id, &self.static_secret, init)
+            .map_err(|_| DropReason::HandshakeFailed)?;
+        // Only members the current signed config lists get an answer.
+        let peer_id = *self
+            .by_static
+            .get(&received.initiator_static)
+            .ok_or(DropReason::UnknownPeer)?;
+        let local_index = allocate_index(&mut self.by_index, &mut self.index_state, peer_id);
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            self.by_index.remove(&local_index);
+            return Err(DropReason::UnknownPeer);
+        };
+        if received.timestamp <= peer.newest_timestamp {
+            self.by_index.remove(&local_index);
+            return Err(DropReason::StaleInitiation);
+        }
+        peer.newest_timestamp = received.timestamp;
+        let remote_index = received.sender_index;
+        let mut out = [0u8; wire::HANDSHAKE_RESPONSE_LEN];
+        let keys = match handshake::respond(received, local_index, &peer.macs, &mut out) {
+            Ok(k) => k,
+            Err(_) => {
+                self.by_index.remove(&local_index);
+                return Err(DropReason::HandshakeFailed);
+            }
+        };
+        let session = Session::new(
+            local_index,
+            remote_index,
+            &keys.send,
+            &keys.recv,
+            false,
+            now,
+        );
+        retire(&mut self.by_index, peer.next.replace(session));
+        if !relayed {
+            peer.endpoint = Some(from);
+        }
+        peer.last_handshake = Some(now);
+        peer.handshakes += 1;
+        self.transmits.push_back(Transmit {
+            destination: from,
+            peer: Some(peer_id),
+            bytes: out.to_vec(),
+        });
+        Ok(Incoming::Handled)
+    }
+
+    fn on_response<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        resp: &wire::HandshakeResponse<'_>,
+        relayed: bool,
+    ) -> Result<Incoming<'a>, DropReason> {
+        if !handshake::mac_eq(&self.own_macs.mac1(resp.before_mac1), resp.mac1) {
+            return Err(DropReason::BadMac1);
+        }
+        let peer_id = *self
+            .by_index
+            .get(&resp.receiver_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let peer = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(DropReason::UnknownIndex)?;
+        if peer.pending.as_ref().map(|p| p.local_index) != Some(resp.receiver_index) {
+            return Err(DropReason::UnknownIndex);
+        }
+        let pending = peer.pending.take().ok_or(DropReason::UnknownIndex)?;
+        let keys = match handshake::finish(pending.initiation, resp) {
+            Ok(k) => k,
+            Err(_) => {
+                self.by_index.remove(&pending.local_index);
+                return Err(DropReason::HandshakeFailed);
+            }
+        };
+        let session = Session::new(
+            pending.local_index,
+            resp.sender_index,
+            &keys.send,
+            &keys.recv,
+            true,
+            now,
+        );
+        let old = peer.current.replace(session);
+        retire(
+            &mut self.by_index,
+            std::mem::replace(&mut peer.previous, old),
+        );
+        if !relayed {
+            peer.endpoint = Some(from);
+        }
+        peer.last_handshake = Some(now);
+        peer.handshakes += 1;
+        peer.last_received = Some(now);
+        self.events.push_back(Event::SessionEstablished(peer_id));
+        self.flush_queue(now, peer_id, true);
+        Ok(Incoming::Handled)
+    }
+
+    fn on_cookie_reply<'a>(
+        &mut self,
+        now: Instant,
+        reply: &wire::CookieReply<'_>,
+    ) -> Result<Incoming<'a>, DropReason> {
+        let peer_id = *self
+            .by_index
+            .get(&reply.receiver_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let peer = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(DropReason::UnknownIndex)?;
+        let pending = peer
+            .pending
+            .as_ref()
+            .filter(|p| p.local_index == reply.receiver_index)
+            .ok_or(DropReason::UnknownIndex)?;
+        let cookie = handshake::open_cookie(&peer.macs, reply, &pending.initiation.mac1)
+            .ok_or(DropReason::Unauthentic)?;
+        peer.cookie = Some((cookie, now));
+        Ok(Incoming::Handled)
+    }
+
+    fn on_data<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+        index: u32,
+        counter: u64,
+        relayed: bool,
+    ) -> Result<Incoming<'a>, DropReason> {
+        let peer_id = *self.by_index.get(&index).ok_or(DropReason::UnknownIndex)?;
+        let peer = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(DropReason::UnknownIndex)?;
+        let slot = peer.slot_of(index).ok_or(DropReason::UnknownIndex)?;
+        let session = peer.session_mut(slot).ok_or(DropReason::UnknownIndex)?;
+        let len = session
+            .open_in_place(now, datagram, counter)
+            .map_err(|e| match e {
+                SessionError::Replayed => DropReason::Replayed,
+                SessionError::Expired => DropReason::SessionExpired,
+                SessionError::Unauthentic | SessionError::BufferTooSmall => DropReason::Unauthentic,
+            })?;
+        if slot == Slot::Next {
+            // The initiator used the session we answered: it is confirmed, make it current.
+            let next = peer.next.take();
+            let old = std::mem::replace(&mut peer.current, next);
+            retire(
+                &mut self.by_index,
+                std::mem::replace(&mut peer.previous, old),
+            );
+            self.events.push_back(Event::SessionEstablished(peer_id));
+        }
+        let peer = self
+            .peers
+            .get_mut(&peer_id)
+            .ok_or(DropReason::UnknownIndex)?;
+        if !relayed {
+            peer.endpoint = Some(from);
+        }
+        peer.last_received = Some(now);
+        peer.rx_bytes += datagram.len() as u64;
+        let kind = datagram[0];
+        let plaintext = &datagram[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len];
+        if slot == Slot::Next {
+            self.flush_queue(now, peer_id, false);
+        }
+        if kind == wire::TYPE_PROBE {
+            self.on_probe(now, peer_id, plaintext)?;
+            return Ok(Incoming::Handled);
+        }
+        if plaintext.is_empty() {
+            return Ok(Incoming::Handled); // keepalive
+        }
+        let (src, _) = ip::addresses(plaintext).ok_or(DropReason::NotIp)?;
+        if !self.routes.accepts_source(peer_id, src) {
+            return Err(DropReason::SpoofedSource);
+        }
+        Ok(Incoming::Packet {
+            peer: peer_id,
+            packet: plaintext,
+        })
+    }
+
+    fn on_probe(&mut self, now: Instant, peer_id: NodeId, body: &[u8]) -> Result<(), DropReason> {
+        if body.len() != PROBE_LEN {
+            return Err(DropReason::BadProbe);
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&body[1..]);
+        let id = u64::from_le_bytes(id);
+        match body[0] {
+            PROBE_REQUEST => {
+                let mut reply = [0u8; PROBE_LEN];
+                reply[0] = PROBE_REPLY;
+                reply[1..].copy_from_slice(&id.to_le_bytes());
+                self.send_control(now, peer_id, wire::TYPE_PROBE, &reply);
+                Ok(())
+            }
+            PROBE_REPLY => {
+                let peer = self
+                    .peers
+                    .get_mut(&peer_id)
+                    .ok_or(DropReason::UnknownIndex)?;
+                match peer.outstanding_probe {
+                    Some((sent_id, sent_at)) if sent_id == id => {
+                        peer.rtt = Some(now.saturating_duration_since(sent_at));
+                        peer.outstanding_probe = None;
+                        Ok(())
+                    }
+                    _ => Err(DropReason::BadProbe),
+                }
+            }
+            _ => Err(DropReason::BadProbe),
+        }
+    }
+
+    /// Starts (or restarts) a handshake with `peer_id`.
+    fn initiate(&mut self, now: Instant, peer_id: NodeId) {
+        let unix = self.clock.unix(now);
+        let mut timestamp = handshake::tai64n(unix);
+        if timestamp <= self.last_timestamp {
+            // Two initiations in one clock step: keep them strictly increasing.
+            timestamp = self.last_timestamp;
+            increment(&mut timestamp);
+        }
+        self.last_timestamp = timestamp;
+        let local_index = allocate_index(&mut self.by_index, &mut self.index_state, peer_id);
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            self.by_index.remove(&local_index);
+            return;
+        };
+        let cookie = peer
+            .cookie
+            .as_ref()
+            .filter(|(_, at)| {
+                now.saturating_duration_since(*at) < handshake::COOKIE_SECRET_LIFETIME
+            })
+            .map(|(c, _)| c);
+        let mut out = [0u8; wire::HANDSHAKE_INIT_LEN];
+        let params = InitiationParams {
+            nwid: self.network_id,
+            local_secret: &self.static_secret,
+            remote_static: &peer.static_public,
+            remote_macs: &peer.macs,
+            sender_index: local_index,
+            timestamp,
+            cookie,
+        };
+        let Ok(initiation) = handshake::initiate(&params, &mut out) else {
+            self.by_index.remove(&local_index);
+            return;
+        };
+        let started_at = peer.pending.as_ref().map_or(now, |p| p.started_at);
+        if let Some(old) = peer.pending.replace(Pending {
+            initiation,
+            local_index,
+            sent_at: now,
+            started_at,
+        }) {
+            self.by_index.remove(&old.local_index);
+        }
+        let destinations = peer.handshake_destinations();
+        if destinations.is_empty() {
+            self.stats.count(DropReason::NoEndpoint);
+        }
+        for destination in destinations {
+            self.transmits.push_back(Transmit {
+                destination,
+                peer: Some(peer_id),
+                bytes: out.to_vec(),
+            });
+        }
+    }
+
+    /// Sends what waited for a session; as initiator with nothing waiting, a keepalive
+    /// confirms the session to the responder.
+    fn flush_queue(&mut self, now: Instant, peer_id: NodeId, confirm: bool) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let queued: Vec<Vec<u8>> = peer.queue.drain(..).collect();
+        if queued.is_empty() && confirm {
+            self.send_control(now, peer_id, wire::TYPE_DATA, &[]);
+        }
+        for packet in queued {
+            self.send_control(now, peer_id, wire::TYPE_DATA, &packet);
+        }
+        if confirm {
+            self.send_probe(now, peer_id);
+        }
+    }
+
+    /// Seals a small message on the current session and queues it for transmission.
+    fn send_control(&mut self, now: Instant, peer_id: NodeId, kind: u8, payload: &[u8]) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(destination) = peer.destination() else {
+            self.stats.count(DropReason::NoEndpoint);
+            return;
+        };
+        let Some(session) = peer.current.as_mut() else {
+            return;
+        };
+        let mut out = vec![0u8; payload.len() + wire::DATA_OVERHEAD];
+        out[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + payload.len()].copy_from_slice(payload);
+        let Ok(n) = session.seal_in_place(now, kind, &mut out, payload.len()) else {
+            self.stats.count(DropReason::SessionExpired);
+            return;
+        };
+        let rekey = wants_rekey_on_send(session, now) && peer.pending.is_none();
+        out.truncate(n);
+        peer.tx_bytes += n as u64;
+        peer.last_sent = Some(now);
+        self.transmits.push_back(Transmit {
+            destination,
+            peer: Some(peer_id),
+            bytes: out,
+        });
+        if rekey {
+            self.initiate(now, peer_id);
+        }
+    }
+
+    fn send_probe(&mut self, now: Instant, peer_id: NodeId) {
+        self.probe_seq += 1;
+        let id = self.probe_seq;
+        if let Some(peer) = self.peers.get_mut(&peer_id) {
+            peer.outstanding_probe = Some((id, now));
+            peer.last_probe = Some(now);
+        }
+        let mut body = [0u8; PROBE_LEN];
+        body[0] = PROBE_REQUEST;
+        body[1..].copy_from_slice(&id.to_le_bytes());
+        self.send_control(now, peer_id, wire::TYPE_PROBE, &body);
+    }
+
+    /// When [`Tunnel::handle_timeout`] should run next.
+    pub fn poll_timeout(&self) -> Instant {
+        self.last_tick + TIMER_TICK
+    }
+
+    /// Runs the timers: handshake retransmission and give-up, session expiry, keepalives,
+    /// probes, cookie secret rotation.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_tick = now;
+        if now.saturating_duration_since(self.cookie_secret_born)
+            >= handshake::COOKIE_SECRET_LIFETIME
+        {
+            self.cookie_secret = CookieSecret::random();
+            self.cookie_secret_born = now;
+        }
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.peer_timers(now, id);
+        }
+    }
+
+    fn peer_timers(&mut self, now: Instant, id: NodeId) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let mut retransmit = false;
+        if let Some(p) = &peer.pending {
+            if now.saturating_duration_since(p.started_at) >= session::REKEY_ATTEMPT_TIME {
+                let index = p.local_index;
+                peer.pending = None;
+                peer.queue.clear();
+                self.by_index.remove(&index);
+                self.events.push_back(Event::HandshakeGaveUp(id));
+            } else if now.saturating_duration_since(p.sent_at) >= session::REKEY_TIMEOUT {
+                retransmit = true;
+            }
+        }
+        let expired = |s: &Option<Session>| s.as_ref().is_some_and(|s| s.is_expired(now));
+        if expired(&peer.previous) {
+            retire(&mut self.by_index, peer.previous.take());
+        }
+        if expired(&peer.next) {
+            retire(&mut self.by_index, peer.next.take());
+        }
+        if expired(&peer.current) {
+            retire(&mut self.by_index, peer.current.take());
+            self.events.push_back(Event::SessionExpired(id));
+        }
+        let has_session = peer.usable_session(now);
+        let keepalive = has_session
+            && peer.last_received.is_some_and(|r| {
+                peer.last_sent.is_none_or(|s| s < r)
+                    && now.saturating_duration_since(r) >= session::KEEPALIVE_TIMEOUT
+            });
+        let probe = has_session
+            && peer
+                .last_probe
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
+        if retransmit {
+            self.initiate(now, id);
+        }
+        if keepalive {
+            self.send_control(now, id, wire::TYPE_DATA, &[]);
+        }
+        if probe {
+            self.send_probe(now, id);
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+/// WireGuard's rule: the initiator rekeys when the session is old; the responder waits a
+/// little longer so both sides do not start handshakes at once.
+fn wants_rekey_on_send(s: &Session, now: Instant) -> bool {
+    if s.is_initiator() {
+        s.wants_rekey(now)
+    } else {
+        s.age(now)
+            >= session::REKEY_AFTER_TIME + session::REKEY_TIMEOUT + session::KEEPALIVE_TIMEOUT
+    }
+}
+
+/// A fresh non-zero local index not in use, from a full-period LCG seeded at random.
+fn allocate_index(by_index: &mut FxHashMap<u32, NodeId>, state: &mut u32, peer: NodeId) -> u32 {
+    loop {
+        *state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        if *state != 0 && !by_index.contains_key(state) {
+            by_index.insert(*state, peer);
+            return *state;
+        }
+    }
+}
+
+fn increment(bytes: &mut [u8]) {
+    for b in bytes.iter_mut().rev() {
+        let (v, carry) = b.overflowing_add(1);
+        *b = v;
+        if !carry {
+            return;
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Per-peer state inside a [`super::Tunnel`]: sessions, the pending handshake, endpoints,
+//! queued packets and the numbers `meshd peers` shows.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use crate::NodeId;
+use crate::handshake::{Initiation, MacKeys, TIMESTAMP_LEN};
+use crate::session::Session;
+use crate::wire::COOKIE_LEN;
+
+/// Packets held per peer while its handshake runs; more are dropped and counted.
+pub const MAX_QUEUED: usize = 128;
+
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub initiation: Initiation,
+    pub local_index: u32,
+    pub sent_at: Instant,
+    pub started_at: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub node_id: NodeId,
+    pub static_public: [u8; 32],
+    pub macs: MacKeys,
+    /// Endpoints from the config, tried in order until one answers.
+    pub candidates: Vec<SocketAddr>,
+    /// The address authenticated traffic last came from.
+    pub endpoint: Option<SocketAddr>,
+    pub pending: Option<Pending>,
+    pub cookie: Option<([u8; COOKIE_LEN], Instant)>,
+    /// The session we send on.
+    pub current: Option<Session>,
+    /// The session before it: still accepted while in-flight packets drain.
+    pub previous: Option<Session>,
+    /// A session we answered as responder, confirmed by the first packet the initiator sends.
+    pub next: Option<Session>,
+    pub newest_timestamp: [u8; TIMESTAMP_LEN],
+    pub queue: VecDeque<Vec<u8>>,
+    pub last_sent: Option<Instant>,
+    pub last_received: Option<Instant>,
+    pub last_handshake: Option<Instant>,
+    pub last_probe: Option<Instant>,
+    pub outstanding_probe: Option<(u64, Instant)>,
+    pub rtt: Option<Duration>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub handshakes: u64,
+}
+
+impl Peer {
+    pub fn new(node_id: NodeId, static_public: [u8; 32], candidates: Vec<SocketAddr>) -> Self {
+        Self {
+            node_id,
+            static_public,
+            macs: MacKeys::for_static(&static_public),
+            candidates,
+            endpoint: None,
+            pending: None,
+            cookie: None,
+            current: None,
+            previous: None,
+            next: None,
+            newest_timestamp: [0; TIMESTAMP_LEN],
+            queue: VecDeque::new(),
+            last_sent: None,
+            last_received: None,
+            last_handshake: None,
+            last_probe: None,
+            outstanding_probe: None,
+            rtt: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            handshakes: 0,
+        }
+    }
+
+    /// Where to send: the confirmed endpoint, else the first candidate.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.endpoint.or_else(|| self.candidates.first().copied())
+    }
+
+    /// Where to send a handshake initiation: the confirmed endpoint, else every candidate.
+    pub fn handshake_destinations(&self) -> Vec<SocketAddr> {
+        match self.endpoint {
+            Some(e) => vec![e],
+            None => self.candidates.iter().take(4).copied().collect(),
+        }
+    }
+
+    pub fn usable_session(&self, now: Instant) -> bool {
+        self.current.as_ref().is_some_and(|s| !s.is_expired(now))
+    }
+
+    /// Which slot holds the session with this local index.
+    pub fn slot_of(&self, index: u32) -> Option<Slot> {
+        let is = |s: &Option<Session>| s.as_ref().is_some_and(|s| s.local_index() == index);
+        if is(&self.current) {
+            Some(Slot::Current)
+        } else if is(&self.next) {
+            Some(Slot::Next)
+        } else if is(&self.previous) {
+            Some(Slot::Previous)
+        } else {
+            None
+        }
+    }
+
+    pub fn session_mut(&mut self, slot: Slot) -> Option<&mut Session> {
+        match slot {
+            Slot::Current => self.current.as_mut(),
+            Slot::Next => self.next.as_mut(),
+            Slot::Previous => self.previous.as_mut(),
+        }
+    }
+
+    /// Drops every session and the pending handshake, freeing their indices.
+    pub fn clear(&mut self, by_index: &mut FxHashMap<u32, NodeId>) {
+        for s in [self.current.take(), self.previous.take(), self.next.take()] {
+            retire(by_index, s);
+        }
+        if let Some(p) = self.pending.take() {
+            by_index.remove(&p.local_index);
+        }
+        self.queue.clear();
+        self.outstanding_probe = None;
+    }
+
+    pub fn status(&self, now: Instant) -> PeerStatus {
+        PeerStatus {
+            node_id: self.node_id,
+            endpoint: self.endpoint,
+            candidates: self.candidates.clone(),
+            has_session: self.usable_session(now),
+            rtt: self.rtt,
+            last_handshake: self
+                .last_handshake
+                .map(|t| now.saturating_duration_since(t)),
+            last_received: self.last_received.map(|t| now.saturating_duration_since(t)),
+            rx_bytes: self.rx_bytes,
+            tx_bytes: self.tx_bytes,
+            handshakes: self.handshakes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Current,
+    Next,
+    Previous,
+}
+
+pub(crate) fn retire(by_index: &mut FxHashMap<u32, NodeId>, session: Option<Session>) {
+    if let Some(s) = session {
+        by_index.remove(&s.local_index());
+    }
+}
+
+/// What `meshd peers` shows about one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub node_id: NodeId,
+    /// Confirmed endpoint (authenticated traffic came from it).
+    pub endpoint: Option<SocketAddr>,
+    pub candidates: Vec<SocketAddr>,
+    pub has_session: bool,
+    pub rtt: Option<Duration>,
+    /// Time since the last completed handshake.
+    pub last_handshake: Option<Duration>,
+    pub last_received: Option<Duration>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Completed handshakes, initial and rekeys.
+    pub handshakes: u64,
+}
