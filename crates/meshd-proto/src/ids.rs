@@ -129,7 +129,8 @@ impl FromStr for NetworkId {
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:010x}", self.0)
+        // `pad` so callers' width and alignment (`{:<12}`) apply.
+        f.pad(&format!("{:010x}", self.0))
     }
 }
 
@@ -141,7 +142,7 @@ impl fmt::Debug for NodeId {
 
 impl fmt::Display for NetworkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        f.pad(&format!("{:016x}", self.0))
     }
 }
 
@@ -165,6 +166,7 @@ mod tests {
         assert_eq!(id.to_bytes(), [0x89, 0xe9, 0x2c, 0xee, 0xe5]);
         let small = NodeId::new(0x123).unwrap();
         assert_eq!(small.to_string(), "0000000123");
+        assert_eq!(format!("{small:<12}|"), "0000000123  |");
     }
 
     #[test]

@@ -17,16 +17,12 @@ pub mod peers;
 pub mod simulate;
 pub mod status;
 
-/// How the CLI takes a network id (16 lowercase hex digits, e.g. `8056c2e21c000001`).
-///
-/// Switch to `meshd_proto::NetworkId` once the crates are joined: clap parses any
-/// `FromStr` type whose error converts into `Box<dyn Error + Send + Sync>`.
-pub type NetworkIdArg = String;
+/// How the CLI takes a network id (16 lowercase hex digits, e.g. `8056c2e21c000001`): parsed
+/// by clap, so a malformed id is a usage error (exit code 2) before anything is sent.
+pub type NetworkIdArg = meshd_proto::NetworkId;
 
 /// How the CLI takes a node id (10 lowercase hex digits, e.g. `89e92ceee5`).
-///
-/// Switch to `meshd_proto::NodeId` once the crates are joined.
-pub type NodeIdArg = String;
+pub type NodeIdArg = meshd_proto::NodeId;
 
 /// Where the daemon keeps its identity, cached configs and control socket.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/meshd";
