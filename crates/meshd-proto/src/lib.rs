@@ -18,10 +18,14 @@
 //! - [`session`]: transport keys, counters, expiry; [`replay`]: the anti-replay window.
 //! - [`tunnel`]: the per-network state machine tying it together for one node.
 //! - [`sim`]: a deterministic in-memory network with a virtual clock, for tests and the demo.
+//! - `fuzzing` (feature `fuzzing` only): the cargo-fuzz entry points and their seed inputs.
 #![forbid(unsafe_code)]
 
 pub mod addr;
 pub mod config;
+// Entry points and seeds for the cargo-fuzz targets in `fuzz/` (documented inside).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod handshake;
 mod hex;
 pub mod identity;
@@ -29,6 +33,8 @@ pub mod ids;
 pub mod ip;
 pub mod replay;
 pub mod routes;
+#[cfg(feature = "serde")]
+mod serde_impls;
 pub mod session;
 pub mod sim;
 pub mod tunnel;
