@@ -1,1 +1,11 @@
+//! The meshd controller: the state every node's config comes from.
+//!
+//! - [`state`]: networks and members as a deterministic state machine of [`state::Command`]s.
+//! - [`ipam`]: address and container-subnet assignment, pure functions of the state.
+//!
+//! The state machine never touches the network or the disk; replication, storage, the admin
+//! API and the node channel wrap it.
 #![forbid(unsafe_code)]
+
+pub mod ipam;
+pub mod state;

@@ -1,0 +1,638 @@
+//! The controller state machine: networks and their members, changed only by [`Command`]s
+//! applied in log order. Applying is deterministic and all-or-nothing: a rejected command
+//! leaves the state exactly as it was (every check runs before the first change).
+
+mod command;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnet::{IpNet, Ipv4Net};
+use meshd_proto::config::{MAX_MTU, MIN_MTU, codec::MAX_NAME_LEN};
+use meshd_proto::{
+    ManagedRoute, MemberConfig, NetworkConfig, NetworkId, NetworkKey, NodeId, PublicIdentity,
+    SignedConfig, addr,
+};
+use serde::{Deserialize, Serialize};
+
+pub use command::{Applied, Command, NetworkSpec, RejectKind, Rejected, RouteVia};
+
+use crate::ipam::{self, overlaps};
+
+/// Default IPv4 pool when a network is created without one.
+pub const DEFAULT_V4_POOL: &str = "10.147.0.0/16";
+/// Default container pool: 1024 container /24s, clear of Docker's 172.17.0.0/16.
+pub const DEFAULT_CONTAINER_POOL: &str = "172.28.0.0/14";
+pub const DEFAULT_CONTAINER_PREFIX: u8 = 24;
+/// Most endpoints a member may report.
+pub const MAX_LOCAL_ENDPOINTS: usize = 8;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerState {
+    pub networks: BTreeMap<NetworkId, Network>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: NetworkId,
+    /// The network signing key: cluster state, so any replica can sign configs.
+    pub key_seed: [u8; 32],
+    pub name: String,
+    /// Increases with every change to what the signed config contains.
+    pub revision: u64,
+    pub mtu: u16,
+    pub sixplane: bool,
+    pub rfc4193: bool,
+    pub v4_pools: Vec<Ipv4Net>,
+    pub container_pool: Ipv4Net,
+    pub container_prefix: u8,
+    pub routes: BTreeMap<IpNet, Route>,
+    pub members: BTreeMap<NodeId, Member>,
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("revision", &self.revision)
+            .field("members", &self.members.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub via: NodeId,
+    /// The gateway address the route was given with, if any.
+    pub gateway: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub node_id: NodeId,
+    pub identity: PublicIdentity,
+    pub name: String,
+    pub authorized: bool,
+    /// Sticky once assigned; released when the member is deleted.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// Sticky once assigned; released when the member is deleted.
+    pub container_subnet: Option<Ipv4Net>,
+    /// The address the member's last connection came from.
+    pub physical: Option<SocketAddr>,
+    /// The addresses the member reports for itself.
+    pub local: Vec<SocketAddr>,
+    pub created_ms: u64,
+    pub last_authorized_ms: Option<u64>,
+    pub last_deauthorized_ms: Option<u64>,
+    pub last_seen_ms: Option<u64>,
+}
+
+impl Member {
+    /// Endpoints in the order peers should try them.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = self.physical.into_iter().collect();
+        for e in &self.local {
+            if !out.contains(e) {
+                out.push(*e);
+            }
+        }
+        out
+    }
+}
+
+fn not_found_network(network: NetworkId) -> Rejected {
+    Rejected::new(
+        RejectKind::NotFound,
+        format!("no network {network}; `meshd controller network list` shows the networks"),
+    )
+}
+
+fn not_found_member(network: NetworkId, node: NodeId) -> Rejected {
+    Rejected::new(
+        RejectKind::NotFound,
+        format!(
+            "node {node} is not a member of network {network}; it must run `meshd join {network}` first"
+        ),
+    )
+}
+
+impl ControllerState {
+    pub fn network(&self, id: NetworkId) -> Option<&Network> {
+        self.networks.get(&id)
+    }
+
+    /// Applies one command. On `Err` nothing changed.
+    pub fn apply(&mut self, cmd: &Command) -> Result<Applied, Rejected> {
+        match cmd {
+            Command::CreateNetwork(spec) => self.create_network(spec),
+            other => {
+                let id = other.network().ok_or_else(|| {
+                    Rejected::new(RejectKind::Invalid, "command names no network")
+                })?;
+                if let Command::DeleteNetwork { network } = other {
+                    return self
+                        .networks
+                        .remove(network)
+                        .map(|_| Applied::NetworkDeleted { network: *network })
+                        .ok_or_else(|| not_found_network(*network));
+                }
+                let net = self
+                    .networks
+                    .get_mut(&id)
+                    .ok_or_else(|| not_found_network(id))?;
+                net.apply(other)
+            }
+        }
+    }
+
+    fn create_network(&mut self, spec: &NetworkSpec) -> Result<Applied, Rejected> {
+        let key = NetworkKey::from_seed(&spec.key_seed)
+            .map_err(|e| Rejected::new(RejectKind::Invalid, e.to_string()))?;
+        let id = key.network_id();
+        if self.networks.contains_key(&id) {
+            return Err(Rejected::new(
+                RejectKind::Conflict,
+                format!("network {id} exists already"),
+            ));
+        }
+        validate_name(&spec.name, "network name")?;
+        validate_mtu(spec.mtu)?;
+        if spec.v4_pools.is_empty() {
+            return Err(Rejected::new(
+                RejectKind::Invalid,
+                "a network needs at least one IPv4 pool",
+            ));
+        }
+        for (i, p) in spec.v4_pools.iter().enumerate() {
+            canonical_v4(p, "IPv4 pool")?;
+            for q in &spec.v4_pools[..i] {
+                if overlaps(&IpNet::V4(*p), &IpNet::V4(*q)) {
+                    return Err(Rejected::new(
+                        RejectKind::Conflict,
+                        format!("IPv4 pools {q} and {p} overlap"),
+                    ));
+                }
+            }
+            if overlaps(&IpNet::V4(*p), &IpNet::V4(spec.container_pool)) {
+                return Err(Rejected::new(
+                    RejectKind::Conflict,
+                    format!(
+                        "IPv4 pool {p} overlaps container pool {}; pick pools that do not overlap",
+                        spec.container_pool
+                    ),
+                ));
+            }
+        }
+        canonical_v4(&spec.container_pool, "container pool")?;
+        if spec.container_prefix < spec.container_pool.prefix_len() || spec.container_prefix > 30 {
+            return Err(Rejected::new(
+                RejectKind::Invalid,
+                format!(
+                    "container prefix /{} must be between the pool's /{} and /30",
+                    spec.container_prefix,
+                    spec.container_pool.prefix_len()
+                ),
+            ));
+        }
+        let mut v4_pools = spec.v4_pools.clone();
+        v4_pools.sort();
+        self.networks.insert(
+            id,
+            Network {
+                id,
+                key_seed: spec.key_seed,
+                name: spec.name.clone(),
+                revision: 1,
+                mtu: spec.mtu,
+                sixplane: spec.sixplane,
+                rfc4193: spec.rfc4193,
+                v4_pools,
+                container_pool: spec.container_pool,
+                container_prefix: spec.container_prefix,
+                routes: BTreeMap::new(),
+                members: BTreeMap::new(),
+                created_ms: spec.at_ms,
+            },
+        );
+        Ok(Applied::NetworkCreated { network: id })
+    }
+}
+
+fn validate_name(name: &str, what: &str) -> Result<(), Rejected> {
+    if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(Rejected::new(
+            RejectKind::Invalid,
+            format!("{what} must be at most {MAX_NAME_LEN} bytes of printable text"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_mtu(mtu: u16) -> Result<(), Rejected> {
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        return Err(Rejected::new(
+            RejectKind::Invalid,
+            format!("MTU {mtu} is out of range; use {MIN_MTU} to {MAX_MTU}"),
+        ));
+    }
+    Ok(())
+}
+
+fn canonical_v4(net: &Ipv4Net, what: &str) -> Result<(), Rejected> {
+    if net.trunc() != *net {
+        return Err(Rejected::new(
+            RejectKind::Invalid,
+            format!(
+                "{what} {net} has host bits set; did you mean {}?",
+                net.trunc()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Network {
+    fn apply(&mut self, cmd: &Command) -> Result<Applied, Rejected> {
+        let id = self.id;
+        match cmd {
+            Command::CreateNetwork(_) | Command::DeleteNetwork { .. } => Err(Rejected::new(
+                RejectKind::Invalid,
+                "not a network-level command",
+            )),
+            Command::UpdateNetwork { name, mtu, .. } => {
+                if let Some(n) = name {
+                    validate_name(n, "network name")?;
+                }
+                if let Some(m) = mtu {
+                    validate_mtu(*m)?;
+                }
+                if let Some(n) = name {
+                    self.name.clone_from(n);
+                }
+                if let Some(m) = mtu {
+                    self.mtu = *m;
+                }
+                self.revision += 1;
+                Ok(Applied::NetworkUpdated {
+                    network: id,
+                    revision: self.revision,
+                })
+            }
+            Command::MemberJoin {
+                identity,
+                physical,
+                local,
+                at_ms,
+                ..
+            } => self.join(identity, *physical, local, *at_ms),
+            Command::Authorize { node, at_ms, .. } => self.authorize(*node, *at_ms),
+            Command::Deauthorize { node, at_ms, .. } => {
+                let m = self
+                    .members
+                    .get_mut(node)
+                    .ok_or_else(|| not_found_member(id, *node))?;
+                let was = m.authorized;
+                m.authorized = false;
+                m.last_deauthorized_ms = Some(*at_ms);
+                if was {
+                    self.revision += 1;
+                }
+                Ok(Applied::Member {
+                    network: id,
+                    node: *node,
+                    authorized: false,
+                    revision: self.revision,
+                })
+            }
+            Command::RenameMember { node, name, .. } => {
+                validate_name(name, "member name")?;
+                let m = self
+                    .members
+                    .get_mut(node)
+                    .ok_or_else(|| not_found_member(id, *node))?;
+                m.name.clone_from(name);
+                let authorized = m.authorized;
+                if authorized {
+                    self.revision += 1;
+                }
+                Ok(Applied::Member {
+                    network: id,
+                    node: *node,
+                    authorized,
+                    revision: self.revision,
+                })
+            }
+            Command::DeleteMember { node, .. } => {
+                if let Some((target, _)) = self.routes.iter().find(|(_, r)| r.via == *node) {
+                    return Err(Rejected::new(
+                        RejectKind::Conflict,
+                        format!("route {target} goes via {node}; remove it first"),
+                    ));
+                }
+                let m = self
+                    .members
+                    .remove(node)
+                    .ok_or_else(|| not_found_member(id, *node))?;
+                if m.authorized {
+                    self.revision += 1;
+                }
+                Ok(Applied::MemberDeleted {
+                    network: id,
+                    node: *node,
+                    revision: self.revision,
+                })
+            }
+            Command::AddRoute { target, via, .. } => self.add_route(*target, *via),
+            Command::RemoveRoute { target, .. } => {
+                let target = target.trunc();
+                if self.routes.remove(&target).is_none() {
+                    return Err(Rejected::new(
+                        RejectKind::NotFound,
+                        format!("network {id} has no route {target}"),
+                    ));
+                }
+                self.revision += 1;
+                Ok(Applied::RouteRemoved {
+                    network: id,
+                    target,
+                    revision: self.revision,
+                })
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        identity: &PublicIdentity,
+        physical: Option<SocketAddr>,
+        local: &[SocketAddr],
+        at_ms: u64,
+    ) -> Result<Applied, Rejected> {
+        let node = identity
+            .node_id()
+            .map_err(|e| Rejected::new(RejectKind::Invalid, e.to_string()))?;
+        let local: Vec<SocketAddr> = local.iter().take(MAX_LOCAL_ENDPOINTS).copied().collect();
+        let id = self.id;
+        let revision = &mut self.revision;
+        let m = self.members.entry(node).or_insert_with(|| Member {
+            node_id: node,
+            identity: *identity,
+            name: String::new(),
+            authorized: false,
+            ipv4: Vec::new(),
+            container_subnet: None,
+            physical: None,
+            local: Vec::new(),
+            created_ms: at_ms,
+            last_authorized_ms: None,
+            last_deauthorized_ms: None,
+            last_seen_ms: None,
+        });
+        if m.identity != *identity {
+            return Err(Rejected::new(
+                RejectKind::Forbidden,
+                format!("node {node} is on record with another identity; refusing"),
+            ));
+        }
+        let moved = m.physical != physical || m.local != local;
+        m.physical = physical;
+        m.local = local;
+        m.last_seen_ms = Some(at_ms);
+        if moved && m.authorized {
+            // Endpoints are part of the config: peers learn where to find the member.
+            *revision += 1;
+        }
+        Ok(Applied::Member {
+            network: id,
+            node,
+            authorized: m.authorized,
+            revision: *revision,
+        })
+    }
+
+    fn authorize(&mut self, node: NodeId, at_ms: u64) -> Result<Applied, Rejected> {
+        let id = self.id;
+        let m = self
+            .members
+            .get(&node)
+            .ok_or_else(|| not_found_member(id, node))?;
+        if m.authorized {
+            return Ok(Applied::Member {
+                network: id,
+                node,
+                authorized: true,
+                revision: self.revision,
+            });
+        }
+        // Everything fallible first: the assignments.
+        let ipv4 = if m.ipv4.is_empty() {
+            let taken: BTreeSet<Ipv4Addr> = self
+                .members
+                .values()
+                .flat_map(|m| m.ipv4.iter().copied())
+                .collect();
+            vec![
+                ipam::assign_ipv4(&self.v4_pools, &taken, node)
+                    .map_err(|e| Rejected::new(RejectKind::Exhausted, e.to_string()))?,
+            ]
+        } else {
+            m.ipv4.clone()
+        };
+        let subnet = match m.container_subnet {
+            Some(s) => s,
+            None => {
+                let mut forbidden: Vec<Ipv4Net> = self.v4_pools.clone();
+                forbidden.extend(self.members.values().filter_map(|m| m.container_subnet));
+                forbidden.extend(self.routes.keys().filter_map(|t| match t {
+                    IpNet::V4(n) => Some(*n),
+                    IpNet::V6(_) => None,
+                }));
+                ipam::assign_subnet(self.container_pool, self.container_prefix, &forbidden)
+                    .map_err(|e| Rejected::new(RejectKind::Exhausted, e.to_string()))?
+            }
+        };
+        let m = self
+            .members
+            .get_mut(&node)
+            .ok_or_else(|| not_found_member(id, node))?;
+        m.ipv4 = ipv4;
+        m.container_subnet = Some(subnet);
+        m.authorized = true;
+        m.last_authorized_ms = Some(at_ms);
+        self.revision += 1;
+        Ok(Applied::Member {
+            network: id,
+            node,
+            authorized: true,
+            revision: self.revision,
+        })
+    }
+
+    fn add_route(&mut self, target: IpNet, via: RouteVia) -> Result<Applied, Rejected> {
+        let id = self.id;
+        if target.trunc() != target {
+            return Err(Rejected::new(
+                RejectKind::Invalid,
+                format!(
+                    "route {target} has host bits set; did you mean {}?",
+                    target.trunc()
+                ),
+            ));
+        }
+        let (owner, gateway) = match via {
+            RouteVia::Node(n) => (n, None),
+            RouteVia::Gateway(ip) => (
+                self.holder_of(ip).ok_or_else(|| {
+                    Rejected::new(
+                        RejectKind::NotFound,
+                        format!("no member of network {id} holds gateway address {ip}"),
+                    )
+                })?,
+                Some(ip),
+            ),
+        };
+        match self.members.get(&owner) {
+            Some(m) if m.authorized => {}
+            _ => {
+                return Err(Rejected::new(
+                    RejectKind::NotFound,
+                    format!("node {owner} is not an authorized member of network {id}"),
+                ));
+            }
+        }
+        if let Some(existing) = self.routes.get(&target) {
+            return Err(Rejected::new(
+                RejectKind::Conflict,
+                format!(
+                    "route {target} exists already via {}; remove it first",
+                    existing.via
+                ),
+            ));
+        }
+        self.check_route_conflicts(target, owner)?;
+        self.routes.insert(
+            target,
+            Route {
+                via: owner,
+                gateway,
+            },
+        );
+        self.revision += 1;
+        Ok(Applied::RouteAdded {
+            network: id,
+            target,
+            via: owner,
+            revision: self.revision,
+        })
+    }
+
+    fn check_route_conflicts(&self, target: IpNet, owner: NodeId) -> Result<(), Rejected> {
+        let conflict = |what: String| {
+            Err(Rejected::new(
+                RejectKind::Conflict,
+                format!("route {target} overlaps {what}"),
+            ))
+        };
+        for pool in &self.v4_pools {
+            if overlaps(&target, &IpNet::V4(*pool)) {
+                return conflict(format!("the network's IPv4 pool {pool}"));
+            }
+        }
+        for m in self.members.values() {
+            if let Some(s) = m.container_subnet
+                && overlaps(&target, &IpNet::V4(s))
+            {
+                return conflict(format!("container subnet {s} of member {}", m.node_id));
+            }
+        }
+        for (t, r) in &self.routes {
+            if r.via != owner && overlaps(&target, t) {
+                return conflict(format!("route {t} via {}", r.via));
+            }
+        }
+        if self.sixplane && overlaps(&target, &IpNet::V6(addr::sixplane_network_prefix(self.id))) {
+            return conflict(format!(
+                "the network's 6PLANE range {}",
+                addr::sixplane_network_prefix(self.id)
+            ));
+        }
+        if self.rfc4193 && overlaps(&target, &IpNet::V6(addr::rfc4193_network_prefix(self.id))) {
+            return conflict(format!(
+                "the network's RFC4193 range {}",
+                addr::rfc4193_network_prefix(self.id)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The member holding `ip` as an assigned or formula address.
+    pub fn holder_of(&self, ip: IpAddr) -> Option<NodeId> {
+        match ip {
+            IpAddr::V4(a) => self
+                .members
+                .values()
+                .find(|m| m.ipv4.contains(&a))
+                .map(|m| m.node_id),
+            IpAddr::V6(a) => {
+                let node = (self
+                    .rfc4193
+                    .then(|| addr::node_from_rfc4193(self.id, a))
+                    .flatten())
+                .or_else(|| {
+                    self.sixplane
+                        .then(|| addr::node_from_6plane(self.id, a))
+                        .flatten()
+                })?;
+                self.members.contains_key(&node).then_some(node)
+            }
+        }
+    }
+
+    /// The config nodes run on: authorized members only, canonical order.
+    pub fn config(&self) -> NetworkConfig {
+        let mut cfg = NetworkConfig::new(self.id, self.name.clone());
+        cfg.revision = self.revision;
+        cfg.mtu = self.mtu;
+        cfg.sixplane = self.sixplane;
+        cfg.rfc4193 = self.rfc4193;
+        cfg.v4_pools.clone_from(&self.v4_pools);
+        cfg.container_pool = Some(self.container_pool);
+        cfg.members = self
+            .members
+            .values()
+            .filter(|m| m.authorized)
+            .map(|m| MemberConfig {
+                node_id: m.node_id,
+                identity: m.identity,
+                name: m.name.clone(),
+                ipv4: m.ipv4.clone(),
+                container_subnet: m.container_subnet,
+                endpoints: m.endpoints().into_iter().take(8).collect(),
+            })
+            .collect();
+        cfg.routes = self
+            .routes
+            .iter()
+            .map(|(t, r)| ManagedRoute {
+                target: *t,
+                via: r.via,
+            })
+            .collect();
+        cfg.canonicalize();
+        cfg
+    }
+
+    /// The config signed with the network key. Ed25519 is deterministic: every replica
+    /// produces the same bytes for the same state.
+    pub fn signed_config(&self) -> SignedConfig {
+        // The seed was validated when the network was created.
+        let key = NetworkKey::from_seed(&self.key_seed).expect("network key seed is valid");
+        SignedConfig::sign(&key, &self.config())
+            .expect("controller configs are canonical and in bounds")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,433 @@
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+
+use super::*;
+use meshd_proto::Identity;
+
+fn identities() -> &'static Vec<Identity> {
+    static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
+    IDS.get_or_init(|| (0..6).map(|_| Identity::generate()).collect())
+}
+
+fn spec(seed: u8) -> NetworkSpec {
+    NetworkSpec {
+        key_seed: [seed; 32],
+        name: format!("net-{seed}"),
+        v4_pools: vec!["10.147.17.0/29".parse().unwrap()],
+        container_pool: "172.28.0.0/22".parse().unwrap(),
+        container_prefix: 24,
+        sixplane: true,
+        rfc4193: true,
+        mtu: 1420,
+        at_ms: 1,
+    }
+}
+
+fn nwid(seed: u8) -> NetworkId {
+    NetworkKey::from_seed(&[seed; 32]).unwrap().network_id()
+}
+
+fn join(seed: u8, who: usize) -> Command {
+    Command::MemberJoin {
+        network: nwid(seed),
+        identity: *identities()[who].public(),
+        physical: Some(SocketAddr::from(([192, 0, 2, who as u8], 9993))),
+        local: vec![],
+        at_ms: 2,
+    }
+}
+
+fn node(who: usize) -> NodeId {
+    identities()[who].node_id()
+}
+
+#[test]
+fn join_authorize_assigns_addresses_and_signs_a_config() {
+    let mut s = ControllerState::default();
+    let Applied::NetworkCreated { network } = s.apply(&Command::CreateNetwork(spec(1))).unwrap()
+    else {
+        panic!("not created")
+    };
+    assert_eq!(network, nwid(1));
+    let applied = s.apply(&join(1, 0)).unwrap();
+    assert!(matches!(
+        applied,
+        Applied::Member {
+            authorized: false,
+            ..
+        }
+    ));
+    // Unauthorized members are not in the config.
+    assert!(s.network(network).unwrap().config().members.is_empty());
+    s.apply(&Command::Authorize {
+        network,
+        node: node(0),
+        at_ms: 3,
+    })
+    .unwrap();
+    let net = s.network(network).unwrap();
+    let m = &net.members[&node(0)];
+    assert_eq!(m.ipv4.len(), 1);
+    assert!(net.v4_pools[0].contains(&m.ipv4[0]));
+    assert_eq!(m.container_subnet.unwrap().to_string(), "172.28.0.0/24");
+    let cfg = net.signed_config().verify(network).unwrap();
+    assert_eq!(cfg.revision, net.revision);
+    let mc = cfg.member(node(0)).unwrap();
+    assert_eq!(mc.ipv4, m.ipv4);
+    assert_eq!(mc.container_subnet, m.container_subnet);
+    assert_eq!(mc.endpoints, vec![SocketAddr::from(([192, 0, 2, 0], 9993))]);
+    let addrs: Vec<String> = cfg
+        .interface_addresses(node(0))
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(addrs[0].ends_with("/29"), "{addrs:?}");
+    assert_eq!(
+        addrs[1],
+        format!("{}/88", addr::rfc4193_addr(network, node(0)))
+    );
+    assert_eq!(
+        cfg.sixplane_subnet(node(0)),
+        Some(addr::sixplane_node_prefix(network, node(0)))
+    );
+}
+
+#[test]
+fn assignments_are_sticky_and_released_on_delete() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
+    let network = nwid(1);
+    s.apply(&join(1, 0)).unwrap();
+    s.apply(&Command::Authorize {
+        network,
+        node: node(0),
+        at_ms: 3,
+    })
+    .unwrap();
+    let before = s.network(network).unwrap().members[&node(0)].clone();
+    s.apply(&Command::Deauthorize {
+        network,
+        node: node(0),
+        at_ms: 4,
+    })
+    .unwrap();
+    s.apply(&Command::Authorize {
+        network,
+        node: node(0),
+        at_ms: 5,
+    })
+    .unwrap();
+    let after = &s.network(network).unwrap().members[&node(0)];
+    assert_eq!(
+        (&before.ipv4, before.container_subnet),
+        (&after.ipv4, after.container_subnet)
+    );
+    s.apply(&Command::DeleteMember {
+        network,
+        node: node(0),
+    })
+    .unwrap();
+    // The freed /24 goes to the next member.
+    s.apply(&join(1, 1)).unwrap();
+    s.apply(&Command::Authorize {
+        network,
+        node: node(1),
+        at_ms: 6,
+    })
+    .unwrap();
+    assert_eq!(
+        s.network(network).unwrap().members[&node(1)].container_subnet,
+        before.container_subnet
+    );
+}
+
+#[test]
+fn exhausted_pools_reject_without_changes() {
+    let mut s = ControllerState::default();
+    let mut tiny = spec(1);
+    tiny.v4_pools = vec!["10.147.17.0/30".parse().unwrap()]; // two hosts
+    s.apply(&Command::CreateNetwork(tiny)).unwrap();
+    let network = nwid(1);
+    for who in 0..3 {
+        s.apply(&join(1, who)).unwrap();
+    }
+    s.apply(&Command::Authorize {
+        network,
+        node: node(0),
+        at_ms: 3,
+    })
+    .unwrap();
+    s.apply(&Command::Authorize {
+        network,
+        node: node(1),
+        at_ms: 3,
+    })
+    .unwrap();
+    let snapshot = s.clone();
+    let err = s
+        .apply(&Command::Authorize {
+            network,
+            node: node(2),
+            at_ms: 3,
+        })
+        .unwrap_err();
+    assert_eq!(err.kind, RejectKind::Exhausted);
+    assert!(err.message.contains("10.147.17.0/30"), "{err}");
+    assert_eq!(s, snapshot);
+}
+
+#[test]
+fn routes_resolve_gateways_and_reject_overlaps() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
+    let network = nwid(1);
+    for who in 0..2 {
+        s.apply(&join(1, who)).unwrap();
+        s.apply(&Command::Authorize {
+            network,
+            node: node(who),
+            at_ms: 3,
+        })
+        .unwrap();
+    }
+    let gw = IpAddr::V4(s.network(network).unwrap().members[&node(1)].ipv4[0]);
+    let lan: IpNet = "192.168.100.0/24".parse().unwrap();
+    let applied = s
+        .apply(&Command::AddRoute {
+            network,
+            target: lan,
+            via: RouteVia::Gateway(gw),
+        })
+        .unwrap();
+    assert!(matches!(applied, Applied::RouteAdded { via, .. } if via == node(1)));
+    let cfg = s.network(network).unwrap().config();
+    assert_eq!(
+        cfg.routes,
+        vec![ManagedRoute {
+            target: lan,
+            via: node(1)
+        }]
+    );
+
+    let reject = |s: &mut ControllerState, target: &str, via: RouteVia| {
+        let before = s.clone();
+        let err = s
+            .apply(&Command::AddRoute {
+                network,
+                target: target.parse().unwrap(),
+                via,
+            })
+            .unwrap_err();
+        assert_eq!(*s, before);
+        err
+    };
+    let e = reject(&mut s, "192.168.100.128/25", RouteVia::Node(node(0)));
+    assert!(e.message.contains("192.168.100.0/24 via"), "{e}");
+    let e = reject(&mut s, "172.28.0.0/16", RouteVia::Node(node(0)));
+    assert!(e.message.contains("container subnet"), "{e}");
+    let e = reject(&mut s, "10.147.0.0/16", RouteVia::Node(node(0)));
+    assert!(e.message.contains("IPv4 pool"), "{e}");
+    let e = reject(&mut s, "192.168.7.1/24", RouteVia::Node(node(0)));
+    assert!(e.message.contains("did you mean 192.168.7.0/24"), "{e}");
+    let e = reject(
+        &mut s,
+        "192.168.7.0/24",
+        RouteVia::Gateway("10.9.9.9".parse().unwrap()),
+    );
+    assert!(e.message.contains("no member"), "{e}");
+    let sixplane = addr::sixplane_node_prefix(network, node(0));
+    let e = reject(&mut s, &sixplane.to_string(), RouteVia::Node(node(0)));
+    assert!(e.message.contains("6PLANE"), "{e}");
+    // Same owner may nest routes.
+    s.apply(&Command::AddRoute {
+        network,
+        target: "192.168.100.0/26".parse().unwrap(),
+        via: RouteVia::Node(node(1)),
+    })
+    .unwrap();
+    // A member that routes cannot be deleted under its routes.
+    let e = s
+        .apply(&Command::DeleteMember {
+            network,
+            node: node(1),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, RejectKind::Conflict);
+    // New subnets avoid routes: a route over the next free /24 pushes the next member past it.
+    s.apply(&Command::AddRoute {
+        network,
+        target: "172.28.2.0/24".parse().unwrap(),
+        via: RouteVia::Node(node(0)),
+    })
+    .unwrap();
+    s.apply(&join(1, 2)).unwrap();
+    s.apply(&Command::Authorize {
+        network,
+        node: node(2),
+        at_ms: 3,
+    })
+    .unwrap();
+    assert_eq!(
+        s.network(network).unwrap().members[&node(2)]
+            .container_subnet
+            .unwrap()
+            .to_string(),
+        "172.28.3.0/24"
+    );
+}
+
+#[test]
+fn a_different_identity_for_a_known_node_is_refused() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
+    s.apply(&join(1, 0)).unwrap();
+    let network = nwid(1);
+    // Forge a record whose stored identity differs from the one presented.
+    let net = s.networks.get_mut(&network).unwrap();
+    net.members.get_mut(&node(0)).unwrap().identity.ed25519[0] ^= 1;
+    let before = s.clone();
+    let err = s.apply(&join(1, 0)).unwrap_err();
+    assert_eq!(err.kind, RejectKind::Forbidden);
+    assert_eq!(s, before);
+}
+
+#[test]
+fn commands_round_trip_through_postcard_and_json() {
+    let cmds = vec![
+        Command::CreateNetwork(spec(3)),
+        join(3, 1),
+        Command::AddRoute {
+            network: nwid(3),
+            target: "10.1.0.0/16".parse().unwrap(),
+            via: RouteVia::Gateway("10.147.17.3".parse().unwrap()),
+        },
+    ];
+    for c in cmds {
+        let bin = postcard::to_allocvec(&c).unwrap();
+        assert_eq!(postcard::from_bytes::<Command>(&bin).unwrap(), c);
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), c);
+    }
+    assert!(
+        !format!("{:?}", spec(3)).contains("[3, 3"),
+        "key seed leaks into Debug"
+    );
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let seed = 1u8..3;
+    let who = 0usize..6;
+    prop_oneof![
+        seed.clone().prop_map(|s| Command::CreateNetwork(spec(s))),
+        seed.clone()
+            .prop_map(|s| Command::DeleteNetwork { network: nwid(s) }),
+        (seed.clone(), who.clone()).prop_map(|(s, w)| join(s, w)),
+        (seed.clone(), who.clone()).prop_map(|(s, w)| Command::Authorize {
+            network: nwid(s),
+            node: node(w),
+            at_ms: 9
+        }),
+        (seed.clone(), who.clone()).prop_map(|(s, w)| Command::Deauthorize {
+            network: nwid(s),
+            node: node(w),
+            at_ms: 9
+        }),
+        (seed.clone(), who.clone()).prop_map(|(s, w)| Command::DeleteMember {
+            network: nwid(s),
+            node: node(w)
+        }),
+        (seed.clone(), who.clone(), 0u32..8, 22u8..=26).prop_map(|(s, w, third, len)| {
+            Command::AddRoute {
+                network: nwid(s),
+                target: IpNet::V4(
+                    Ipv4Net::new(Ipv4Addr::new(172, 28, third as u8, 0), len)
+                        .unwrap()
+                        .trunc(),
+                ),
+                via: RouteVia::Node(node(w)),
+            }
+        }),
+        (seed, 0u32..8).prop_map(|(s, third)| Command::RemoveRoute {
+            network: nwid(s),
+            target: IpNet::V4(Ipv4Net::new(Ipv4Addr::new(172, 28, third as u8, 0), 24).unwrap()),
+        }),
+    ]
+}
+
+fn check_invariants(s: &ControllerState) -> Result<(), TestCaseError> {
+    for net in s.networks.values() {
+        let mut seen_v4 = BTreeSet::new();
+        let mut subnets: Vec<Ipv4Net> = Vec::new();
+        for m in net.members.values() {
+            for a in &m.ipv4 {
+                prop_assert!(
+                    net.v4_pools.iter().any(|p| p.contains(a)),
+                    "{} outside pools",
+                    a
+                );
+                prop_assert!(seen_v4.insert(*a), "duplicate address {}", a);
+            }
+            if let Some(sub) = m.container_subnet {
+                prop_assert!(net.container_pool.contains(&sub));
+                for other in &subnets {
+                    prop_assert!(
+                        !overlaps(&IpNet::V4(sub), &IpNet::V4(*other)),
+                        "{} overlaps {}",
+                        sub,
+                        other
+                    );
+                }
+                subnets.push(sub);
+            }
+            if m.authorized {
+                prop_assert!(!m.ipv4.is_empty() && m.container_subnet.is_some());
+            }
+        }
+        for (t, r) in &net.routes {
+            for sub in &subnets {
+                prop_assert!(
+                    !overlaps(t, &IpNet::V4(*sub)),
+                    "route {} overlaps subnet {}",
+                    t,
+                    sub
+                );
+            }
+            prop_assert!(net.members.contains_key(&r.via));
+        }
+        // The signed config always encodes and verifies.
+        prop_assert!(net.signed_config().verify(net.id).is_ok());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn rejected_commands_change_nothing_and_replay_is_deterministic(
+        cmds in proptest::collection::vec(arb_command(), 1..60)
+    ) {
+        let mut s = ControllerState::default();
+        let mut log = Vec::new();
+        for c in &cmds {
+            let before = s.clone();
+            match s.apply(c) {
+                Ok(_) => log.push(c.clone()),
+                Err(_) => prop_assert_eq!(&s, &before),
+            }
+            check_invariants(&s)?;
+        }
+        // Applying the same full log (rejections included) on a fresh replica: same state.
+        let mut replica = ControllerState::default();
+        for c in &cmds {
+            let _ = replica.apply(c);
+        }
+        prop_assert_eq!(&replica, &s);
+        let mut again = ControllerState::default();
+        for c in &log {
+            prop_assert!(again.apply(c).is_ok());
+        }
+        prop_assert_eq!(&again, &s);
+    }
+}
