@@ -2,10 +2,12 @@
 //!
 //! - [`state`]: networks and members as a deterministic state machine of [`state::Command`]s.
 //! - [`ipam`]: address and container-subnet assignment, pure functions of the state.
+//! - [`controller`]: the [`controller::Controller`] trait that the API and channel serve.
 //!
 //! The state machine never touches the network or the disk; replication, storage, the admin
 //! API and the node channel wrap it.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod ipam;
 pub mod state;
