@@ -76,10 +76,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         addr::rfc4193_network_prefix(nwid)
     );
     println!();
-    println!(
-        "{:<12} {:<15} {:<30} {}",
-        "NODE", "IPV4", "6PLANE", "CONTAINERS"
-    );
+    println!("{:<12} {:<15} {:<30} CONTAINERS", "NODE", "IPV4", "6PLANE");
     for n in &sim.nodes {
         let id = n.identity.node_id();
         let subnet = sim.config.member(id).and_then(|m| m.container_subnet);
