@@ -3,11 +3,18 @@
 //! - [`state`]: networks and members as a deterministic state machine of [`state::Command`]s.
 //! - [`ipam`]: address and container-subnet assignment, pure functions of the state.
 //! - [`controller`]: the [`controller::Controller`] trait that the API and channel serve.
+//! - [`api`]: the admin HTTP API; [`admin_client`] is its client, [`datadir`] where the CLI
+//!   finds its address and token.
+//! - [`channel`]: the node channel, QUIC with raw Ed25519 keys: joins, status, config pushes.
 //!
 //! The state machine never touches the network or the disk; replication, storage, the admin
 //! API and the node channel wrap it.
 #![forbid(unsafe_code)]
 
+pub mod admin_client;
+pub mod api;
+pub mod channel;
 pub mod controller;
+pub mod datadir;
 pub mod ipam;
 pub mod state;

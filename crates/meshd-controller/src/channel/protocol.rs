@@ -1,0 +1,315 @@
+//! The node channel's messages and their framing.
+//!
+//! The node opens one bidirectional QUIC stream and both sides write frames on it: a u32
+//! big-endian body length, then the postcard-encoded message. Postcard is compact and has no
+//! schema negotiation; the ALPN id (`meshd-ctl/1`) versions the protocol as a whole.
+
+use std::net::SocketAddr;
+
+use meshd_proto::NetworkId;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame body either side accepts. A signed config of a very large network fits with
+/// room to spare; anything bigger is a bug or an attack.
+pub const MAX_FRAME_LEN: u32 = 16 * 1024 * 1024;
+
+/// Application close codes of the node channel's QUIC connection.
+pub mod close_code {
+    /// The node or controller is done (a normal close).
+    pub const DONE: u32 = 0;
+    /// The peer broke the protocol (bad frame, message out of order).
+    pub const PROTOCOL: u32 = 1;
+    /// The node presented another identity than the one on record for its node id.
+    pub const FORBIDDEN: u32 = 2;
+    /// The controller is shutting down; connect to another replica.
+    pub const SHUTDOWN: u32 = 3;
+}
+
+/// What a node sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeMessage {
+    /// First message on the stream. The Ed25519 half of the identity comes from the TLS
+    /// handshake; the X25519 half is sent here, and the node id is the hash of both.
+    Hello {
+        x25519: [u8; 32],
+        /// Software version, for logs and the admin view.
+        version: String,
+        /// Addresses the node is reachable at on its own networks (LAN endpoints).
+        local_endpoints: Vec<SocketAddr>,
+    },
+    /// Join (or re-join after reconnecting) a network; `have_revision` is the revision of the
+    /// config the node holds (0 for none), so it is not sent again.
+    Join {
+        network: NetworkId,
+        have_revision: u64,
+    },
+    /// Stop receiving updates for a network on this connection. The member record stays.
+    Leave { network: NetworkId },
+}
+
+/// What a controller sends, as answers and as pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ControllerMessage {
+    /// The node's standing in a network, sent after each `Join` and whenever it changes.
+    Status {
+        network: NetworkId,
+        status: JoinStatus,
+    },
+    /// A signed network config newer than what the node has. `signed` is the
+    /// [`meshd_proto::SignedConfig`] bytes; the node verifies them against `network`.
+    Config {
+        network: NetworkId,
+        revision: u64,
+        signed: Vec<u8>,
+    },
+    /// A request failed; the message says why and what to do.
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinStatus {
+    /// The node is a member but not authorized: an admin must authorize it.
+    AccessDenied,
+    /// No such network on this controller.
+    NotFound,
+    /// Authorized; configs follow.
+    Ok,
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN} bytes")]
+    TooLarge { len: u64 },
+    #[error("the stream ended in the middle of a frame")]
+    Truncated,
+    #[error("malformed message: {0}")]
+    Decode(postcard::Error),
+    #[error("message could not be encoded: {0}")]
+    Encode(postcard::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A message as one frame: length prefix and body.
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut frame = postcard::to_extend(msg, vec![0u8; 4]).map_err(FrameError::Encode)?;
+    let len = frame.len() - 4;
+    let len32 = u32::try_from(len)
+        .ok()
+        .filter(|l| *l <= MAX_FRAME_LEN)
+        .ok_or(FrameError::TooLarge { len: len as u64 })?;
+    frame[..4].copy_from_slice(&len32.to_be_bytes());
+    Ok(frame)
+}
+
+/// A message from one frame body. Trailing bytes are an error: they would mean the two sides
+/// disagree about the message layout.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    let (msg, rest) = postcard::take_from_bytes(body).map_err(FrameError::Decode)?;
+    if rest.is_empty() {
+        Ok(msg)
+    } else {
+        Err(FrameError::Decode(postcard::Error::DeserializeBadEncoding))
+    }
+}
+
+/// Writes one frame.
+pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+where
+    W: AsyncWrite + Unpin + ?Sized,
+    T: Serialize,
+{
+    // One buffer, one write: QUIC packs it into as few packets as possible.
+    w.write_all(&encode(msg)?).await?;
+    Ok(())
+}
+
+/// Reads one frame. `Ok(None)` when the stream ends cleanly between frames.
+///
+/// Not cancel-safe (a partly read frame is lost): call it from a task of its own, not in a
+/// `select!` branch that may be dropped.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<Option<T>, FrameError>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    T: DeserializeOwned,
+{
+    let mut header = [0u8; 4];
+    let mut filled = 0;
+    while filled < header.len() {
+        match r.read(&mut header[filled..]).await? {
+            0 if filled == 0 => return Ok(None),
+            0 => return Err(FrameError::Truncated),
+            n => filled += n,
+        }
+    }
+    let len = u32::from_be_bytes(header);
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len: u64::from(len),
+        });
+    }
+    // The buffer grows with the bytes that actually arrive, so a peer announcing 16 MiB and
+    // sending nothing costs nothing.
+    let mut body = Vec::with_capacity((len as usize).min(64 * 1024));
+    let got = r.take(u64::from(len)).read_to_end(&mut body).await?;
+    if got != len as usize {
+        return Err(FrameError::Truncated);
+    }
+    decode(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn socket_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+            (any::<[u16; 8]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        ]
+    }
+
+    fn network() -> impl Strategy<Value = NetworkId> {
+        any::<u64>().prop_map(NetworkId::from_u64)
+    }
+
+    fn node_message() -> impl Strategy<Value = NodeMessage> {
+        prop_oneof![
+            (
+                any::<[u8; 32]>(),
+                ".{0,20}",
+                prop::collection::vec(socket_addr(), 0..10)
+            )
+                .prop_map(|(x25519, version, local_endpoints)| NodeMessage::Hello {
+                    x25519,
+                    version,
+                    local_endpoints
+                }),
+            (network(), any::<u64>()).prop_map(|(network, have_revision)| NodeMessage::Join {
+                network,
+                have_revision
+            }),
+            network().prop_map(|network| NodeMessage::Leave { network }),
+        ]
+    }
+
+    fn controller_message() -> impl Strategy<Value = ControllerMessage> {
+        let status = prop_oneof![
+            Just(JoinStatus::AccessDenied),
+            Just(JoinStatus::NotFound),
+            Just(JoinStatus::Ok)
+        ];
+        prop_oneof![
+            (network(), status)
+                .prop_map(|(network, status)| ControllerMessage::Status { network, status }),
+            (
+                network(),
+                any::<u64>(),
+                prop::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(|(network, revision, signed)| ControllerMessage::Config {
+                    network,
+                    revision,
+                    signed
+                }),
+            ".{0,40}".prop_map(|message| ControllerMessage::Error { message }),
+        ]
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    proptest! {
+        #[test]
+        fn node_messages_round_trip(msgs in prop::collection::vec(node_message(), 1..5)) {
+            let mut wire = Vec::new();
+            for m in &msgs {
+                wire.extend(encode(m).unwrap());
+            }
+            let back = block_on(async {
+                let mut r = &wire[..];
+                let mut out = Vec::new();
+                while let Some(m) = read_frame::<_, NodeMessage>(&mut r).await.unwrap() {
+                    out.push(m);
+                }
+                out
+            });
+            prop_assert_eq!(back, msgs);
+        }
+
+        #[test]
+        fn controller_messages_round_trip(m in controller_message()) {
+            let frame = encode(&m).unwrap();
+            prop_assert_eq!(decode::<ControllerMessage>(&frame[4..]).unwrap(), m);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode::<NodeMessage>(&bytes);
+            let _ = decode::<ControllerMessage>(&bytes);
+            // And as a stream: any prefix, any claimed length.
+            block_on(async {
+                let mut r = &bytes[..];
+                while let Ok(Some(_)) = read_frame::<_, NodeMessage>(&mut r).await {}
+                let mut r = &bytes[..];
+                while let Ok(Some(_)) = read_frame::<_, ControllerMessage>(&mut r).await {}
+            });
+        }
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_refused() {
+        block_on(async {
+            let mut huge = &(MAX_FRAME_LEN + 1).to_be_bytes()[..];
+            assert!(matches!(
+                read_frame::<_, NodeMessage>(&mut huge).await,
+                Err(FrameError::TooLarge { .. })
+            ));
+            let frame = encode(&NodeMessage::Leave {
+                network: NetworkId::from_u64(1),
+            })
+            .unwrap();
+            let mut cut = &frame[..frame.len() - 1];
+            assert!(matches!(
+                read_frame::<_, NodeMessage>(&mut cut).await,
+                Err(FrameError::Truncated)
+            ));
+            let mut header_only = &frame[..2];
+            assert!(matches!(
+                read_frame::<_, NodeMessage>(&mut header_only).await,
+                Err(FrameError::Truncated)
+            ));
+            let mut empty: &[u8] = &[];
+            assert!(
+                read_frame::<_, NodeMessage>(&mut empty)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        });
+        let mut padded = encode(&NodeMessage::Leave {
+            network: NetworkId::from_u64(1),
+        })
+        .unwrap();
+        padded.push(0);
+        assert!(matches!(
+            decode::<NodeMessage>(&padded[4..]),
+            Err(FrameError::Decode(_))
+        ));
+        let big = ControllerMessage::Config {
+            network: NetworkId::from_u64(1),
+            revision: 1,
+            signed: vec![0; MAX_FRAME_LEN as usize],
+        };
+        assert!(matches!(encode(&big), Err(FrameError::TooLarge { .. })));
+    }
+}

@@ -1,0 +1,633 @@
+//! The controller side of the node channel: one task per node connection.
+//!
+//! A connection's life: the TLS handshake proves the node's Ed25519 key; the node opens its
+//! stream and sends `Hello` with its X25519 key, which completes its identity and node id.
+//! Each `Join` is written to the controller as a `MemberJoin` (creating the unauthorized
+//! member record, or refreshing where the node was seen), and answered from the applied
+//! state. From then on the task watches the controller's applied counter and, for every
+//! network the node joined, pushes what changed: a newer config, a deauthorization, the
+//! network's deletion.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshd_proto::{NetworkId, NodeId, PublicIdentity};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::protocol::{self, ControllerMessage, FrameError, JoinStatus, NodeMessage, close_code};
+use super::tls;
+use crate::controller::{Controller, WriteError};
+use crate::state::{Applied, Command, ControllerState, MAX_LOCAL_ENDPOINTS, RejectKind};
+
+/// How long a node has, after the handshake, to open its stream and say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a frame may wait for the node to make room (it stopped reading: drop it).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the last words before a close (an `Error`) get to be acknowledged.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most networks one connection may follow; each costs a config signature per change.
+const MAX_NETWORKS_PER_CONNECTION: usize = 256;
+/// Most bytes of a close reason (it must fit one packet).
+const MAX_REASON_LEN: usize = 200;
+
+/// A QUIC endpoint for the node channel, listening on `listen`, whose TLS key is the
+/// replica's Ed25519 key given by `server_seed`.
+pub fn endpoint(listen: SocketAddr, server_seed: &[u8; 32]) -> io::Result<quinn::Endpoint> {
+    let config = tls::server_config(server_seed)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    quinn::Endpoint::server(config, listen)
+}
+
+/// Serves node connections on `endpoint` until it is closed. Each connection runs in a task
+/// of its own; closing the endpoint closes them all.
+pub async fn serve<C: Controller>(endpoint: quinn::Endpoint, controller: C) {
+    if let Ok(local) = endpoint.local_addr() {
+        info!(%local, "node channel listening");
+    }
+    while let Some(incoming) = endpoint.accept().await {
+        let controller = controller.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => connection(conn, controller).await,
+                // Scanners and nodes with the wrong key type end here: not worth a warning.
+                Err(e) => debug!(%remote, error = %e, "node channel handshake failed"),
+            }
+        });
+    }
+}
+
+/// How a connection ended, and so how it is closed.
+#[derive(Debug)]
+enum End {
+    /// The node finished its stream or closed the connection.
+    NodeClosed,
+    /// The connection broke (timeout, reset, node stopped reading).
+    Lost(String),
+    /// The node broke the protocol: tell it why, close with [`close_code::PROTOCOL`].
+    Protocol(String),
+    /// The node's identity conflicts with the record: tell it, close with
+    /// [`close_code::FORBIDDEN`].
+    Forbidden(String),
+    /// The controller is going away.
+    Shutdown,
+}
+
+impl From<FrameError> for End {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => End::Lost(e.to_string()),
+            other => End::Protocol(other.to_string()),
+        }
+    }
+}
+
+async fn connection<C: Controller>(conn: quinn::Connection, controller: C) {
+    let remote = conn.remote_address();
+    let Some(ed25519) = tls::peer_ed25519(&conn) else {
+        // The verifier admits Ed25519 keys only, so this is unreachable unless it changes.
+        warn!(%remote, "node channel peer has no Ed25519 key; closing");
+        conn.close(
+            close_code::PROTOCOL.into(),
+            b"an Ed25519 raw public key is required",
+        );
+        return;
+    };
+    let (mut send, mut recv, hello) = match tokio::time::timeout(HELLO_TIMEOUT, async {
+        let (send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| End::Lost(e.to_string()))?;
+        let hello = protocol::read_frame::<_, NodeMessage>(&mut recv).await?;
+        Ok::<_, End>((send, recv, hello))
+    })
+    .await
+    {
+        Ok(Ok((send, recv, Some(hello)))) => (send, recv, hello),
+        Ok(Ok((_, _, None))) => return finish(&conn, None, End::NodeClosed).await,
+        Ok(Err(end)) => return finish(&conn, None, end).await,
+        Err(_) => return finish(&conn, None, End::Lost("no Hello in time".into())).await,
+    };
+    let NodeMessage::Hello {
+        x25519,
+        version,
+        mut local_endpoints,
+    } = hello
+    else {
+        let end = End::Protocol("the first message must be Hello".into());
+        return finish(&conn, Some(&mut send), end).await;
+    };
+    let identity = PublicIdentity { x25519, ed25519 };
+    let node = match identity.node_id() {
+        Ok(node) => node,
+        Err(e) => {
+            let end = End::Protocol(format!("identity refused: {e}"));
+            return finish(&conn, Some(&mut send), end).await;
+        }
+    };
+    local_endpoints.truncate(MAX_LOCAL_ENDPOINTS);
+    let version: String = version.chars().take(64).collect();
+    info!(node = %node, %remote, %version, "node connected");
+
+    // Reading runs in a task of its own because `read_frame` is not cancel-safe; the loop
+    // below selects between its frames and controller changes.
+    let (tx, mut rx) = mpsc::channel(8);
+    let reader = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let frame = protocol::read_frame::<_, NodeMessage>(&mut recv).await;
+            let last = !matches!(frame, Ok(Some(_)));
+            if tx.send(frame).await.is_err() || last {
+                break;
+            }
+        }
+    }));
+
+    let mut session = Session {
+        controller,
+        node,
+        identity,
+        physical: unmap(remote),
+        local: local_endpoints,
+        networks: BTreeMap::new(),
+    };
+    let mut applied = session.controller.applied();
+    applied.borrow_and_update();
+    let end = loop {
+        let step = tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(Ok(Some(msg))) => session.on_message(msg, &mut send).await,
+                Some(Ok(None)) | None => Err(End::NodeClosed),
+                Some(Err(e)) => Err(End::from(e)),
+            },
+            changed = applied.changed() => match changed {
+                Ok(()) => session.refresh(&mut send).await,
+                Err(_) => Err(End::Shutdown),
+            },
+        };
+        if let Err(end) = step {
+            break end;
+        }
+    };
+    drop(reader);
+    finish(&conn, Some(&mut send), end).await;
+}
+
+/// Closes a connection the way `end` calls for, telling the node why first where it helps.
+async fn finish(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, end: End) {
+    let remote = conn.remote_address();
+    let (code, reason) = match end {
+        End::NodeClosed => {
+            debug!(%remote, "node closed the channel");
+            (close_code::DONE, String::new())
+        }
+        End::Lost(why) => {
+            debug!(%remote, error = %why, "node channel lost");
+            (close_code::DONE, why)
+        }
+        End::Shutdown => {
+            info!(%remote, "controller shutting down; closing node channel");
+            (close_code::SHUTDOWN, "controller shutting down".into())
+        }
+        End::Protocol(why) => {
+            warn!(%remote, error = %why, "node broke the channel protocol; closing");
+            (close_code::PROTOCOL, why)
+        }
+        End::Forbidden(why) => {
+            warn!(%remote, error = %why, "node refused; closing");
+            (close_code::FORBIDDEN, why)
+        }
+    };
+    if code != close_code::DONE
+        && let Some(send) = send
+    {
+        // The reason also travels in the close frame, but only the stream message is sure to
+        // reach a client that reads messages rather than close reasons.
+        let msg = ControllerMessage::Error {
+            message: reason.clone(),
+        };
+        let last_words = async {
+            protocol::write_frame(send, &msg).await.ok()?;
+            send.finish().ok()?;
+            send.stopped().await.ok()
+        };
+        let _ = tokio::time::timeout(LINGER, last_words).await;
+    }
+    let reason = truncate(&reason, MAX_REASON_LEN);
+    conn.close(code.into(), reason.as_bytes());
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// An IPv4 client seen through a dual-stack socket shows as `::ffff:a.b.c.d`; peers want the
+/// plain IPv4 form in the config.
+fn unmap(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// One node connection after `Hello`.
+struct Session<C> {
+    controller: C,
+    node: NodeId,
+    identity: PublicIdentity,
+    physical: SocketAddr,
+    local: Vec<SocketAddr>,
+    networks: BTreeMap<NetworkId, Tracked>,
+}
+
+impl<C: Controller> Session<C> {
+    async fn on_message(
+        &mut self,
+        msg: NodeMessage,
+        send: &mut quinn::SendStream,
+    ) -> Result<(), End> {
+        match msg {
+            NodeMessage::Hello { .. } => Err(End::Protocol("Hello sent twice".into())),
+            NodeMessage::Join {
+                network,
+                have_revision,
+            } => self.join(network, have_revision, send).await,
+            NodeMessage::Leave { network } => {
+                if self.networks.remove(&network).is_some() {
+                    info!(node = %self.node, network = %network, "node left");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn join(
+        &mut self,
+        network: NetworkId,
+        have_revision: u64,
+        send: &mut quinn::SendStream,
+    ) -> Result<(), End> {
+        let node = self.node;
+        if !self.networks.contains_key(&network)
+            && self.networks.len() >= MAX_NETWORKS_PER_CONNECTION
+        {
+            let message = format!(
+                "a connection may follow at most {MAX_NETWORKS_PER_CONNECTION} networks; leave one first"
+            );
+            return send_msg(send, &ControllerMessage::Error { message }).await;
+        }
+        let result = self
+            .controller
+            .write(Command::MemberJoin {
+                network,
+                identity: self.identity,
+                physical: Some(self.physical),
+                local: self.local.clone(),
+                at_ms: now_ms(),
+            })
+            .await;
+        match join_verdict(&result) {
+            JoinVerdict::Member => {
+                debug!(node = %node, network = %network, revision = have_revision, "join");
+                self.networks.insert(network, Tracked::new(have_revision));
+                self.refresh_one(network, send).await
+            }
+            JoinVerdict::NotFound => {
+                info!(node = %node, network = %network, "join: no such network");
+                self.networks.remove(&network);
+                let status = ControllerMessage::Status {
+                    network,
+                    status: JoinStatus::NotFound,
+                };
+                send_msg(send, &status).await
+            }
+            JoinVerdict::Forbidden(why) => {
+                warn!(node = %node, network = %network, error = %why, "join refused");
+                Err(End::Forbidden(why))
+            }
+            JoinVerdict::Failed(why) => {
+                warn!(node = %node, network = %network, error = %why, "join failed");
+                self.networks.remove(&network);
+                let message = format!("joining network {network} failed: {why}; retry later");
+                send_msg(send, &ControllerMessage::Error { message }).await
+            }
+        }
+    }
+
+    /// Pushes whatever changed for every followed network.
+    async fn refresh(&mut self, send: &mut quinn::SendStream) -> Result<(), End> {
+        let node = self.node;
+        let networks = &mut self.networks;
+        let out = self.controller.read(|state| {
+            let mut out = Vec::new();
+            for (network, tracked) in networks.iter_mut() {
+                out.extend(updates(state, *network, node, tracked));
+            }
+            out
+        });
+        self.send_updates(out, send).await
+    }
+
+    async fn refresh_one(
+        &mut self,
+        network: NetworkId,
+        send: &mut quinn::SendStream,
+    ) -> Result<(), End> {
+        let node = self.node;
+        let Some(tracked) = self.networks.get_mut(&network) else {
+            return Ok(());
+        };
+        let out = self
+            .controller
+            .read(|state| updates(state, network, node, tracked));
+        self.send_updates(out, send).await
+    }
+
+    async fn send_updates(
+        &mut self,
+        out: Vec<ControllerMessage>,
+        send: &mut quinn::SendStream,
+    ) -> Result<(), End> {
+        let node = self.node;
+        for msg in &out {
+            match msg {
+                ControllerMessage::Config {
+                    network, revision, ..
+                } => info!(node = %node, network = %network, revision = *revision, "config sent"),
+                ControllerMessage::Status { network, status } => {
+                    info!(node = %node, network = %network, ?status, "status sent");
+                    // A deleted network is no longer followed: the node must join again.
+                    if *status == JoinStatus::NotFound {
+                        self.networks.remove(network);
+                    }
+                }
+                ControllerMessage::Error { .. } => {}
+            }
+            send_msg(send, msg).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn send_msg(send: &mut quinn::SendStream, msg: &ControllerMessage) -> Result<(), End> {
+    match tokio::time::timeout(SEND_TIMEOUT, protocol::write_frame(send, msg)).await {
+        Ok(result) => result.map_err(End::from),
+        Err(_) => Err(End::Lost("the node stopped reading".into())),
+    }
+}
+
+/// What the answer to a `Join` is, given how its `MemberJoin` write went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JoinVerdict {
+    /// The member record exists (new or refreshed): answer from its state.
+    Member,
+    /// No such network.
+    NotFound,
+    /// Another identity is on record for this node id: refuse and close the connection.
+    Forbidden(String),
+    /// The write failed otherwise (no quorum, pool trouble): tell the node, which retries.
+    Failed(String),
+}
+
+fn join_verdict(result: &Result<Applied, WriteError>) -> JoinVerdict {
+    match result {
+        Ok(_) => JoinVerdict::Member,
+        Err(WriteError::Rejected(r)) => match r.kind {
+            RejectKind::NotFound => JoinVerdict::NotFound,
+            RejectKind::Forbidden => JoinVerdict::Forbidden(r.message.clone()),
+            RejectKind::Conflict | RejectKind::Invalid | RejectKind::Exhausted => {
+                JoinVerdict::Failed(r.message.clone())
+            }
+        },
+        Err(e @ WriteError::Unavailable(_)) => JoinVerdict::Failed(e.to_string()),
+    }
+}
+
+/// What a connection last told the node about one network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tracked {
+    /// The last status sent; `None` before the first.
+    status: Option<JoinStatus>,
+    /// The newest config revision the node has: from its `Join`, then from what was sent.
+    revision: u64,
+}
+
+impl Tracked {
+    fn new(have_revision: u64) -> Self {
+        Self {
+            status: None,
+            revision: have_revision,
+        }
+    }
+}
+
+/// The messages that bring the node up to date on `network`, given the applied state; updates
+/// `tracked` to what they say.
+///
+/// Configs go out only when the revision is *newer* than what the node has: a replica that
+/// lags behind the one the node last talked to must not roll the node back.
+fn updates(
+    state: &ControllerState,
+    network: NetworkId,
+    node: NodeId,
+    tracked: &mut Tracked,
+) -> Vec<ControllerMessage> {
+    let mut out = Vec::new();
+    let mut status = |s: JoinStatus, out: &mut Vec<ControllerMessage>| {
+        if tracked.status != Some(s) {
+            tracked.status = Some(s);
+            out.push(ControllerMessage::Status { network, status: s });
+        }
+    };
+    let Some(net) = state.network(network) else {
+        status(JoinStatus::NotFound, &mut out);
+        return out;
+    };
+    // A deleted member is treated like a deauthorized one: it has no access until it joins
+    // again (which recreates it, unauthorized).
+    if !net.members.get(&node).is_some_and(|m| m.authorized) {
+        status(JoinStatus::AccessDenied, &mut out);
+        return out;
+    }
+    status(JoinStatus::Ok, &mut out);
+    if net.revision > tracked.revision {
+        tracked.revision = net.revision;
+        out.push(ControllerMessage::Config {
+            network,
+            revision: net.revision,
+            signed: net.signed_config().as_bytes().to_vec(),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use meshd_proto::{Identity, NetworkKey};
+
+    use super::*;
+    use crate::state::{NetworkSpec, Rejected};
+
+    #[test]
+    fn join_verdicts() {
+        assert_eq!(
+            join_verdict(&Ok(Applied::NetworkCreated {
+                network: NetworkId::from_u64(1)
+            })),
+            JoinVerdict::Member
+        );
+        let rejected = |kind| Err(WriteError::Rejected(Rejected::new(kind, "why")));
+        assert_eq!(
+            join_verdict(&rejected(RejectKind::NotFound)),
+            JoinVerdict::NotFound
+        );
+        assert_eq!(
+            join_verdict(&rejected(RejectKind::Forbidden)),
+            JoinVerdict::Forbidden("why".into())
+        );
+        assert_eq!(
+            join_verdict(&rejected(RejectKind::Exhausted)),
+            JoinVerdict::Failed("why".into())
+        );
+        assert!(matches!(
+            join_verdict(&Err(WriteError::Unavailable("no leader".into()))),
+            JoinVerdict::Failed(m) if m.contains("no leader")
+        ));
+    }
+
+    #[test]
+    fn forbidden_join_is_decided_by_the_state_machine() {
+        // Two identities cannot share a node id (it is a hash of the keys), so the conflict is
+        // forged in the state directly: the record for `a`'s id holds `b`'s keys.
+        let a = Identity::generate();
+        let b = Identity::generate();
+        let mut state = ControllerState::default();
+        let spec = NetworkSpec {
+            key_seed: [5; 32],
+            name: "n".into(),
+            v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
+            container_pool: "172.28.0.0/22".parse().unwrap(),
+            container_prefix: 24,
+            sixplane: false,
+            rfc4193: false,
+            mtu: 1420,
+            at_ms: 1,
+        };
+        state.apply(&Command::CreateNetwork(spec)).unwrap();
+        let network = NetworkKey::from_seed(&[5; 32]).unwrap().network_id();
+        let join = |identity: &Identity| Command::MemberJoin {
+            network,
+            identity: *identity.public(),
+            physical: None,
+            local: vec![],
+            at_ms: 2,
+        };
+        state.apply(&join(&a)).unwrap();
+        let net = state.networks.get_mut(&network).unwrap();
+        net.members.get_mut(&a.node_id()).unwrap().identity = *b.public();
+        let result = state.apply(&join(&a)).map_err(WriteError::from);
+        assert!(matches!(join_verdict(&result), JoinVerdict::Forbidden(_)));
+    }
+
+    #[test]
+    fn updates_follow_the_member_state() {
+        let a = Identity::generate();
+        let mut state = ControllerState::default();
+        let network = NetworkKey::from_seed(&[6; 32]).unwrap().network_id();
+        let mut t = Tracked::new(0);
+        let node = a.node_id();
+        // No network.
+        assert_eq!(
+            updates(&state, network, node, &mut t),
+            vec![ControllerMessage::Status {
+                network,
+                status: JoinStatus::NotFound
+            }]
+        );
+        assert!(updates(&state, network, node, &mut t).is_empty());
+        state
+            .apply(&Command::CreateNetwork(NetworkSpec {
+                key_seed: [6; 32],
+                name: "n".into(),
+                v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
+                container_pool: "172.28.0.0/22".parse().unwrap(),
+                container_prefix: 24,
+                sixplane: false,
+                rfc4193: false,
+                mtu: 1420,
+                at_ms: 1,
+            }))
+            .unwrap();
+        state
+            .apply(&Command::MemberJoin {
+                network,
+                identity: *a.public(),
+                physical: None,
+                local: vec![],
+                at_ms: 2,
+            })
+            .unwrap();
+        assert_eq!(
+            updates(&state, network, node, &mut t),
+            vec![ControllerMessage::Status {
+                network,
+                status: JoinStatus::AccessDenied
+            }]
+        );
+        state
+            .apply(&Command::Authorize {
+                network,
+                node,
+                at_ms: 3,
+            })
+            .unwrap();
+        let out = updates(&state, network, node, &mut t);
+        assert_eq!(out.len(), 2);
+        assert!(
+            matches!(out[1], ControllerMessage::Config { revision, .. } if revision == state.networks[&network].revision)
+        );
+        assert!(updates(&state, network, node, &mut t).is_empty());
+        // A node that already holds the revision (or a newer one) gets no config.
+        let mut holder = Tracked::new(state.networks[&network].revision + 5);
+        assert_eq!(
+            updates(&state, network, node, &mut holder),
+            vec![ControllerMessage::Status {
+                network,
+                status: JoinStatus::Ok
+            }]
+        );
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:9993".parse().unwrap();
+        assert_eq!(unmap(mapped), "192.0.2.1:9993".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:9993".parse().unwrap();
+        assert_eq!(unmap(v6), v6);
+    }
+}
