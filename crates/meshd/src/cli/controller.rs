@@ -8,6 +8,9 @@ use clap::{Args, Subcommand};
 
 use super::{NetworkIdArg, NodeIdArg};
 
+mod admin;
+mod output;
+
 /// Run a controller replica; manage networks, members, routes and replicas
 ///
 /// A controller holds all network state and hands signed network configs to nodes. `init`
@@ -154,12 +157,12 @@ pub struct NetworkCreateArgs {
     pub name: String,
 
     /// IPv4 range members' addresses are taken from, e.g. 10.77.0.0/16; repeat for
-    /// several ranges. Default: none (members get no IPv4 address)
+    /// several ranges. Default: 10.147.0.0/16
     #[arg(long = "v4-pool", value_name = "CIDR")]
     pub v4_pools: Vec<String>,
 
-    /// IPv4 range container subnets are taken from, e.g. 10.78.0.0/16. Default: none
-    /// (members get no container subnet)
+    /// IPv4 range container subnets are taken from, e.g. 10.78.0.0/16; it must not
+    /// overlap the --v4-pool ranges. Default: 172.28.0.0/14
     #[arg(long, value_name = "CIDR")]
     pub container_pool: Option<String>,
 
@@ -493,55 +496,17 @@ fn run_replica(args: RunArgs) -> anyhow::Result<()> {
 
 /// Runs `meshd controller network ...`.
 fn network(args: NetworkArgs) -> anyhow::Result<()> {
-    let _api = args.api;
-    match args.command {
-        NetworkCommand::Create(_) => {
-            anyhow::bail!("`meshd controller network create` is not available in this build yet")
-        }
-        NetworkCommand::List(_) => {
-            anyhow::bail!("`meshd controller network list` is not available in this build yet")
-        }
-        NetworkCommand::Show(_) => {
-            anyhow::bail!("`meshd controller network show` is not available in this build yet")
-        }
-        NetworkCommand::Delete(_) => {
-            anyhow::bail!("`meshd controller network delete` is not available in this build yet")
-        }
-    }
+    admin::network(args)
 }
 
 /// Runs `meshd controller member ...`.
 fn member(args: MemberArgs) -> anyhow::Result<()> {
-    let _api = args.api;
-    match args.command {
-        MemberCommand::List(_) => {
-            anyhow::bail!("`meshd controller member list` is not available in this build yet")
-        }
-        MemberCommand::Authorize(_) => {
-            anyhow::bail!("`meshd controller member authorize` is not available in this build yet")
-        }
-        MemberCommand::Deauthorize(_) => {
-            anyhow::bail!(
-                "`meshd controller member deauthorize` is not available in this build yet"
-            )
-        }
-        MemberCommand::Delete(_) => {
-            anyhow::bail!("`meshd controller member delete` is not available in this build yet")
-        }
-    }
+    admin::member(args)
 }
 
 /// Runs `meshd controller route ...`.
 fn route(args: RouteArgs) -> anyhow::Result<()> {
-    let _api = args.api;
-    match args.command {
-        RouteCommand::Add(_) => {
-            anyhow::bail!("`meshd controller route add` is not available in this build yet")
-        }
-        RouteCommand::Remove(_) => {
-            anyhow::bail!("`meshd controller route remove` is not available in this build yet")
-        }
-    }
+    admin::route(args)
 }
 
 /// Runs `meshd controller replica ...`.

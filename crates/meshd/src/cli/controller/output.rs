@@ -1,0 +1,337 @@
+//! Human output of the admin commands: aligned tables and `key  value` blocks. Pure
+//! functions of the API's views (and the current time), so they are tested without a
+//! controller.
+
+use meshd_controller::api::views::{MemberView, NetworkView, RouteView};
+
+/// Printed for an absent value.
+const NONE: &str = "-";
+
+/// `network list`.
+pub(super) fn network_table(networks: &[NetworkView]) -> String {
+    if networks.is_empty() {
+        return "no networks; create one with `meshd controller network create --name NAME`\n"
+            .to_owned();
+    }
+    table(
+        &[
+            "NETWORK ID",
+            "NAME",
+            "MEMBERS",
+            "AUTHORIZED",
+            "IPV4 POOLS",
+            "CONTAINER POOL",
+            "ROUTES",
+        ],
+        networks
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.to_string(),
+                    or_none(&n.name),
+                    n.members.total.to_string(),
+                    n.members.authorized.to_string(),
+                    join(&n.v4_pools),
+                    n.container_pool.to_string(),
+                    n.routes.len().to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// `network show`.
+pub(super) fn network_details(n: &NetworkView) -> String {
+    let on_off = |range: Option<String>, per_member: &str| {
+        range.map_or_else(|| "off".to_owned(), |r| format!("{r}, {per_member}"))
+    };
+    let mut rows = vec![
+        ("network", n.id.to_string()),
+        ("name", or_none(&n.name)),
+        ("revision", n.revision.to_string()),
+        ("mtu", n.mtu.to_string()),
+        ("ipv4 pools", join(&n.v4_pools)),
+        (
+            "container pool",
+            format!("{}, a /{} per member", n.container_pool, n.container_prefix),
+        ),
+        (
+            "6plane",
+            on_off(n.sixplane_range.map(|r| r.to_string()), "a /80 per member"),
+        ),
+        (
+            "rfc4193",
+            on_off(
+                n.rfc4193_range.map(|r| r.to_string()),
+                "an address per member",
+            ),
+        ),
+        (
+            "members",
+            format!("{} ({} authorized)", n.members.total, n.members.authorized),
+        ),
+        ("created", utc(n.created_ms)),
+    ];
+    if n.routes.is_empty() {
+        rows.push(("routes", "none".to_owned()));
+    }
+    for (i, r) in n.routes.iter().enumerate() {
+        rows.push((if i == 0 { "routes" } else { "" }, route_text(r)));
+    }
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{k:width$}  {v}\n"))
+        .collect()
+}
+
+/// `member list`.
+pub(super) fn member_table(members: &[MemberView], now_ms: u64) -> String {
+    if members.is_empty() {
+        return "no members yet; a node appears here once it runs `meshd join NWID`\n".to_owned();
+    }
+    table(
+        &[
+            "NODE ID",
+            "NAME",
+            "AUTHORIZED",
+            "IPV4",
+            "CONTAINER SUBNET",
+            "6PLANE /80",
+            "LAST SEEN",
+        ],
+        members
+            .iter()
+            .map(|m| {
+                vec![
+                    m.node_id.to_string(),
+                    or_none(&m.name),
+                    if m.authorized { "yes" } else { "no" }.to_owned(),
+                    join(&m.ipv4),
+                    opt(m.container_subnet),
+                    opt(m.sixplane_subnet),
+                    m.last_seen_ms
+                        .map_or_else(|| "never".to_owned(), |t| ago(now_ms, t)),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// One line about a member after `authorize`.
+pub(super) fn authorized(network: &str, m: &MemberView) -> String {
+    let mut parts = vec![format!("IPv4 {}", join(&m.ipv4))];
+    if let Some(s) = m.container_subnet {
+        parts.push(format!("containers {s}"));
+    }
+    if let Some(s) = m.sixplane_subnet {
+        parts.push(format!("6PLANE {s}"));
+    }
+    format!(
+        "authorized {} in network {network}: {}\n",
+        m.node_id,
+        parts.join(", ")
+    )
+}
+
+pub(super) fn route_text(r: &RouteView) -> String {
+    match r.gateway {
+        Some(g) => format!("{} via {} (gateway {g})", r.target, r.via),
+        None => format!("{} via {}", r.target, r.via),
+    }
+}
+
+/// Left-aligned columns, two spaces apart, no trailing blanks.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+    std::iter::once(header)
+        .chain(rows)
+        .map(|row| {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:w$}"))
+                .collect();
+            format!("{}\n", line.join("  ").trim_end())
+        })
+        .collect()
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        NONE.to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| NONE.to_owned(), |v| v.to_string())
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    if items.is_empty() {
+        return NONE.to_owned();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// How long ago `then_ms` was, in the largest whole unit: `42s ago`, `5m ago`, `3d ago`.
+fn ago(now_ms: u64, then_ms: u64) -> String {
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    match s {
+        0 => "just now".to_owned(),
+        1..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86_400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// `2025-06-01 12:00:00 UTC`, without a date library: the civil-from-days algorithm
+/// (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms").
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 0000-03-01, so leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use meshd_controller::api::views::MemberCounts;
+
+    use super::*;
+
+    fn member(node: &str, name: &str, authorized: bool, seen: Option<u64>) -> MemberView {
+        MemberView {
+            node_id: node.parse().unwrap(),
+            name: name.into(),
+            authorized,
+            ipv4: if authorized {
+                vec!["10.147.0.12".parse().unwrap()]
+            } else {
+                vec![]
+            },
+            container_subnet: authorized.then(|| "172.28.0.0/24".parse().unwrap()),
+            sixplane_subnet: Some("fc9c:e1a3:f889:e92c:eee5::/80".parse().unwrap()),
+            rfc4193_address: None,
+            physical_endpoint: None,
+            local_endpoints: vec![],
+            created_ms: 0,
+            last_authorized_ms: None,
+            last_deauthorized_ms: None,
+            last_seen_ms: seen,
+        }
+    }
+
+    #[test]
+    fn member_table_aligns_columns() {
+        let now = 1_000_000_000;
+        let text = member_table(
+            &[
+                member("89e92ceee5", "web-1", true, Some(now - 42_000)),
+                member("1a2b3c4d5e", "", false, None),
+            ],
+            now,
+        );
+        let expected = "\
+NODE ID     NAME   AUTHORIZED  IPV4         CONTAINER SUBNET  6PLANE /80                     LAST SEEN
+89e92ceee5  web-1  yes         10.147.0.12  172.28.0.0/24     fc9c:e1a3:f889:e92c:eee5::/80  42s ago
+1a2b3c4d5e  -      no          -            -                 fc9c:e1a3:f889:e92c:eee5::/80  never
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn network_details_lists_settings_and_routes() {
+        let n = NetworkView {
+            id: "8056c2e21c000001".parse().unwrap(),
+            name: "prod".into(),
+            revision: 7,
+            mtu: 1420,
+            sixplane: false,
+            rfc4193: true,
+            v4_pools: vec!["10.77.0.0/16".parse().unwrap()],
+            container_pool: "10.78.0.0/16".parse().unwrap(),
+            container_prefix: 24,
+            sixplane_range: None,
+            rfc4193_range: Some("fd80:56c2:e21c:1:99:9300::/88".parse().unwrap()),
+            routes: vec![
+                RouteView {
+                    target: "192.168.50.0/24".parse().unwrap(),
+                    via: "89e92ceee5".parse().unwrap(),
+                    gateway: None,
+                },
+                RouteView {
+                    target: "fd42::/64".parse().unwrap(),
+                    via: "89e92ceee5".parse().unwrap(),
+                    gateway: Some("10.77.0.12".parse().unwrap()),
+                },
+            ],
+            members: MemberCounts {
+                total: 3,
+                authorized: 2,
+            },
+            created_ms: 1_748_779_200_000,
+        };
+        let expected = "\
+network         8056c2e21c000001
+name            prod
+revision        7
+mtu             1420
+ipv4 pools      10.77.0.0/16
+container pool  10.78.0.0/16, a /24 per member
+6plane          off
+rfc4193         fd80:56c2:e21c:1:99:9300::/88, an address per member
+members         3 (2 authorized)
+created         2025-06-01 12:00:00 UTC
+routes          192.168.50.0/24 via 89e92ceee5
+                fd42::/64 via 89e92ceee5 (gateway 10.77.0.12)
+";
+        assert_eq!(network_details(&n), expected);
+        let list = network_table(std::slice::from_ref(&n));
+        assert_eq!(
+            list,
+            "\
+NETWORK ID        NAME  MEMBERS  AUTHORIZED  IPV4 POOLS    CONTAINER POOL  ROUTES
+8056c2e21c000001  prod  3        2           10.77.0.0/16  10.78.0.0/16    2
+"
+        );
+        assert!(network_table(&[]).starts_with("no networks"));
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(4_102_444_799_000), "2099-12-31 23:59:59 UTC");
+        assert_eq!(ago(10_000, 10_500), "just now");
+        assert_eq!(ago(3_600_000, 0), "1h ago");
+        assert_eq!(ago(120_000, 0), "2m ago");
+        assert_eq!(ago(3 * 86_400_000, 0), "3d ago");
+    }
+}
