@@ -1,0 +1,483 @@
+//! Replica-to-replica raft RPCs over HTTP/1.1 with postcard bodies.
+//!
+//! `POST {addr}/raft/append`, `/raft/vote` and `/raft/snapshot`, each carrying the cluster's
+//! admin token in [`CLUSTER_TOKEN_HEADER`]. Snapshots travel whole in one request (they are
+//! the controller state, small), so openraft's chunked `install_snapshot` is never used.
+//! A replica keeps one HTTP connection per peer and stream, reconnecting after any error.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderMap};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{
+    BasicNode, OptionalSend, RPCTypes, RaftNetwork, RaftNetworkFactory, Snapshot, SnapshotMeta,
+    Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpStream;
+
+use super::{Raft, ReplicaId, TypeConfig};
+
+/// The header every raft RPC carries the cluster's admin token in.
+pub const CLUSTER_TOKEN_HEADER: &str = "x-meshd-cluster-token";
+
+/// Largest append or vote request accepted.
+pub const MAX_RPC_BODY: usize = 32 << 20;
+/// Largest snapshot accepted: the whole controller state in one body.
+pub const MAX_SNAPSHOT_BODY: usize = 256 << 20;
+
+const POSTCARD: &str = "application/x-postcard";
+
+/// A whole snapshot in one request.
+#[derive(Serialize, Deserialize)]
+struct SnapshotRequest {
+    vote: Vote<ReplicaId>,
+    meta: SnapshotMeta<ReplicaId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// Why an RPC did not get an answer from the peer's raft.
+#[derive(Debug, thiserror::Error)]
+enum TransportError {
+    #[error("peer address {addr:?} is not an http://host:port URL")]
+    BadAddress { addr: String },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP exchange with {addr} failed: {source}")]
+    Http { addr: String, source: hyper::Error },
+    #[error("building a request to {addr} failed: {source}")]
+    Request {
+        addr: String,
+        source: hyper::http::Error,
+    },
+    #[error(
+        "{addr} refused the cluster token ({status}); every replica must be configured with the same admin token"
+    )]
+    Unauthorized { addr: String, status: StatusCode },
+    #[error("{addr} answered {status}: {body}")]
+    Status {
+        addr: String,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("cannot encode or decode a raft message for {addr}: {source}")]
+    Codec {
+        addr: String,
+        source: postcard::Error,
+    },
+    #[error("no answer from {addr} within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+}
+
+impl TransportError {
+    /// Failures where trying again at once is pointless: openraft backs off on `Unreachable`.
+    fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::BadAddress { .. } | Self::Connect { .. } | Self::Unauthorized { .. }
+        )
+    }
+
+    fn into_rpc<E: std::error::Error>(
+        self,
+        id: ReplicaId,
+        target: ReplicaId,
+        action: RPCTypes,
+    ) -> RPCError<ReplicaId, BasicNode, E> {
+        match self {
+            Self::Timeout { timeout, .. } => RPCError::Timeout(Timeout {
+                action,
+                id,
+                target,
+                timeout,
+            }),
+            e if e.is_unreachable() => RPCError::Unreachable(Unreachable::new(&e)),
+            e => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+
+    fn into_streaming<E: std::error::Error>(
+        self,
+        id: ReplicaId,
+        target: ReplicaId,
+    ) -> StreamingError<TypeConfig, E> {
+        match self {
+            Self::Timeout { timeout, .. } => StreamingError::Timeout(Timeout {
+                action: RPCTypes::InstallSnapshot,
+                id,
+                target,
+                timeout,
+            }),
+            e if e.is_unreachable() => StreamingError::Unreachable(Unreachable::new(&e)),
+            e => StreamingError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+/// Makes [`HttpNetwork`] clients for openraft.
+#[derive(Clone)]
+pub struct HttpNetworkFactory {
+    id: ReplicaId,
+    token: Arc<str>,
+}
+
+impl Debug for HttpNetworkFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpNetworkFactory")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpNetworkFactory {
+    /// `id` is this replica's; `token` is the cluster's admin token, sent with every RPC.
+    pub fn new(id: ReplicaId, token: impl Into<Arc<str>>) -> Self {
+        Self {
+            id,
+            token: token.into(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
+    type Network = HttpNetwork;
+
+    async fn new_client(&mut self, target: ReplicaId, node: &BasicNode) -> HttpNetwork {
+        HttpNetwork {
+            id: self.id,
+            target,
+            node: node.clone(),
+            token: self.token.clone(),
+            conn: None,
+        }
+    }
+}
+
+/// One peer, over one kept-alive HTTP/1.1 connection.
+pub struct HttpNetwork {
+    id: ReplicaId,
+    target: ReplicaId,
+    node: BasicNode,
+    token: Arc<str>,
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Debug for HttpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpNetwork")
+            .field("id", &self.id)
+            .field("target", &self.target)
+            .field("addr", &self.node.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpNetwork {
+    fn authority(&self) -> Result<String, TransportError> {
+        let bad = || TransportError::BadAddress {
+            addr: self.node.addr.clone(),
+        };
+        let uri: Uri = self.node.addr.parse().map_err(|_| bad())?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad());
+        }
+        let authority = uri.authority().ok_or_else(bad)?;
+        Ok(match authority.port_u16() {
+            Some(_) => authority.as_str().to_owned(),
+            None => format!("{}:80", authority.host()),
+        })
+    }
+
+    async fn connection(
+        &mut self,
+        authority: &str,
+    ) -> Result<&mut SendRequest<Full<Bytes>>, TransportError> {
+        if self.conn.as_ref().is_some_and(|c| c.is_closed()) {
+            self.conn = None;
+        }
+        let conn = match self.conn.take() {
+            Some(c) => c,
+            None => {
+                let stream = TcpStream::connect(authority).await.map_err(|source| {
+                    TransportError::Connect {
+                        addr: self.node.addr.clone(),
+                        source,
+                    }
+                })?;
+                // Raft messages are small and latency-bound.
+                let _ = stream.set_nodelay(true);
+                let (sender, conn) =
+                    http1::handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(|source| TransportError::Http {
+                            addr: self.node.addr.clone(),
+                            source,
+                        })?;
+                let addr = self.node.addr.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(peer = %addr, "raft connection closed: {e}");
+                    }
+                });
+                sender
+            }
+        };
+        Ok(self.conn.insert(conn))
+    }
+
+    /// POSTs `body` to `path` and decodes the answer; drops the connection on any failure.
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, TransportError> {
+        let addr = self.node.addr.clone();
+        let bytes = postcard::to_allocvec(body).map_err(|source| TransportError::Codec {
+            addr: addr.clone(),
+            source,
+        })?;
+        let res = tokio::time::timeout(timeout, self.exchange(path, bytes)).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(_) => Err(TransportError::Timeout {
+                addr: addr.clone(),
+                timeout,
+            }),
+        };
+        if res.is_err() {
+            // A timed-out HTTP/1.1 exchange leaves the connection unusable.
+            self.conn = None;
+        }
+        let body = res?;
+        postcard::from_bytes(&body).map_err(|source| TransportError::Codec { addr, source })
+    }
+
+    async fn exchange(&mut self, path: &str, body: Vec<u8>) -> Result<Bytes, TransportError> {
+        let addr = self.node.addr.clone();
+        let authority = self.authority()?;
+        let req = Request::post(path)
+            .header(HOST, authority.as_str())
+            .header(CONTENT_TYPE, POSTCARD)
+            .header(CLUSTER_TOKEN_HEADER, &*self.token)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|source| TransportError::Request {
+                addr: addr.clone(),
+                source,
+            })?;
+        let http = |source| TransportError::Http {
+            addr: addr.clone(),
+            source,
+        };
+        let conn = self.connection(&authority).await?;
+        conn.ready().await.map_err(http)?;
+        let resp = conn.send_request(req).await.map_err(http)?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        match status {
+            StatusCode::OK => Ok(body),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(TransportError::Unauthorized { addr, status })
+            }
+            _ => Err(TransportError::Status {
+                addr,
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for HttpNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        AppendEntriesResponse<ReplicaId>,
+        RPCError<ReplicaId, BasicNode, RaftError<ReplicaId>>,
+    > {
+        let res: Result<_, RaftError<ReplicaId>> = self
+            .post("/raft/append", &rpc, option.hard_ttl())
+            .await
+            .map_err(|e| e.into_rpc(self.id, self.target, RPCTypes::AppendEntries))?;
+        res.map_err(|e| RemoteError::new_with_node(self.target, self.node.clone(), e).into())
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<ReplicaId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, BasicNode, RaftError<ReplicaId>>> {
+        let res: Result<_, RaftError<ReplicaId>> = self
+            .post("/raft/vote", &rpc, option.hard_ttl())
+            .await
+            .map_err(|e| e.into_rpc(self.id, self.target, RPCTypes::Vote))?;
+        res.map_err(|e| RemoteError::new_with_node(self.target, self.node.clone(), e).into())
+    }
+
+    // Openraft only calls this from the default `full_snapshot`, which is overridden below.
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<ReplicaId>,
+        RPCError<ReplicaId, BasicNode, RaftError<ReplicaId, InstallSnapshotError>>,
+    > {
+        let e = std::io::Error::other(
+            "chunked snapshot transfer is not supported; meshd sends snapshots whole",
+        );
+        Err(RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<ReplicaId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<ReplicaId>, StreamingError<TypeConfig, Fatal<ReplicaId>>> {
+        let req = SnapshotRequest {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot.into_inner(),
+        };
+        let timeout = option.hard_ttl();
+        let res: Result<_, Fatal<ReplicaId>> = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            res = self.post("/raft/snapshot", &req, timeout) => {
+                res.map_err(|e| e.into_streaming(self.id, self.target))?
+            }
+        };
+        res.map_err(|e| RemoteError::new_with_node(self.target, self.node.clone(), e).into())
+    }
+}
+
+#[derive(Clone)]
+struct Served {
+    raft: Raft,
+    token: Arc<str>,
+}
+
+impl Served {
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        // An empty configured token must not admit requests that carry an empty header.
+        !self.token.is_empty()
+            && headers
+                .get(CLUSTER_TOKEN_HEADER)
+                .is_some_and(|v| bool::from(v.as_bytes().ct_eq(self.token.as_bytes())))
+    }
+}
+
+/// Serves this replica's raft RPCs: `/raft/append`, `/raft/vote`, `/raft/snapshot`. Requests
+/// must carry `token` (the cluster's admin token) in [`CLUSTER_TOKEN_HEADER`].
+pub fn raft_router(raft: Raft, token: impl Into<Arc<str>>) -> Router {
+    let served = Served {
+        raft,
+        token: token.into(),
+    };
+    Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route(
+            "/raft/snapshot",
+            post(snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_BODY)),
+        )
+        .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
+        // Outermost: a request without the token is refused before its body is read.
+        .layer(middleware::from_fn_with_state(
+            served.clone(),
+            require_token,
+        ))
+        .with_state(served)
+}
+
+async fn require_token(
+    State(s): State<Served>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if !s.authorized(req.headers()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            format!("missing or wrong {CLUSTER_TOKEN_HEADER}"),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+fn postcard_response<T: Serialize>(value: &T) -> Response {
+    match postcard::to_allocvec(value) {
+        Ok(b) => (StatusCode::OK, [(CONTENT_TYPE, POSTCARD)], b).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the raft response: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, String)> {
+    postcard::from_bytes(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("undecodable raft request (are all replicas the same meshd version?): {e}"),
+        )
+    })
+}
+
+async fn append(State(s): State<Served>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    postcard_response(&s.raft.append_entries(req).await)
+}
+
+async fn vote(State(s): State<Served>, body: Bytes) -> Response {
+    let req: VoteRequest<ReplicaId> = match decode(&body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    postcard_response(&s.raft.vote(req).await)
+}
+
+async fn snapshot(State(s): State<Served>, body: Bytes) -> Response {
+    let req: SnapshotRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let snapshot = Snapshot {
+        meta: req.meta,
+        snapshot: Box::new(std::io::Cursor::new(req.data)),
+    };
+    postcard_response(&s.raft.install_full_snapshot(req.vote, snapshot).await)
+}
