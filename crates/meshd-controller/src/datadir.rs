@@ -118,7 +118,7 @@ fn check_token(token: &str) -> Result<(), String> {
     }
 }
 
-fn write_atomically(path: &Path, content: &str, mode: u32) -> Result<(), DataDirError> {
+pub(crate) fn write_atomically(path: &Path, content: &str, mode: u32) -> Result<(), DataDirError> {
     let err = |source| DataDirError::Write {
         path: path.to_owned(),
         source,

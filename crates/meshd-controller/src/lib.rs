@@ -6,6 +6,9 @@
 //! - [`api`]: the admin HTTP API; [`admin_client`] is its client, [`datadir`] where the CLI
 //!   finds its address and token.
 //! - [`channel`]: the node channel, QUIC with raw Ed25519 keys: joins, status, config pushes.
+//! - [`raft`]: openraft glue: the log and snapshots in redb, the HTTP transport between replicas.
+//! - [`replica`]: [`replica::Replica`], a [`controller::Controller`] replicated through raft.
+//! - [`service`]: a replica as a process: its data directory (`init`) and serving (`run`).
 //!
 //! The state machine never touches the network or the disk; replication, storage, the admin
 //! API and the node channel wrap it.
@@ -17,4 +20,7 @@ pub mod channel;
 pub mod controller;
 pub mod datadir;
 pub mod ipam;
+pub mod raft;
+pub mod replica;
+pub mod service;
 pub mod state;

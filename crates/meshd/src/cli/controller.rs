@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use meshd_controller::service::{self, ReplicaSettings};
 
 use super::{NetworkIdArg, NodeIdArg};
 
@@ -484,14 +485,70 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
 
 /// Runs `meshd controller init`.
 fn init(args: InitArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`meshd controller init` is not available in this build yet")
+    if args.join.is_some() {
+        anyhow::bail!(
+            "joining an existing controller cluster (`--join`) is not available in this build yet; \
+             run `meshd controller init` without --join for a replica of its own"
+        );
+    }
+    let settings = ReplicaSettings {
+        id: 1,
+        listen: args.listen,
+        api_listen: args.api_listen,
+    };
+    service::init(&args.data, &settings)?;
+    let dir = args.data.display();
+    println!("initialized controller replica {} in {dir}", settings.id);
+    println!("  node channel (QUIC, UDP): {}", settings.listen);
+    println!(
+        "  admin API:                {} (token in {dir}/api.token)",
+        settings.api_url()
+    );
+    println!("start it with: meshd controller run --data {dir}");
+    Ok(())
 }
 
-/// Runs `meshd controller run`.
+/// Runs `meshd controller run`: serves until SIGINT or SIGTERM.
 fn run_replica(args: RunArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`meshd controller run` is not available in this build yet")
+    init_logging();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        service::run(&args.data, shutdown_signal(), |bound| {
+            eprintln!(
+                "meshd controller: admin API on http://{}, node channel on udp {}",
+                bound.api, bound.channel
+            );
+        })
+        .await
+    })?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, so systemd and Ctrl-C both stop the replica cleanly.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` overrides the default (info, with openraft's per-election
+/// chatter at warn).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs `meshd controller network ...`.

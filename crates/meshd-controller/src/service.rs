@@ -1,0 +1,196 @@
+//! A controller replica as a running service: `meshd controller init` lays out its data
+//! directory, `meshd controller run` serves from it.
+//!
+//! ```text
+//! DIR/                mode 0700
+//!   replica.json      id, node-channel listen address, admin API listen address
+//!   replica.key       the replica's Ed25519 seed (its QUIC identity), mode 0600
+//!   api.url api.token what admin clients read (see `datadir`)
+//!   raft.redb         the replicated log, vote and snapshots
+//! ```
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{self, ApiOptions};
+use crate::channel;
+use crate::datadir::{self, DataDirError};
+use crate::replica::Replica;
+
+const REPLICA_FILE: &str = "replica.json";
+const KEY_FILE: &str = "replica.key";
+
+/// What `init` records about a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSettings {
+    pub id: u64,
+    /// UDP address of the node channel (QUIC).
+    pub listen: SocketAddr,
+    /// TCP address of the admin API (and the replication endpoints).
+    pub api_listen: SocketAddr,
+}
+
+impl ReplicaSettings {
+    /// The URL clients and other replicas use for the API: an unspecified listen address is
+    /// reached through loopback on this host.
+    pub fn api_url(&self) -> String {
+        let ip = match self.api_listen.ip() {
+            IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.api_listen.port()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{} already holds a controller replica; pick another --data directory", .0.display())]
+    AlreadyInitialized(PathBuf),
+    #[error("no controller replica in {}; run `meshd controller init --data {}` first", .0.display(), .0.display())]
+    NotInitialized(PathBuf),
+    #[error("{} is damaged: {reason}", path.display())]
+    Damaged { path: PathBuf, reason: String },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the replicated store: {0}")]
+    Replica(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
+    let what = what.into();
+    move |source| ServiceError::Io { what, source }
+}
+
+/// Creates a new replica's data directory. Returns its settings (the token is in the dir).
+pub fn init(dir: &Path, settings: &ReplicaSettings) -> Result<(), ServiceError> {
+    if dir.join(REPLICA_FILE).exists() {
+        return Err(ServiceError::AlreadyInitialized(dir.to_owned()));
+    }
+    datadir::write_api_info(dir, &settings.api_url(), &datadir::new_token())?;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| ServiceError::Io {
+        what: "read the OS random source".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    datadir::write_atomically(&dir.join(KEY_FILE), &hex, 0o600)?;
+    let json = serde_json::to_string_pretty(settings).map_err(|e| ServiceError::Damaged {
+        path: dir.to_owned(),
+        reason: e.to_string(),
+    })?;
+    // Written last: its presence means the directory is complete.
+    datadir::write_atomically(&dir.join(REPLICA_FILE), &json, 0o644)?;
+    Ok(())
+}
+
+/// Reads a replica's settings and key seed.
+pub fn load(dir: &Path) -> Result<(ReplicaSettings, [u8; 32]), ServiceError> {
+    let path = dir.join(REPLICA_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ServiceError::NotInitialized(dir.to_owned()));
+        }
+        Err(e) => return Err(io(format!("read {}", path.display()))(e)),
+    };
+    let settings: ReplicaSettings =
+        serde_json::from_str(&text).map_err(|e| ServiceError::Damaged {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    let key_path = dir.join(KEY_FILE);
+    let key_hex =
+        std::fs::read_to_string(&key_path).map_err(io(format!("read {}", key_path.display())))?;
+    let key_hex = key_hex.trim();
+    let mut seed = [0u8; 32];
+    if key_hex.len() != 64 {
+        return Err(ServiceError::Damaged {
+            path: key_path,
+            reason: "expected 64 hex digits".into(),
+        });
+    }
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16).map_err(|_| {
+            ServiceError::Damaged {
+                path: key_path.clone(),
+                reason: "expected 64 hex digits".into(),
+            }
+        })?;
+    }
+    Ok((settings, seed))
+}
+
+/// What a running replica listens on, once bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub api: SocketAddr,
+    pub channel: SocketAddr,
+}
+
+/// Serves a replica from `dir` until `shutdown` resolves: the replicated store, the admin
+/// API with the replication endpoints, and the node channel. `on_bound` runs once every
+/// socket is bound (the CLI prints it; tests learn the ports).
+pub async fn run(
+    dir: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound) + Send,
+) -> Result<(), ServiceError> {
+    let (settings, seed) = load(dir)?;
+    let (_, token) = datadir::read_api_info(dir)?;
+    let listener = tokio::net::TcpListener::bind(settings.api_listen)
+        .await
+        .map_err(io(format!(
+            "listen on {} for the admin API",
+            settings.api_listen
+        )))?;
+    let api_addr = listener.local_addr().map_err(io("read the API address"))?;
+    let replica = Replica::open(dir, settings.id, settings.api_url(), token.clone())
+        .await
+        .map_err(|e| ServiceError::Replica(e.to_string()))?;
+    let endpoint = channel::endpoint(settings.listen, &seed)
+        .map_err(io(format!("listen on {} for nodes", settings.listen)))?;
+    let channel_addr = endpoint
+        .local_addr()
+        .map_err(io("read the channel address"))?;
+
+    let health = {
+        let replica = replica.clone();
+        std::sync::Arc::new(move || serde_json::to_value(replica.metrics()).unwrap_or_default())
+    };
+    let app = api::router_with(
+        replica.clone(),
+        token.clone(),
+        ApiOptions {
+            health: Some(health),
+            admin_routes: None,
+            token_location: Some(dir.join(datadir::API_TOKEN_FILE).display().to_string()),
+        },
+    )
+    .merge(crate::raft::raft_router(replica.raft().clone(), token));
+    on_bound(Bound {
+        api: api_addr,
+        channel: channel_addr,
+    });
+    tracing::info!(replica = settings.id, api = %api_addr, channel = %channel_addr, "controller replica serving");
+
+    let channel_task = tokio::spawn(channel::serve(endpoint.clone(), replica.clone()));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    endpoint.close(
+        channel::protocol::close_code::SHUTDOWN.into(),
+        b"controller shutting down",
+    );
+    channel_task.abort();
+    replica.shutdown().await;
+    served.map_err(io("serve the admin API"))
+}

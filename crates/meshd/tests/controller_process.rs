@@ -1,0 +1,148 @@
+//! A real controller process on loopback: the CLI creates and authorizes, a node joins over
+//! QUIC, and config pushes arrive.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ReplicaProcess, ok_stdout};
+use meshd_controller::channel::{ChannelClient, ControllerMessage, JoinStatus};
+use meshd_proto::{Identity, NetworkConfig, NetworkId, SignedConfig, addr};
+
+async fn next(client: &mut ChannelClient) -> ControllerMessage {
+    tokio::time::timeout(Duration::from_secs(10), client.recv())
+        .await
+        .expect("a message within 10 s")
+        .expect("the channel stays up")
+}
+
+/// Reads messages until a config arrives; returns it verified.
+async fn next_config(client: &mut ChannelClient, nwid: NetworkId) -> NetworkConfig {
+    loop {
+        match next(client).await {
+            ControllerMessage::Config {
+                network, signed, ..
+            } => {
+                assert_eq!(network, nwid);
+                return SignedConfig::from_bytes(signed)
+                    .verify(nwid)
+                    .expect("the signature verifies against the network id");
+            }
+            ControllerMessage::Status {
+                status: JoinStatus::Ok,
+                ..
+            } => continue,
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn join_authorize_and_push_through_a_real_controller() {
+    let mut replica = ReplicaProcess::init();
+    replica.start();
+    let nwid: NetworkId = ok_stdout(&replica.cli(&["network", "create", "--name", "e2e"]))
+        .parse()
+        .expect("network create prints the id alone");
+
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async {
+        let first = Identity::generate();
+        let mut a = ChannelClient::connect(replica.channel, &first, vec![])
+            .await
+            .expect("connects");
+        a.join(nwid, 0).await.expect("join sent");
+        match next(&mut a).await {
+            ControllerMessage::Status { status, .. } => {
+                assert_eq!(status, JoinStatus::AccessDenied)
+            }
+            other => panic!("expected ACCESS_DENIED, got {other:?}"),
+        }
+        // An unknown network is NOT_FOUND.
+        let unknown: NetworkId = "0123456789abcdef".parse().expect("valid id");
+        a.join(unknown, 0).await.expect("join sent");
+        match next(&mut a).await {
+            ControllerMessage::Status { network, status } => {
+                assert_eq!((network, status), (unknown, JoinStatus::NotFound));
+            }
+            other => panic!("expected NOT_FOUND, got {other:?}"),
+        }
+
+        let node = first.node_id().to_string();
+        ok_stdout(&replica.cli(&["member", "authorize", &nwid.to_string(), &node]));
+        let cfg = next_config(&mut a, nwid).await;
+        let me = cfg
+            .member(first.node_id())
+            .expect("the config lists the member");
+        assert_eq!(me.ipv4.len(), 1, "an IPv4 address");
+        let subnet = me.container_subnet.expect("a container subnet");
+        assert_eq!(subnet.prefix_len(), 24);
+        assert_eq!(
+            cfg.sixplane_subnet(first.node_id()),
+            Some(addr::sixplane_node_prefix(nwid, first.node_id()))
+        );
+        let addresses = cfg.interface_addresses(first.node_id());
+        assert!(
+            addresses.iter().any(
+                |a| a.addr() == std::net::IpAddr::V6(addr::rfc4193_addr(nwid, first.node_id()))
+            )
+        );
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.addr() == std::net::IpAddr::V4(me.ipv4[0]))
+        );
+        // The member list agrees.
+        let listed = ok_stdout(&replica.cli(&["member", "list", &nwid.to_string(), "--json"]));
+        assert!(
+            listed.contains(&node) && listed.contains(&subnet.to_string()),
+            "{listed}"
+        );
+
+        // A second member joins and is authorized: the first gets the new revision by push.
+        let second = Identity::generate();
+        let mut b = ChannelClient::connect(replica.channel, &second, vec![])
+            .await
+            .expect("connects");
+        b.join(nwid, 0).await.expect("join sent");
+        assert!(matches!(
+            next(&mut b).await,
+            ControllerMessage::Status {
+                status: JoinStatus::AccessDenied,
+                ..
+            }
+        ));
+        ok_stdout(&replica.cli(&[
+            "member",
+            "authorize",
+            &nwid.to_string(),
+            &second.node_id().to_string(),
+        ]));
+        let authorized_at = Instant::now();
+        let pushed = tokio::time::timeout(Duration::from_secs(1), next_config(&mut a, nwid))
+            .await
+            .expect("the push reaches the first member within 1 s");
+        assert!(pushed.revision > cfg.revision);
+        assert!(pushed.member(second.node_id()).is_some());
+        eprintln!("authorize -> push: {:?}", authorized_at.elapsed());
+
+        // Deauthorization is pushed too.
+        ok_stdout(&replica.cli(&[
+            "member",
+            "deauthorize",
+            &nwid.to_string(),
+            &second.node_id().to_string(),
+        ]));
+        loop {
+            match next(&mut b).await {
+                ControllerMessage::Status {
+                    status: JoinStatus::AccessDenied,
+                    ..
+                } => break,
+                ControllerMessage::Config { .. } | ControllerMessage::Status { .. } => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    replica.stop();
+}
