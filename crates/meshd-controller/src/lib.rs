@@ -24,3 +24,5 @@ pub mod raft;
 pub mod replica;
 pub mod service;
 pub mod state;
+#[cfg(test)]
+mod test_support;

@@ -6,33 +6,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshd_proto::{Identity, NetworkId, NetworkKey, NodeId, SignedConfig};
+use meshd_proto::{Identity, NetworkId, NodeId, SignedConfig};
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
 use super::protocol::{self, close_code};
 use super::*;
 use crate::controller::{Controller, InMemoryController, WriteError};
-use crate::state::{Applied, Command, ControllerState, NetworkSpec, RejectKind, Rejected};
+use crate::state::{Applied, Command, ControllerState, RejectKind, Rejected};
+use crate::test_support::{nwid, spec};
 
 const WAIT: Duration = Duration::from_secs(1);
-
-fn spec(seed: u8) -> NetworkSpec {
-    NetworkSpec {
-        key_seed: [seed; 32],
-        name: format!("net-{seed}"),
-        v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
-        container_pool: "172.28.0.0/22".parse().unwrap(),
-        container_prefix: 24,
-        sixplane: true,
-        rfc4193: true,
-        mtu: 1420,
-        at_ms: 1,
-    }
-}
-
-fn nwid(seed: u8) -> NetworkId {
-    NetworkKey::from_seed(&[seed; 32]).unwrap().network_id()
-}
 
 /// A controller endpoint serving `controller` on an ephemeral port.
 fn start<C: Controller>(controller: C) -> (SocketAddr, quinn::Endpoint) {

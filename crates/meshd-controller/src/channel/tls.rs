@@ -136,6 +136,26 @@ pub(crate) struct AnyEd25519Key {
 }
 
 impl AnyEd25519Key {
+    /// A raw public key presented alone (no chain) that is Ed25519.
+    fn check_chain(
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        if !intermediates.is_empty() {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            ));
+        }
+        Self::check_key(end_entity)
+    }
+
+    /// TLS 1.2 is never negotiated (the configs allow 1.3 only); refuse if it somehow is.
+    fn refuse_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
     fn new(provider: &CryptoProvider) -> Self {
         Self {
             algorithms: provider.signature_verification_algorithms,
@@ -178,13 +198,8 @@ impl ServerCertVerifier for AnyEd25519Key {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if !intermediates.is_empty() {
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::BadEncoding,
-            ));
-        }
         // Not pinned on purpose: configs are verified against the network id (module docs).
-        Self::check_key(end_entity).map(|()| ServerCertVerified::assertion())
+        Self::check_chain(end_entity, intermediates).map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -193,10 +208,7 @@ impl ServerCertVerifier for AnyEd25519Key {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // TLS 1.2 is never negotiated (the configs allow 1.3 only); refuse if it somehow is.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Self::refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -232,13 +244,8 @@ impl ClientCertVerifier for AnyEd25519Key {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        if !intermediates.is_empty() {
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::BadEncoding,
-            ));
-        }
         // Any Ed25519 key may connect: membership is checked per network by the server.
-        Self::check_key(end_entity).map(|()| ClientCertVerified::assertion())
+        Self::check_chain(end_entity, intermediates).map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -247,9 +254,7 @@ impl ClientCertVerifier for AnyEd25519Key {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Self::refuse_tls12()
     }
 
     fn verify_tls13_signature(

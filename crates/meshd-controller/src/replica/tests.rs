@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meshd_proto::{Identity, NetworkId, NetworkKey};
+use meshd_proto::Identity;
 use openraft::RaftNetwork;
 use openraft::RaftNetworkFactory;
 use openraft::error::RPCError;
@@ -11,28 +11,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::state::{NetworkSpec, RejectKind};
+use crate::state::RejectKind;
+use crate::test_support::{nwid, spec};
 
 const TOKEN: &str = "test-cluster-token";
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
-
-fn spec(seed: u8) -> NetworkSpec {
-    NetworkSpec {
-        key_seed: [seed; 32],
-        name: format!("net-{seed}"),
-        v4_pools: vec!["10.147.17.0/29".parse().unwrap()],
-        container_pool: "172.28.0.0/22".parse().unwrap(),
-        container_prefix: 24,
-        sixplane: true,
-        rfc4193: true,
-        mtu: 1420,
-        at_ms: 1,
-    }
-}
-
-fn nwid(seed: u8) -> NetworkId {
-    NetworkKey::from_seed(&[seed; 32]).unwrap().network_id()
-}
 
 /// `networks` networks with two members each, one authorized per step: 5 commands a network.
 fn workload(seeds: std::ops::RangeInclusive<u8>, ids: &[Identity; 2]) -> Vec<Command> {

@@ -3,29 +3,12 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 
 use super::*;
+use crate::test_support::{nwid, spec};
 use meshd_proto::Identity;
 
 fn identities() -> &'static Vec<Identity> {
     static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
     IDS.get_or_init(|| (0..6).map(|_| Identity::generate()).collect())
-}
-
-fn spec(seed: u8) -> NetworkSpec {
-    NetworkSpec {
-        key_seed: [seed; 32],
-        name: format!("net-{seed}"),
-        v4_pools: vec!["10.147.17.0/29".parse().unwrap()],
-        container_pool: "172.28.0.0/22".parse().unwrap(),
-        container_prefix: 24,
-        sixplane: true,
-        rfc4193: true,
-        mtu: 1420,
-        at_ms: 1,
-    }
-}
-
-fn nwid(seed: u8) -> NetworkId {
-    NetworkKey::from_seed(&[seed; 32]).unwrap().network_id()
 }
 
 fn join(seed: u8, who: usize) -> Command {
