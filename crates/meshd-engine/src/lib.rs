@@ -1,1 +1,39 @@
-//! Linux I/O for the meshd node.
+//! meshd's Linux I/O layer: the edge around the sans-IO [`meshd_proto::tunnel::Tunnel`].
+//!
+//! What it does: opens one TUN device per joined network, mirrors the network's address
+//! plan into the kernel over rtnetlink (addresses, routes, MTU, link state), owns the one UDP
+//! socket every network shares, and runs the tasks that move packets between them:
+//!
+//! ```text
+//!  TUN "mesh-…"  ──read──▶ Tunnel::encapsulate ──send_to──▶ UDP [::]:port   (inside → outside)
+//!  TUN "mesh-…"  ◀─write── Tunnel::handle_outside ◀─demux── UDP [::]:port   (outside → inside)
+//!                          Tunnel::handle_timeout every TIMER_TICK            (timers)
+//! ```
+//!
+//! What it does not do: talk to controllers, verify or cache configs (the daemon hands it
+//! verified [`meshd_proto::NetworkConfig`]s), batch, offload or use several queues (a later
+//! step: DESIGN.md section 5).
+//!
+//! Layout:
+//! - [`plan`](mod@plan): pure. Which addresses and routes a node's TUN carries, and the diff between
+//!   two plans.
+//! - [`kernel`]: applies a plan diff with rtnetlink; routes carry protocol [`kernel::RTPROT_MESHD`].
+//! - [`tun`]: opens the TUN device.
+//! - [`dataplane`]: the shared UDP socket, per-network state and tasks, status and counters.
+//! - [`sys`]: the only module with `unsafe` (network namespaces, socket options).
+//! - [`error`]: the one error type, [`EngineError`].
+
+pub mod dataplane;
+pub mod error;
+pub mod kernel;
+pub mod plan;
+// The workspace denies `unsafe_code`; system calls that no safe crate wraps live here, and
+// only here, each with a `// SAFETY:` comment.
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod tun;
+
+pub use dataplane::{Dataplane, NetworkStatus};
+pub use error::EngineError;
+pub use kernel::Kernel;
+pub use plan::{InterfacePlan, PlanDiff, diff, interface_name, plan};

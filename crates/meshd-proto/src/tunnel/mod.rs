@@ -290,6 +290,13 @@ impl Tunnel {
         self.peers.get(&node).map(|p| p.status(now))
     }
 
+    /// Whether `index` is one of this tunnel's live local indices (a session or a pending
+    /// handshake). An engine running several networks on one UDP socket uses it to hand a
+    /// response, cookie reply or data message to the tunnel that issued its receiver index.
+    pub fn owns_index(&self, index: u32) -> bool {
+        self.by_index.contains_key(&index)
+    }
+
     /// Every peer's status, sorted by node id.
     pub fn peer_statuses(&self, now: Instant) -> Vec<PeerStatus> {
         let mut v: Vec<PeerStatus> = self.peers.values().map(|p| p.status(now)).collect();
@@ -944,5 +951,37 @@ fn increment(bytes: &mut [u8]) {
         if !carry {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::sim::{LinkModel, Simulation};
+    use crate::wire::{self, Message};
+
+    #[test]
+    fn owns_index_follows_the_receiver_indices_it_issued() {
+        let mut sim = Simulation::new(2, LinkModel::default(), 7);
+        sim.recorded = Some(Vec::new());
+        sim.send(0, 1, b"hello").unwrap();
+        sim.run_for(Duration::from_millis(100));
+        let recorded = sim.recorded.take().unwrap();
+        let (mut response, mut data) = (None, None);
+        for d in &recorded {
+            match wire::parse(&d.bytes).unwrap() {
+                Message::HandshakeResponse(r) => response = Some(r.receiver_index),
+                Message::Data(m) if d.to == sim.nodes[1].address => data = Some(m.receiver_index),
+                _ => {}
+            }
+        }
+        // The response names node 0's handshake index; data to node 1 names node 1's session.
+        let (response, data) = (response.unwrap(), data.unwrap());
+        assert!(sim.nodes[0].tunnel.owns_index(response));
+        assert!(!sim.nodes[1].tunnel.owns_index(response));
+        assert!(sim.nodes[1].tunnel.owns_index(data));
+        assert!(!sim.nodes[0].tunnel.owns_index(data));
+        assert!(!sim.nodes[0].tunnel.owns_index(0));
     }
 }

@@ -1,0 +1,297 @@
+//! The data plane of one node: one UDP socket shared by every joined network, and per
+//! network a TUN device, a [`Tunnel`] and the tasks between them.
+//!
+//! ```text
+//!  per network (a TUN, a Tunnel, two tasks)                   shared
+//!  TUN ──recv──▶ inside_to_outside: encapsulate ──send_to──▶  UDP [::]:port
+//!                timers: handle_timeout per tick ─send_to──▶  UDP [::]:port
+//!  TUN ◀──send── handle_outside ◀── demux ◀──────recv_from──  UDP [::]:port
+//!                                   (outside_to_inside: one task for all networks)
+//! ```
+//!
+//! Call order: [`Dataplane::bind`], then [`Dataplane::join`] each network with its verified
+//! config, [`Dataplane::update`] on every new revision, [`Dataplane::leave`] to remove it.
+//! Dropping the `Dataplane` stops every task; the TUN devices close with them and take their
+//! addresses and routes along.
+//!
+//! Locking: each network's `Tunnel` sits behind a `std::sync::Mutex`, held for one
+//! `encapsulate`/`handle_outside`/`handle_timeout` call and never across an `.await`. The
+//! network map is a `RwLock` read once per datagram. Control operations (join, update, leave)
+//! are serialized by an async mutex because they await the kernel between reading and storing
+//! the plan. Simple and correct first; batching, offloads and per-core workers come later.
+
+mod outside;
+mod tasks;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use meshd_proto::tunnel::{DropReason, PeerStatus, Tunnel};
+use meshd_proto::{Identity, NetworkConfig, NetworkId, NodeId};
+use rustc_hash::FxHashMap;
+use tokio::task::JoinHandle;
+use tun_rs::AsyncDevice;
+
+pub use outside::SOCKET_BUFFER;
+use outside::{Outside, get};
+
+use crate::plan::{InterfacePlan, plan};
+use crate::{EngineError, Kernel, tun};
+
+/// A node's data plane: see the module docs.
+pub struct Dataplane {
+    outside: Arc<Outside>,
+    local_addr: SocketAddr,
+    kernel: Kernel,
+    networks: Networks,
+    /// Serializes join, update and leave.
+    control: tokio::sync::Mutex<()>,
+    /// The shared UDP → TUN task.
+    receiver: JoinHandle<()>,
+}
+
+type Networks = Arc<RwLock<FxHashMap<NetworkId, Arc<Network>>>>;
+
+/// One joined network.
+struct Network {
+    id: NetworkId,
+    me: NodeId,
+    interface: String,
+    tun: AsyncDevice,
+    tunnel: Mutex<Tunnel>,
+    /// What the kernel was last successfully given.
+    plan: Mutex<InterfacePlan>,
+    counters: NetworkCounters,
+    /// `inside_to_outside` and `timers`; aborted on leave and on drop.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the engine itself drops for one network (the tunnel counts the protocol's drops).
+#[derive(Debug, Default)]
+struct NetworkCounters {
+    tun_read_error: AtomicU64,
+    tun_write_error: AtomicU64,
+    udp_send_error: AtomicU64,
+}
+
+impl NetworkCounters {
+    fn list(&self) -> [(&'static str, u64); 3] {
+        [
+            ("tun_read_error", get(&self.tun_read_error)),
+            ("tun_write_error", get(&self.tun_write_error)),
+            ("udp_send_error", get(&self.udp_send_error)),
+        ]
+    }
+}
+
+/// What `meshd status` shows about one network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkStatus {
+    pub interface: String,
+    pub mtu: u16,
+    /// Interface addresses with prefix lengths, as applied to the kernel.
+    pub addresses: Vec<IpNet>,
+    /// Routes into the TUN (besides the addresses' connected routes), as applied.
+    pub routes: Vec<IpNet>,
+    /// Sorted by node id.
+    pub peers: Vec<PeerStatus>,
+    /// Every drop counter by stable name: the tunnel's [`DropReason`]s, then the engine's
+    /// `tun_read_error`, `tun_write_error`, `udp_send_error`. Zeros included.
+    pub drops: Vec<(&'static str, u64)>,
+}
+
+impl std::fmt::Debug for Dataplane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataplane")
+            .field("local_addr", &self.local_addr)
+            .field("networks", &self.networks())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.receiver.abort();
+        for net in read(&self.networks).values() {
+            for task in lock(&net.tasks).iter() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Dataplane {
+    /// Binds the shared UDP socket on `[::]:port` (dual-stack; `0` picks a port) and
+    /// connects to the kernel. Runs inside a tokio runtime, in the network namespace the node
+    /// lives in: the socket, TUN devices and netlink socket all belong to the namespace of
+    /// the thread that creates them.
+    pub async fn bind(port: u16) -> Result<Dataplane, EngineError> {
+        let outside = Arc::new(Outside::bind(port).map_err(EngineError::Socket)?);
+        let local_addr = outside.socket.local_addr().map_err(EngineError::Socket)?;
+        let kernel = Kernel::connect().await?;
+        let networks: Networks = Arc::default();
+        let receiver = tokio::spawn(tasks::outside_to_inside(
+            Arc::clone(&outside),
+            Arc::clone(&networks),
+        ));
+        Ok(Dataplane {
+            outside,
+            local_addr,
+            kernel,
+            networks,
+            control: tokio::sync::Mutex::new(()),
+            receiver,
+        })
+    }
+
+    /// The bound UDP address (`[::]:port`): peers reach this node on `port`.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Joins a network: creates its TUN [`crate::interface_name`], applies its
+    /// [`plan`](crate::plan()), starts its tunnel and tasks. `cfg` must be verified.
+    pub async fn join(&self, identity: &Identity, cfg: &NetworkConfig) -> Result<(), EngineError> {
+        let _control = self.control.lock().await;
+        let id = cfg.network_id;
+        if read(&self.networks).contains_key(&id) {
+            return Err(EngineError::AlreadyJoined(id));
+        }
+        let me = identity.node_id();
+        let wanted = plan(cfg, me);
+        let interface = wanted.name.clone();
+        let tun = tun::open(&interface, cfg.mtu)?;
+        let unconfigured = InterfacePlan::unconfigured(interface.clone());
+        if let Err(e) = self.kernel.apply(&interface, &unconfigured, &wanted).await {
+            drop(tun); // closing the only descriptor removes the link
+            let _ = self.kernel.remove(&interface).await;
+            return Err(e);
+        }
+
+        let now = Instant::now();
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut tunnel = Tunnel::new(identity, id, now, unix_now);
+        tunnel.apply_config(cfg);
+        let net = Arc::new(Network {
+            id,
+            me,
+            interface: interface.clone(),
+            tun,
+            tunnel: Mutex::new(tunnel),
+            plan: Mutex::new(wanted),
+            counters: NetworkCounters::default(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        // Visible to the receiver before the first handshake leaves, so its answer finds us.
+        write(&self.networks).insert(id, Arc::clone(&net));
+        *lock(&net.tasks) = vec![
+            tokio::spawn(tasks::inside_to_outside(
+                Arc::clone(&net),
+                Arc::clone(&self.outside),
+            )),
+            tokio::spawn(tasks::timers(Arc::clone(&net), Arc::clone(&self.outside))),
+        ];
+        tracing::info!(network = %id, interface = %interface, "joined");
+        Ok(())
+    }
+
+    /// Applies a new revision of a joined network's config: the tunnel first (peers, routes,
+    /// source checks), then the kernel diff. If the kernel refuses, the error is returned and
+    /// the next update diffs from the last plan that was applied, so it retries.
+    pub async fn update(&self, cfg: &NetworkConfig) -> Result<(), EngineError> {
+        let _control = self.control.lock().await;
+        let net = self
+            .network(cfg.network_id)
+            .ok_or(EngineError::NotJoined(cfg.network_id))?;
+        lock(&net.tunnel).apply_config(cfg);
+        let old = lock(&net.plan).clone();
+        let new = plan(cfg, net.me);
+        self.kernel.apply(&net.interface, &old, &new).await?;
+        *lock(&net.plan) = new;
+        Ok(())
+    }
+
+    /// Leaves a network: stops its tasks and removes its TUN with every address and route.
+    pub async fn leave(&self, id: NetworkId) -> Result<(), EngineError> {
+        let _control = self.control.lock().await;
+        let net = write(&self.networks)
+            .remove(&id)
+            .ok_or(EngineError::NotJoined(id))?;
+        let tasks = std::mem::take(&mut *lock(&net.tasks));
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await; // cancelled: nothing to report
+        }
+        let interface = net.interface.clone();
+        // The receiver may hold the network for one more packet; deleting the link does not
+        // wait for the descriptor to close.
+        drop(net);
+        self.kernel.remove(&interface).await?;
+        tracing::info!(network = %id, interface = %interface, "left");
+        Ok(())
+    }
+
+    /// The state of a joined network.
+    pub fn status(&self, id: NetworkId) -> Option<NetworkStatus> {
+        let net = self.network(id)?;
+        let plan = lock(&net.plan).clone();
+        let (peers, mut drops) = {
+            let tunnel = lock(&net.tunnel);
+            let peers = tunnel.peer_statuses(Instant::now());
+            let drops: Vec<(&'static str, u64)> = DropReason::ALL
+                .iter()
+                .map(|&r| (r.name(), tunnel.stats().dropped(r)))
+                .collect();
+            (peers, drops)
+        };
+        drops.extend(net.counters.list());
+        Some(NetworkStatus {
+            interface: plan.name,
+            mtu: plan.mtu,
+            addresses: plan.addresses.into_iter().collect(),
+            routes: plan.routes.into_iter().collect(),
+            peers,
+            drops,
+        })
+    }
+
+    /// The joined networks, sorted.
+    pub fn networks(&self) -> Vec<NetworkId> {
+        let mut ids: Vec<NetworkId> = read(&self.networks).keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Datagrams the socket received that reached no network, by stable name:
+    /// `udp_recv_error`, `malformed`, `unknown_network` (an initiation for a network not
+    /// joined), `unknown_index` (several networks joined, none issued the index; with one
+    /// network joined its tunnel counts these as its own `unknown_index`).
+    pub fn socket_drops(&self) -> Vec<(&'static str, u64)> {
+        self.outside.counters.list()
+    }
+
+    fn network(&self, id: NetworkId) -> Option<Arc<Network>> {
+        read(&self.networks).get(&id).cloned()
+    }
+}
+
+// A panic while a lock is held (a bug) must not take every other task down with it: the
+// tunnel's state is updated call by call, so the data behind a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
