@@ -76,6 +76,7 @@ impl Rng {
 #[derive(Debug)]
 pub struct Simulation {
     pub now: Instant,
+    started: Instant,
     pub nodes: Vec<SimNode>,
     pub link: LinkModel,
     pub network_key: NetworkKey,
@@ -137,6 +138,7 @@ impl Simulation {
         }
         Self {
             now,
+            started: now,
             nodes,
             link,
             network_key,
@@ -273,6 +275,28 @@ impl Simulation {
             }
         }
         self.now = end;
+    }
+
+    /// Restarts node `i` as a process restart would: same identity and config, every
+    /// session and handshake state lost, traffic in flight to it still arriving.
+    pub fn restart(&mut self, i: usize) {
+        let unix =
+            Duration::from_secs(1_700_000_000) + self.now.saturating_duration_since(self.started);
+        let node = &mut self.nodes[i];
+        node.tunnel = Tunnel::new(
+            &node.identity,
+            self.network_key.network_id(),
+            self.now,
+            unix,
+        );
+        node.tunnel.apply_config(&self.config);
+    }
+
+    /// Node `i` handshakes with every peer it has no session with.
+    pub fn connect_all(&mut self, i: usize) {
+        let now = self.now;
+        self.nodes[i].tunnel.connect_all(now);
+        self.collect(i);
     }
 
     pub fn node_id(&self, i: usize) -> NodeId {

@@ -408,3 +408,54 @@ fn a_node_of_another_network_gets_no_session() {
         .unwrap();
     assert_eq!(result, Err(DropReason::BadMac1));
 }
+
+#[test]
+fn a_restarted_peer_is_found_again_by_the_silence_rule() {
+    let mut sim = Simulation::new(2, LinkModel::default(), 41);
+    sim.send(0, 1, b"before").unwrap();
+    sim.run_for(ms(100));
+    sim.restart(1);
+    // Node 0 still holds a session node 1 forgot: its packets are dropped over there...
+    sim.send(0, 1, b"lost").unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(payloads(&sim, 1), vec![b"before".to_vec()]);
+    assert!(
+        sim.nodes[1]
+            .tunnel
+            .stats()
+            .dropped(DropReason::UnknownIndex)
+            >= 1
+    );
+    // ...until 15 s of silence (KEEPALIVE + REKEY_TIMEOUT) make it handshake again.
+    sim.run_for(Duration::from_secs(16));
+    sim.send(0, 1, b"after").unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(payloads(&sim, 1).last().unwrap(), b"after");
+}
+
+#[test]
+fn a_restarted_node_reconnects_at_once_with_connect_all() {
+    let mut sim = Simulation::new(3, LinkModel::default(), 43);
+    for to in [1, 2] {
+        sim.send(0, to, b"before").unwrap();
+    }
+    sim.run_for(ms(100));
+    sim.restart(0);
+    sim.connect_all(0);
+    sim.run_for(ms(100));
+    let now = sim.now;
+    for peer in [1, 2] {
+        let id = sim.node_id(peer);
+        assert!(
+            sim.nodes[0]
+                .tunnel
+                .peer_status(id, now)
+                .unwrap()
+                .has_session
+        );
+    }
+    // The peers use the new session right away: their packets reach the restarted node.
+    sim.send(1, 0, b"hello again").unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(payloads(&sim, 0), vec![b"hello again".to_vec()]);
+}

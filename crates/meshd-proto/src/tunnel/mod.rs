@@ -345,6 +345,21 @@ impl Tunnel {
         }
     }
 
+    /// Starts a handshake with every peer that has no session and none under way: a node
+    /// coming up (or back after a restart, when its peers still hold sessions it lost) is
+    /// reachable at once instead of after its peers notice the silence.
+    pub fn connect_all(&mut self, now: Instant) {
+        let idle: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| !p.usable_session(now) && p.pending.is_none())
+            .map(|p| p.node_id)
+            .collect();
+        for id in idle {
+            self.initiate(now, id);
+        }
+    }
+
     /// Routes an IP packet read from the TUN: seals it into `out` for the peer owning its
     /// destination, or queues it while a handshake runs.
     pub fn encapsulate(
@@ -396,6 +411,7 @@ impl Tunnel {
         let rekey = wants_rekey_on_send(session, now) && peer.pending.is_none();
         peer.tx_bytes += n as u64;
         peer.last_sent = Some(now);
+        peer.unanswered_since.get_or_insert(now);
         if rekey {
             self.initiate(now, peer_id);
         }
@@ -597,6 +613,7 @@ impl Tunnel {
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
         peer.last_received = Some(now);
+        peer.unanswered_since = None;
         self.events.push_back(Event::SessionEstablished(peer_id));
         self.flush_queue(now, peer_id, true);
         Ok(Incoming::Handled)
@@ -667,6 +684,7 @@ impl Tunnel {
             peer.endpoint = Some(from);
         }
         peer.last_received = Some(now);
+        peer.unanswered_since = None;
         peer.rx_bytes += datagram.len() as u64;
         let kind = datagram[0];
         let plaintext = &datagram[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len];
@@ -821,6 +839,7 @@ impl Tunnel {
         out.truncate(n);
         peer.tx_bytes += n as u64;
         peer.last_sent = Some(now);
+        peer.unanswered_since.get_or_insert(now);
         self.transmits.push_back(Transmit {
             destination,
             peer: Some(peer_id),
@@ -902,7 +921,18 @@ impl Tunnel {
             && peer
                 .last_probe
                 .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
-        if retransmit {
+        // WireGuard's rule: sent but heard nothing for KEEPALIVE + REKEY_TIMEOUT means the
+        // session is dead on the other side (it restarted): handshake again.
+        let peer_silent = has_session
+            && peer.pending.is_none()
+            && peer.unanswered_since.is_some_and(|t| {
+                now.saturating_duration_since(t)
+                    >= session::KEEPALIVE_TIMEOUT + session::REKEY_TIMEOUT
+            });
+        if peer_silent {
+            peer.unanswered_since = None;
+        }
+        if retransmit || peer_silent {
             self.initiate(now, id);
         }
         if keepalive {

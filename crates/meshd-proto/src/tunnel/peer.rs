@@ -44,6 +44,9 @@ pub(crate) struct Peer {
     pub queue: VecDeque<Vec<u8>>,
     pub last_sent: Option<Instant>,
     pub last_received: Option<Instant>,
+    /// When we first sent on the current session without hearing back since: a peer that
+    /// restarted has lost its keys and silently drops everything we send.
+    pub unanswered_since: Option<Instant>,
     pub last_handshake: Option<Instant>,
     pub last_probe: Option<Instant>,
     pub outstanding_probe: Option<(u64, Instant)>,
@@ -70,6 +73,7 @@ impl Peer {
             queue: VecDeque::new(),
             last_sent: None,
             last_received: None,
+            unanswered_since: None,
             last_handshake: None,
             last_probe: None,
             outstanding_probe: None,
