@@ -91,7 +91,7 @@ async fn setup() -> Setup {
         channel::endpoint("127.0.0.1:0".parse().expect("addr"), &[6; 32]).expect("endpoint");
     let addr = endpoint.local_addr().expect("bound");
     tokio::spawn(channel::serve(endpoint, replica.clone()));
-    let mut watcher = ChannelClient::connect(addr, &watcher_id, vec![])
+    let mut watcher = ChannelClient::connect(addr, &watcher_id, 9993, vec![])
         .await
         .expect("connects");
     watcher.join(network, 0).await.expect("join");

@@ -65,13 +65,15 @@ pub struct ChannelClient {
 }
 
 impl ChannelClient {
-    /// Connects to the controller at `server` as `identity` and says `Hello`, reporting
-    /// `local_endpoints` as the addresses the node is reachable at on its own networks.
+    /// Connects to the controller at `server` as `identity` and says `Hello`, reporting the
+    /// data-plane UDP port (0: none) and `local_endpoints`, the addresses the node is reachable
+    /// at on its own networks.
     ///
     /// Binds a UDP socket of the server's address family on an ephemeral port.
     pub async fn connect(
         server: SocketAddr,
         identity: &Identity,
+        data_port: u16,
         local_endpoints: Vec<SocketAddr>,
     ) -> Result<Self, ChannelError> {
         let config = tls::client_config(identity)?;
@@ -90,6 +92,7 @@ impl ChannelClient {
         let hello = NodeMessage::Hello {
             x25519: identity.public().x25519,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            data_port,
             local_endpoints,
         };
         client.send(&hello).await?;

@@ -36,6 +36,9 @@ pub enum NodeMessage {
         x25519: [u8; 32],
         /// Software version, for logs and the admin view.
         version: String,
+        /// The node's data-plane UDP port: with the address the connection comes from, it
+        /// is where peers outside the node's LAN reach it. 0 when it has none.
+        data_port: u16,
         /// Addresses the node is reachable at on its own networks (LAN endpoints).
         local_endpoints: Vec<SocketAddr>,
     },
@@ -188,6 +191,7 @@ mod tests {
                 .prop_map(|(x25519, version, local_endpoints)| NodeMessage::Hello {
                     x25519,
                     version,
+                    data_port: 9993,
                     local_endpoints
                 }),
             (network(), any::<u64>()).prop_map(|(network, have_revision)| NodeMessage::Join {

@@ -114,6 +114,7 @@ async fn connection<C: Controller>(conn: quinn::Connection, controller: C) {
     let NodeMessage::Hello {
         x25519,
         version,
+        data_port,
         mut local_endpoints,
     } = hello
     else {
@@ -149,7 +150,9 @@ async fn connection<C: Controller>(conn: quinn::Connection, controller: C) {
         controller,
         node,
         identity,
-        physical: unmap(remote),
+        // The QUIC connection's source port is the control socket's, not the data plane's:
+        // peers reach the node at the same address on its data-plane port.
+        physical: (data_port != 0).then(|| SocketAddr::new(unmap(remote).ip(), data_port)),
         local: local_endpoints,
         networks: BTreeMap::new(),
     };
@@ -258,7 +261,7 @@ struct Session<C> {
     controller: C,
     node: NodeId,
     identity: PublicIdentity,
-    physical: SocketAddr,
+    physical: Option<SocketAddr>,
     local: Vec<SocketAddr>,
     networks: BTreeMap<NetworkId, Tracked>,
 }
@@ -304,7 +307,7 @@ impl<C: Controller> Session<C> {
             .write(Command::MemberJoin {
                 network,
                 identity: self.identity,
-                physical: Some(self.physical),
+                physical: self.physical,
                 local: self.local.clone(),
                 at_ms: now_ms(),
             })

@@ -77,7 +77,9 @@ async fn join_authorize_push_deauthorize() {
 
     let a = Identity::generate();
     let lan: SocketAddr = "192.168.1.5:9993".parse().unwrap();
-    let mut ca = ChannelClient::connect(addr, &a, vec![lan]).await.unwrap();
+    let mut ca = ChannelClient::connect(addr, &a, 9993, vec![lan])
+        .await
+        .unwrap();
     assert_eq!(ca.remote_address(), addr);
 
     // Unknown network.
@@ -94,7 +96,8 @@ async fn join_authorize_push_deauthorize() {
     assert!(!member.authorized);
     assert_eq!(member.identity, *a.public());
     assert_eq!(member.local, vec![lan]);
-    assert_eq!(member.physical.unwrap().ip(), addr.ip());
+    // The connection's address with the data-plane port, not the QUIC socket's port.
+    assert_eq!(member.physical, Some(SocketAddr::new(addr.ip(), 9993)));
 
     // Authorized by an admin: pushed.
     authorize(&ctl, network, a.node_id()).await;
@@ -116,7 +119,9 @@ async fn join_authorize_push_deauthorize() {
 
     // A second node joins and is authorized: the first one learns within a second.
     let b = Identity::generate();
-    let mut cb = ChannelClient::connect(addr, &b, vec![]).await.unwrap();
+    let mut cb = ChannelClient::connect(addr, &b, 9993, vec![])
+        .await
+        .unwrap();
     cb.join(network, 0).await.unwrap();
     assert_eq!(
         next(&mut cb).await,
@@ -169,7 +174,9 @@ async fn rejoin_with_current_revision_gets_no_config() {
     let network = nwid(3);
     let (addr, _ep) = start(ctl.clone());
     let a = Identity::generate();
-    let mut ca = ChannelClient::connect(addr, &a, vec![]).await.unwrap();
+    let mut ca = ChannelClient::connect(addr, &a, 9993, vec![])
+        .await
+        .unwrap();
     ca.join(network, 0).await.unwrap();
     assert_eq!(
         next(&mut ca).await,
@@ -220,7 +227,9 @@ async fn identity_conflict_gets_an_error_and_the_connection_closed() {
     ctl.write(Command::CreateNetwork(spec(4))).await.unwrap();
     let (addr, _ep) = start(ctl);
     let a = Identity::generate();
-    let mut ca = ChannelClient::connect(addr, &a, vec![]).await.unwrap();
+    let mut ca = ChannelClient::connect(addr, &a, 9993, vec![])
+        .await
+        .unwrap();
     ca.join(nwid(4), 0).await.unwrap();
     let ControllerMessage::Error { message } = next(&mut ca).await else {
         panic!("expected an error")
@@ -249,6 +258,7 @@ async fn raw_attempt(addr: SocketAddr, tls: rustls::ClientConfig) -> Result<(), 
     let hello = NodeMessage::Hello {
         x25519: [1; 32],
         version: "test".into(),
+        data_port: 9993,
         local_endpoints: vec![],
     };
     let join = NodeMessage::Join {
