@@ -193,7 +193,16 @@ fn two_namespaces_ping_and_transfer_through_the_mesh() {
                 status.drops
             );
         }
-        assert!(dp.socket_drops().iter().all(|(_, n)| *n == 0));
+        // Each node handshakes with the other as soon as it joins, so the first to join may
+        // reach the other before it has joined: that initiation is an `unknown_network` drop
+        // (and it is retried). Nothing else may be dropped.
+        let drops = dp.socket_drops();
+        assert!(
+            drops
+                .iter()
+                .all(|(name, n)| *n == 0 || *name == "unknown_network"),
+            "{drops:?}"
+        );
     }
 
     // An update that removes B from the config: A tears the peer down and drops B's route.

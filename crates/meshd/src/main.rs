@@ -4,6 +4,7 @@
 //! `hint:` line), 2 on usage errors (reported by clap).
 
 mod cli;
+mod daemon;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;

@@ -48,7 +48,7 @@ fn join_authorize_and_push_through_a_real_controller() {
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     rt.block_on(async {
         let first = Identity::generate();
-        let mut a = ChannelClient::connect(replica.channel, &first, vec![])
+        let mut a = ChannelClient::connect(replica.channel, &first, 9993, vec![])
             .await
             .expect("connects");
         a.join(nwid, 0).await.expect("join sent");
@@ -101,7 +101,7 @@ fn join_authorize_and_push_through_a_real_controller() {
 
         // A second member joins and is authorized: the first gets the new revision by push.
         let second = Identity::generate();
-        let mut b = ChannelClient::connect(replica.channel, &second, vec![])
+        let mut b = ChannelClient::connect(replica.channel, &second, 9993, vec![])
             .await
             .expect("connects");
         b.join(nwid, 0).await.expect("join sent");

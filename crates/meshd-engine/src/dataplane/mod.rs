@@ -177,6 +177,9 @@ impl Dataplane {
             .unwrap_or_default();
         let mut tunnel = Tunnel::new(identity, id, now, unix_now);
         tunnel.apply_config(cfg);
+        // Handshake with every member now: after a restart our peers still hold sessions we
+        // lost, and this replaces them at once. The timer task sends what this queues.
+        tunnel.connect_all(now);
         let net = Arc::new(Network {
             id,
             me,

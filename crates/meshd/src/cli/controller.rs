@@ -9,8 +9,8 @@ use meshd_controller::service::{self, ReplicaSettings};
 
 use super::{NetworkIdArg, NodeIdArg};
 
-mod admin;
-mod output;
+pub(super) mod admin;
+pub(super) mod output;
 
 /// Run a controller replica; manage networks, members, routes and replicas
 ///
@@ -525,7 +525,7 @@ fn run_replica(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Resolves on SIGINT or SIGTERM, so systemd and Ctrl-C both stop the replica cleanly.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -542,7 +542,7 @@ async fn shutdown_signal() {
 
 /// Logs to stderr; `RUST_LOG` overrides the default (info, with openraft's per-election
 /// chatter at warn).
-fn init_logging() {
+pub(super) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let _ = tracing_subscriber::fmt()

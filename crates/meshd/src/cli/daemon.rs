@@ -1,8 +1,18 @@
-//! `meshd daemon`: the node, one per host.
+//! `meshd daemon`: the node, one per host; and how the other node commands reach it.
 
+use std::future::Future;
+
+use anyhow::Context;
 use clap::Args;
 
-use super::StateArgs;
+use super::controller::{init_logging, shutdown_signal};
+use super::{ResultExt, StateArgs};
+use crate::daemon::client::{ClientError, DaemonClient};
+use crate::daemon::controller_link::ControllerAddr;
+use crate::daemon::engine::EngineDataplane;
+use crate::daemon::state::StateDir;
+use crate::daemon::{self, DaemonOptions};
+use meshd_proto::Identity;
 
 /// Run the meshd node on this host (one per host; needs root)
 ///
@@ -28,7 +38,7 @@ pub struct DaemonArgs {
     /// Controller replica to use, as HOST:PORT; repeat for several replicas. Default: the
     /// controllers already saved in the state directory by earlier joins
     #[arg(long = "controller", value_name = "HOST:PORT")]
-    pub controllers: Vec<String>,
+    pub controllers: Vec<ControllerAddr>,
 
     /// Enable IPv4/IPv6 forwarding on this host so that traffic flows between the mesh and
     /// the local container bridge. Default: off (forwarding settings are left as they are)
@@ -36,8 +46,65 @@ pub struct DaemonArgs {
     pub configure_forwarding: bool,
 }
 
-/// Runs `meshd daemon`.
+/// Runs `meshd daemon` until SIGINT or SIGTERM.
 pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`meshd daemon` is not available in this build yet")
+    init_logging();
+    let state = StateDir::open(&args.state.state)?;
+    let node = state.identity().node_id();
+    let socket = state.socket_path();
+    eprintln!(
+        "meshd daemon: node {node}, state in {}, local API on {}",
+        state.path().display(),
+        socket.display()
+    );
+    if args.configure_forwarding {
+        tracing::warn!(
+            "--configure-forwarding is not available in this build yet; nothing was changed"
+        );
+    }
+    let identity = Identity::from_secret_text(&state.identity().to_secret_text())
+        .context("cannot copy the node identity")?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let engine = meshd_engine::dataplane::Dataplane::bind(args.port)
+            .await
+            .with_context(|| format!("cannot open the data plane on UDP port {}", args.port))?;
+        let port = engine.local_addr().port();
+        eprintln!("meshd daemon: data plane on udp port {port}");
+        daemon::run(
+            DaemonOptions {
+                state,
+                port,
+                controllers: args.controllers,
+            },
+            EngineDataplane::new(engine, identity),
+            shutdown_signal(),
+        )
+        .await
+    })
+}
+
+pub(super) fn with_daemon<T, F, Fut>(state: &StateArgs, call: F) -> anyhow::Result<T>
+where
+    F: FnOnce(DaemonClient) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match runtime.block_on(call(DaemonClient::new(&state.state))) {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<ClientError>()
+                    .is_some_and(ClientError::no_daemon)
+            }) =>
+        {
+            Err(e).hint(format!(
+                "start it with: meshd daemon --state {}",
+                state.state.display()
+            ))
+        }
+        other => other,
+    }
 }

@@ -2,6 +2,8 @@
 
 use clap::Args;
 
+use super::controller::admin::print;
+use super::daemon::with_daemon;
 use super::{NetworkIdArg, StateArgs};
 
 /// Leave a network: remove its addresses and routes from this host
@@ -25,6 +27,9 @@ pub struct LeaveArgs {
 
 /// Runs `meshd leave`.
 pub fn run(args: LeaveArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`meshd leave` is not available in this build yet")
+    let left = with_daemon(
+        &args.state,
+        |c| async move { Ok(c.leave(args.network).await?) },
+    )?;
+    print(&format!("left {}\n", left.left))
 }

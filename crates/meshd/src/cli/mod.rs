@@ -138,10 +138,6 @@ impl std::error::Error for Hinted {
 }
 
 /// Attach a `hint:` line to an error: `do_thing().hint("start it with `meshd daemon`")?`.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "used by the first command that can fail for real")
-)]
 pub trait ResultExt<T> {
     /// Wraps the error (if any) so that `main` prints `hint` below the reason.
     fn hint(self, hint: impl Into<String>) -> anyhow::Result<T>;

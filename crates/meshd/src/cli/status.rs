@@ -1,8 +1,18 @@
 //! `meshd status`: what this node is and which networks it is in.
+//!
+//! The human form is a compact summary in the spirit of ZeroTier's `info` + `listnetworks`
+//! and Tailscale's `status`: one line for the node, one per controller, a block per
+//! network. `--json` prints the daemon's `GET /v1/status` answer as it comes.
+
+use std::fmt::Write as _;
 
 use clap::Args;
+use meshd_proto::NodeId;
 
 use super::StateArgs;
+use super::controller::admin::print;
+use super::daemon::with_daemon;
+use crate::daemon::api::{NetworkStatus, NetworkView, PeerPath, StatusView};
 
 /// Show this node: node id, controllers, networks, addresses, routes, peers
 ///
@@ -27,6 +37,286 @@ pub struct StatusArgs {
 
 /// Runs `meshd status`.
 pub fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`meshd status` is not available in this build yet")
+    if args.json {
+        let json = with_daemon(&args.state, |c| async move {
+            Ok(c.get_json("/v1/status").await?)
+        })?;
+        return print(&String::from_utf8_lossy(&json));
+    }
+    let status = with_daemon(&args.state, |c| async move { Ok(c.status().await?) })?;
+    print(&render(&status))
+}
+
+/// Most routes listed per network; `--json` has them all.
+const MAX_ROUTES_SHOWN: usize = 6;
+
+/// The human form of a status.
+pub(super) fn render(s: &StatusView) -> String {
+    let mut out = String::new();
+    let online = if s.online { "ONLINE" } else { "OFFLINE" };
+    let _ = writeln!(out, "node {}  meshd {}  {online}", s.node_id, s.version);
+    if !s.dataplane_attached {
+        let _ = writeln!(
+            out,
+            "data plane not attached: no interface is created and no packets flow"
+        );
+    }
+    if s.controllers.is_empty() {
+        let _ = writeln!(
+            out,
+            "no controller: join with `meshd join <network-id> --controller HOST:PORT`"
+        );
+    }
+    let width = s
+        .controllers
+        .iter()
+        .map(|c| c.address.len())
+        .max()
+        .unwrap_or(0);
+    for c in &s.controllers {
+        let state = match (c.connected_since_s, c.unreachable_for_s) {
+            (Some(s), _) => format!("connected for {}", duration(s)),
+            (None, Some(s)) => format!(
+                "unreachable for {}{}",
+                duration(s),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            (None, None) => "connecting".to_owned(),
+        };
+        let _ = writeln!(out, "controller {:width$}  {state}", c.address);
+    }
+    if s.networks.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nno networks; join one with `meshd join <network-id>`"
+        );
+    }
+    for n in &s.networks {
+        out.push('\n');
+        out.push_str(&network_block(s.node_id, n));
+    }
+    if !s.peers.is_empty() {
+        let count = |p: PeerPath| s.peers.iter().filter(|x| x.path == p).count();
+        let _ = writeln!(
+            out,
+            "\npeers: {} ({} direct, {} relay, {} without a session); `meshd peers` lists them",
+            s.peers.len(),
+            count(PeerPath::Direct),
+            count(PeerPath::Relay),
+            count(PeerPath::None),
+        );
+    }
+    out
+}
+
+/// One network: its status line, then addresses, container subnets and routes.
+pub(super) fn network_block(node: NodeId, n: &NetworkView) -> String {
+    let mut out = String::new();
+    let name = if n.name.is_empty() {
+        ""
+    } else {
+        n.name.as_str()
+    };
+    let revision = n
+        .revision
+        .map(|r| format!("  revision {r}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "network {}  {name}{}{}{revision}",
+        n.id,
+        if name.is_empty() { "" } else { "  " },
+        n.status
+    );
+    let mut line = |key: &str, value: String| {
+        let _ = writeln!(out, "  {key:<11} {value}");
+    };
+    match n.status {
+        NetworkStatus::RequestingConfiguration => line(
+            "waiting",
+            format!("for a controller ({})", n.controllers.join(", ")),
+        ),
+        NetworkStatus::AccessDenied => line(
+            "waiting",
+            format!(
+                "for an admin to run: meshd controller member authorize {} {node}",
+                n.id
+            ),
+        ),
+        NetworkStatus::NotFound => line(
+            "not found",
+            format!(
+                "no such network on {}; check the id",
+                n.controllers.join(", ")
+            ),
+        ),
+        NetworkStatus::Ok => {}
+    }
+    if let Some(interface) = &n.interface {
+        let mtu = n.mtu.map(|m| format!("  mtu {m}")).unwrap_or_default();
+        line("interface", format!("{interface}{mtu}"));
+    }
+    if !n.addresses.is_empty() {
+        line("addresses", join(&n.addresses));
+    }
+    let containers: Vec<String> = [
+        n.container_subnets.ipv4.map(|s| s.to_string()),
+        n.container_subnets.ipv6.map(|s| s.to_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !containers.is_empty() {
+        line("containers", containers.join("  "));
+    }
+    let others: Vec<_> = n.routes.iter().filter(|r| r.node_id != node).collect();
+    for (i, r) in others.iter().take(MAX_ROUTES_SHOWN).enumerate() {
+        line(
+            if i == 0 { "routes" } else { "" },
+            format!("{} via {}", r.target, r.node_id),
+        );
+    }
+    if others.len() > MAX_ROUTES_SHOWN {
+        line(
+            "",
+            format!(
+                "and {} more (`meshd status --json` lists them all)",
+                others.len() - MAX_ROUTES_SHOWN
+            ),
+        );
+    }
+    if let Some(error) = &n.error {
+        line("error", error.clone());
+    }
+    out
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// A duration in its two largest units: `42s`, `2m13s`, `3h12m`, `5d3h`.
+pub(super) fn duration(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::daemon::api::{ContainerSubnets, ControllerView, RouteView};
+
+    use super::*;
+
+    fn network(status: NetworkStatus) -> NetworkView {
+        NetworkView {
+            id: "8056c2e21c000001".parse().unwrap(),
+            name: "prod".into(),
+            status,
+            revision: Some(42),
+            interface: Some("mesh-8056c2e21c".into()),
+            mtu: Some(1420),
+            addresses: vec![
+                "10.147.17.23/16".parse().unwrap(),
+                "fd80:56c2:e21c:0:199:9389:e92c:eee5/88".parse().unwrap(),
+                "fc9c:56c2:e389:e92c:eee5::1/40".parse().unwrap(),
+            ],
+            container_subnets: ContainerSubnets {
+                ipv4: Some("172.28.3.0/24".parse().unwrap()),
+                ipv6: Some("fc9c:56c2:e389:e92c:eee5::/80".parse().unwrap()),
+            },
+            routes: vec![
+                RouteView {
+                    target: "172.28.3.0/24".parse().unwrap(),
+                    node_id: "89e92ceee5".parse().unwrap(),
+                },
+                RouteView {
+                    target: "172.28.4.0/24".parse().unwrap(),
+                    node_id: "1a2b3c4d5e".parse().unwrap(),
+                },
+            ],
+            kernel_routes: vec![],
+            controllers: vec!["127.0.0.1:9994".into()],
+            joined_at: 1,
+            error: None,
+        }
+    }
+
+    fn status(networks: Vec<NetworkView>) -> StatusView {
+        StatusView {
+            node_id: "89e92ceee5".parse().unwrap(),
+            version: "0.1.0".into(),
+            online: false,
+            dataplane_attached: true,
+            controllers: vec![ControllerView {
+                address: "127.0.0.1:9994".into(),
+                reachable: false,
+                connected_since_s: None,
+                unreachable_for_s: Some(3 * 3600 + 12 * 60),
+                error: Some("no answer from 127.0.0.1:9994 within 5 s".into()),
+            }],
+            networks,
+            peers: vec![],
+        }
+    }
+
+    #[test]
+    fn summary_reads_at_a_glance() {
+        let text = render(&status(vec![network(NetworkStatus::Ok)]));
+        assert_eq!(
+            text,
+            "node 89e92ceee5  meshd 0.1.0  OFFLINE\n\
+             controller 127.0.0.1:9994  unreachable for 3h12m: no answer from 127.0.0.1:9994 within 5 s\n\
+             \n\
+             network 8056c2e21c000001  prod  OK  revision 42\n\
+             \x20 interface   mesh-8056c2e21c  mtu 1420\n\
+             \x20 addresses   10.147.17.23/16  fd80:56c2:e21c:0:199:9389:e92c:eee5/88  fc9c:56c2:e389:e92c:eee5::1/40\n\
+             \x20 containers  172.28.3.0/24  fc9c:56c2:e389:e92c:eee5::/80\n\
+             \x20 routes      172.28.4.0/24 via 1a2b3c4d5e\n"
+        );
+    }
+
+    #[test]
+    fn waiting_states_say_what_to_do() {
+        let mut denied = network(NetworkStatus::AccessDenied);
+        denied.interface = None;
+        let text = network_block("89e92ceee5".parse().unwrap(), &denied);
+        assert!(
+            text.contains("meshd controller member authorize 8056c2e21c000001 89e92ceee5"),
+            "{text}"
+        );
+        let mut fresh = network(NetworkStatus::RequestingConfiguration);
+        fresh.name = String::new();
+        fresh.revision = None;
+        let text = network_block("89e92ceee5".parse().unwrap(), &fresh);
+        assert!(
+            text.starts_with("network 8056c2e21c000001  REQUESTING_CONFIGURATION\n"),
+            "{text}"
+        );
+        assert!(text.contains("for a controller (127.0.0.1:9994)"), "{text}");
+        let mut s = status(vec![]);
+        s.dataplane_attached = false;
+        let text = render(&s);
+        assert!(text.contains("data plane not attached"), "{text}");
+        assert!(text.contains("no networks"), "{text}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(133), "2m13s");
+        assert_eq!(duration(3 * 3600 + 12 * 60 + 5), "3h12m");
+        assert_eq!(duration(5 * 86_400 + 3 * 3600), "5d3h");
+    }
 }

@@ -189,7 +189,7 @@ fn client(api: &ApiArgs) -> anyhow::Result<AdminClient> {
     Ok(AdminClient::new(url, token)?)
 }
 
-fn print(text: &str) -> anyhow::Result<()> {
+pub(in crate::cli) fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

@@ -141,7 +141,7 @@ pub(super) fn route_text(r: &RouteView) -> String {
 }
 
 /// Left-aligned columns, two spaces apart, no trailing blanks.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(in crate::cli) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -1,0 +1,491 @@
+//! The daemon's local API: HTTP+JSON on the Unix socket `DIR/meshd.sock` (mode 0600, in
+//! the 0700 state directory), so the CLI and `curl --unix-socket` both use it.
+//!
+//! ```text
+//! GET    /v1/status            StatusView: node, controllers, networks, peers
+//! GET    /v1/peers             [PeerView]
+//! POST   /v1/networks/{nwid}   {"controller": "HOST:PORT"}? -> 201 (new) or 200: JoinView
+//! DELETE /v1/networks/{nwid}   -> 200 {"left": nwid}
+//! ```
+//!
+//! Errors are `{"error": "..."}` (one line, meant for the user) with 400 (bad input), 404
+//! (unknown path, or a network not joined), 405, or 500. Answers are pretty-printed JSON:
+//! `meshd status --json` prints them as they come.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ipnet::{IpNet, Ipv4Net};
+use meshd_controller::api::ErrorBody;
+use meshd_proto::tunnel::PeerStatus;
+use meshd_proto::{NetworkConfig, NetworkId, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+use tracing::warn;
+
+use super::controller_link::{AddrState, ControllerAddr};
+use super::{Daemon, RequestError, stopped};
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusView {
+    pub node_id: NodeId,
+    pub version: String,
+    /// Connected to at least one controller.
+    pub online: bool,
+    /// Whether the data plane moves packets; false while it is not attached (then
+    /// interfaces and routes are what it would set up).
+    pub dataplane_attached: bool,
+    pub controllers: Vec<ControllerView>,
+    pub networks: Vec<NetworkView>,
+    pub peers: Vec<PeerView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerView {
+    /// As given: `HOST:PORT`.
+    pub address: String,
+    pub reachable: bool,
+    /// Seconds since the connection was made, while connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since_s: Option<u64>,
+    /// Seconds since the first failure after the last success, while unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable_for_s: Option<u64>,
+    /// Why it is unreachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Where a join stands, with ZeroTier's names for the same states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NetworkStatus {
+    /// No config yet: waiting for a controller.
+    RequestingConfiguration,
+    /// The member is not authorized (yet, or any more).
+    AccessDenied,
+    /// Running on a verified config.
+    Ok,
+    /// The controller does not know the network.
+    NotFound,
+}
+
+impl NetworkStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkStatus::RequestingConfiguration => "REQUESTING_CONFIGURATION",
+            NetworkStatus::AccessDenied => "ACCESS_DENIED",
+            NetworkStatus::Ok => "OK",
+            NetworkStatus::NotFound => "NOT_FOUND",
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    pub id: NetworkId,
+    /// The network's name from its config; empty before the first config.
+    pub name: String,
+    pub status: NetworkStatus,
+    /// Revision of the config the node runs on; null before the first.
+    pub revision: Option<u64>,
+    /// The data plane's interface; null while the network is not up.
+    pub interface: Option<String>,
+    pub mtu: Option<u16>,
+    /// This node's addresses on the network, with their prefix lengths: IPv4 (its pool's),
+    /// RFC4193 (/88), 6PLANE. As the interface carries them once the data plane has the
+    /// network up (6PLANE `::1/40`); before, as the config assigns them (6PLANE /80).
+    pub addresses: Vec<IpNet>,
+    pub container_subnets: ContainerSubnets,
+    /// Who owns which destination: every member's container subnet and the managed
+    /// routes, by target.
+    pub routes: Vec<RouteView>,
+    /// Routes the data plane points at the interface.
+    pub kernel_routes: Vec<IpNet>,
+    /// The controllers asked for this network.
+    pub controllers: Vec<String>,
+    /// When the network was joined, in seconds since the Unix epoch.
+    pub joined_at: u64,
+    /// The last problem (a refused join or config, a data-plane failure), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The subnets this host's containers take their addresses from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ContainerSubnets {
+    pub ipv4: Option<Ipv4Net>,
+    pub ipv6: Option<IpNet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteView {
+    pub target: IpNet,
+    pub node_id: NodeId,
+}
+
+/// How traffic reaches a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PeerPath {
+    /// A session, and authenticated traffic came straight from the peer's endpoint.
+    Direct,
+    /// A session, but traffic arrived only through a relay.
+    Relay,
+    /// No session.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub node_id: NodeId,
+    pub network: NetworkId,
+    /// The peer's member name, if the network's config gives one.
+    pub name: String,
+    pub path: PeerPath,
+    pub endpoint: Option<SocketAddr>,
+    pub rtt_ms: Option<f64>,
+    pub last_handshake_s: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// `POST /v1/networks/{nwid}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinView {
+    pub node_id: NodeId,
+    pub network: NetworkView,
+}
+
+/// `POST /v1/networks/{nwid}` body; empty is fine too.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerAddr>,
+}
+
+/// `DELETE /v1/networks/{nwid}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftView {
+    pub left: NetworkId,
+}
+
+/// Binds the socket at `path`, replacing a stale one (the state directory lock guarantees
+/// no other daemon uses it), readable and writable by the owner only.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()));
+        }
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the API until the daemon stops.
+pub(super) async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
+    let mut stop = daemon.stop.clone();
+    let app = router(daemon);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped(&mut stop).await })
+        .await;
+    if let Err(e) = result {
+        warn!(error = %e, "local API stopped");
+    }
+}
+
+fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/v1/networks/{nwid}", post(join).delete(leave))
+        .fallback(|| async {
+            Failure(
+                StatusCode::NOT_FOUND,
+                "no such API path; see `GET /v1/status`".to_owned(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            Failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path".to_owned(),
+            )
+        })
+        .with_state(daemon)
+}
+
+/// A failed request: the status and the one-line reason, sent as `{"error": ...}`.
+#[derive(Debug)]
+struct Failure(StatusCode, String);
+
+impl From<RequestError> for Failure {
+    fn from(e: RequestError) -> Self {
+        let code = match e {
+            RequestError::NoController(_) => StatusCode::BAD_REQUEST,
+            RequestError::NotJoined(_) => StatusCode::NOT_FOUND,
+            RequestError::Storage { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        if self.0.is_server_error() {
+            warn!(status = %self.0, error = %self.1, "local API request failed");
+        }
+        json(self.0, &ErrorBody { error: self.1 })
+    }
+}
+
+async fn status(State(daemon): State<Arc<Daemon>>) -> Response {
+    json(StatusCode::OK, &daemon.status_view())
+}
+
+async fn peers(State(daemon): State<Arc<Daemon>>) -> Response {
+    json(StatusCode::OK, &daemon.status_view().peers)
+}
+
+async fn join(
+    State(daemon): State<Arc<Daemon>>,
+    UrlPath(nwid): UrlPath<String>,
+    body: Bytes,
+) -> Result<Response, Failure> {
+    let network = parse_network(&nwid)?;
+    let request: JoinRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        JoinRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            Failure(
+                StatusCode::BAD_REQUEST,
+                format!("the request body is not a join request: {e}"),
+            )
+        })?
+    };
+    let new = daemon.join(network, request.controller).await?;
+    let view = daemon.status_view();
+    let found = view.networks.into_iter().find(|n| n.id == network);
+    // None: left again between the two steps.
+    let network = found.ok_or(RequestError::NotJoined(network))?;
+    let code = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let answer = JoinView {
+        node_id: view.node_id,
+        network,
+    };
+    Ok(json(code, &answer))
+}
+
+async fn leave(
+    State(daemon): State<Arc<Daemon>>,
+    UrlPath(nwid): UrlPath<String>,
+) -> Result<Response, Failure> {
+    let network = parse_network(&nwid)?;
+    daemon.leave(network).await?;
+    Ok(json(StatusCode::OK, &LeftView { left: network }))
+}
+
+fn parse_network(text: &str) -> Result<NetworkId, Failure> {
+    text.parse().map_err(|e| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("bad network id {text:?}: {e}"),
+        )
+    })
+}
+
+fn json(code: StatusCode, value: &impl Serialize) -> Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+impl Daemon {
+    /// Everything `meshd status` shows, as of now.
+    pub(super) fn status_view(&self) -> StatusView {
+        let node = self.node_id();
+        // A snapshot under the lock; the data plane is asked without it.
+        let (controllers, networks) = {
+            let inner = self.lock();
+            let mut controllers: Vec<ControllerView> = Vec::new();
+            for (addrs, link) in &inner.links {
+                for (addr, state) in addrs.iter().zip(&link.addrs) {
+                    let address = addr.to_string();
+                    if !controllers.iter().any(|c| c.address == address) {
+                        controllers.push(controller_view(address, state));
+                    }
+                }
+            }
+            let networks: Vec<(NetworkView, Option<Arc<NetworkConfig>>, bool)> = inner
+                .networks
+                .iter()
+                .map(|(id, n)| {
+                    let mut view = network_view(node, *id, n.status(), n.config.as_deref());
+                    view.controllers = self
+                        .controllers_for(&n.record)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    view.joined_at = n.record.joined_at;
+                    view.error.clone_from(&n.error);
+                    (view, n.config.clone(), n.up)
+                })
+                .collect();
+            (controllers, networks)
+        };
+        let mut peers = Vec::new();
+        let mut views = Vec::with_capacity(networks.len());
+        for (mut view, cfg, up) in networks {
+            if let Some(dp) = up.then(|| self.dataplane.status(view.id)).flatten() {
+                if let Some(cfg) = &cfg {
+                    peers.extend(dp.peers.iter().map(|p| peer_view(view.id, cfg, p)));
+                }
+                view.interface = Some(dp.interface);
+                view.mtu = Some(dp.mtu);
+                view.addresses = dp.addresses;
+                view.kernel_routes = dp.routes;
+            }
+            views.push(view);
+        }
+        StatusView {
+            node_id: node,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            online: controllers.iter().any(|c| c.reachable),
+            dataplane_attached: self.dataplane.attached(),
+            controllers,
+            networks: views,
+            peers,
+        }
+    }
+}
+
+fn controller_view(address: String, state: &AddrState) -> ControllerView {
+    let mut view = ControllerView {
+        address,
+        reachable: false,
+        connected_since_s: None,
+        unreachable_for_s: None,
+        error: None,
+    };
+    match state {
+        AddrState::Idle => {}
+        AddrState::Connected { since } => {
+            view.reachable = true;
+            view.connected_since_s = Some(since.elapsed().as_secs());
+        }
+        AddrState::Unreachable { since, error } => {
+            view.unreachable_for_s = Some(since.elapsed().as_secs());
+            view.error = Some(error.clone());
+        }
+    }
+    view
+}
+
+/// What the config says about a network, for this node: addresses and who owns which
+/// destination. The interface, MTU, addresses and kernel routes come from the data plane
+/// once it has the network up.
+fn network_view(
+    node: NodeId,
+    id: NetworkId,
+    status: NetworkStatus,
+    cfg: Option<&NetworkConfig>,
+) -> NetworkView {
+    let mut view = NetworkView {
+        id,
+        name: String::new(),
+        status,
+        revision: None,
+        interface: None,
+        mtu: None,
+        addresses: Vec::new(),
+        container_subnets: ContainerSubnets::default(),
+        routes: Vec::new(),
+        kernel_routes: Vec::new(),
+        controllers: Vec::new(),
+        joined_at: 0,
+        error: None,
+    };
+    let Some(cfg) = cfg else {
+        return view;
+    };
+    view.name.clone_from(&cfg.name);
+    view.revision = Some(cfg.revision);
+    view.mtu = Some(cfg.mtu);
+    view.addresses = cfg.interface_addresses(node);
+    view.container_subnets = ContainerSubnets {
+        ipv4: cfg.member(node).and_then(|m| m.container_subnet),
+        ipv6: cfg.sixplane_subnet(node).map(IpNet::V6),
+    };
+    view.routes = cfg
+        .members
+        .iter()
+        .filter_map(|m| {
+            m.container_subnet.map(|s| RouteView {
+                target: IpNet::V4(s),
+                node_id: m.node_id,
+            })
+        })
+        .chain(cfg.routes.iter().map(|r| RouteView {
+            target: r.target,
+            node_id: r.via,
+        }))
+        .collect();
+    view.routes.sort_by_key(|r| (r.target, r.node_id));
+    view
+}
+
+fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerView {
+    let path = match (p.has_session, p.endpoint) {
+        (true, Some(_)) => PeerPath::Direct,
+        (true, None) => PeerPath::Relay,
+        (false, _) => PeerPath::None,
+    };
+    PeerView {
+        node_id: p.node_id,
+        network,
+        name: cfg
+            .member(p.node_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default(),
+        path,
+        endpoint: p.endpoint,
+        rtt_ms: p.rtt.map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
+        last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
+        rx_bytes: p.rx_bytes,
+        tx_bytes: p.tx_bytes,
+    }
+}

@@ -1,0 +1,150 @@
+//! The seam between the daemon's control side and the data plane (TUN, kernel addresses and
+//! routes, UDP sessions): the daemon decides *which* verified config a network runs on and
+//! calls a [`Dataplane`] to make it so.
+//!
+//! Call order, per network: `join` once with the first config (from the controller or from
+//! the cache at start), then `update` with each newer one, then `leave`. Calls for one
+//! network never overlap, and each `update` carries a strictly newer revision than the one
+//! before. A `join` that failed is followed by another `join` (not `update`) with the next
+//! config, and `leave` comes only after a `join` that succeeded (a failed `join` cleans up
+//! after itself). `status` may be called at any time, from any task, and must not block.
+//!
+//! The returned futures borrow `self` only: take from `cfg` what the work needs (a clone)
+//! before returning the future.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use ipnet::IpNet;
+use meshd_proto::tunnel::PeerStatus;
+use meshd_proto::{NetworkConfig, NetworkId};
+
+/// What the daemon drives. Implemented by the engine (meshd-engine) and, for the daemon's
+/// own tests and for builds without the engine, by [`NoDataplane`].
+///
+/// Errors are one line meant for the user (`meshd status` shows them per network).
+pub trait Dataplane: Send + Sync + 'static {
+    /// Brings the network up on its first config: interface, addresses, routes, peers.
+    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>>;
+    /// Moves the network to a newer config (apply the difference).
+    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>>;
+    /// Tears the network down: peers, routes, addresses, interface.
+    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), String>>;
+    /// What the network looks like right now; `None` when it is not up.
+    fn status(&self, nwid: NetworkId) -> Option<DataplaneStatus>;
+    /// Whether packets really flow (false for [`NoDataplane`]); shown by `meshd status`.
+    fn attached(&self) -> bool {
+        true
+    }
+}
+
+/// One network as the data plane has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneStatus {
+    /// The TUN interface, e.g. `mesh-8056c2e21c`.
+    pub interface: String,
+    pub mtu: u16,
+    /// Addresses on the interface, with their prefix lengths.
+    pub addresses: Vec<IpNet>,
+    /// Kernel routes pointing at the interface.
+    pub routes: Vec<IpNet>,
+    /// Every peer of this network, sorted by node id.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// A shared data plane is a data plane: lets a test keep a handle on the one it passes to
+/// [`super::run`].
+impl<D: Dataplane + ?Sized> Dataplane for Arc<D> {
+    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+        (**self).join(cfg)
+    }
+    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+        (**self).update(cfg)
+    }
+    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), String>> {
+        (**self).leave(nwid)
+    }
+    fn status(&self, nwid: NetworkId) -> Option<DataplaneStatus> {
+        (**self).status(nwid)
+    }
+    fn attached(&self) -> bool {
+        (**self).attached()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::no_dataplane::*;
+    use meshd_proto::NodeId;
+    use std::net::Ipv4Addr;
+
+    use ipnet::Ipv4Net;
+    use meshd_proto::{Identity, ManagedRoute, MemberConfig, NetworkKey};
+
+    use super::*;
+
+    fn two_member_config() -> (NetworkConfig, NodeId, NodeId) {
+        let key = NetworkKey::from_seed(&[3; 32]).unwrap();
+        let (a, b) = (Identity::generate(), Identity::generate());
+        let mut cfg = NetworkConfig::new(key.network_id(), "t");
+        cfg.revision = 4;
+        cfg.v4_pools = vec!["10.147.17.0/24".parse().unwrap()];
+        cfg.container_pool = Some("172.28.0.0/16".parse().unwrap());
+        for (i, id) in [&a, &b].into_iter().enumerate() {
+            let i = u8::try_from(i).unwrap();
+            cfg.members.push(MemberConfig {
+                node_id: id.node_id(),
+                identity: *id.public(),
+                name: format!("h{i}"),
+                ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
+                container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).unwrap()),
+                endpoints: vec![],
+            });
+        }
+        cfg.routes.push(ManagedRoute {
+            target: "192.168.100.0/24".parse().unwrap(),
+            via: a.node_id(),
+        });
+        cfg.canonicalize();
+        (cfg, a.node_id(), b.node_id())
+    }
+
+    #[test]
+    fn no_dataplane_records_calls_and_reports_the_plan() {
+        let (cfg, a, _) = two_member_config();
+        let dp = NoDataplane::new(a);
+        assert!(!dp.attached());
+        futures::executor::block_on(dp.join(&cfg)).unwrap();
+        let status = dp.status(cfg.network_id).expect("a plan after join");
+        let plan = meshd_engine::plan(&cfg, a);
+        assert_eq!(status.interface, plan.name);
+        assert_eq!(status.mtu, cfg.mtu);
+        assert_eq!(
+            status.addresses,
+            plan.addresses.into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(status.routes, plan.routes.into_iter().collect::<Vec<_>>());
+        assert!(!status.routes.is_empty() && status.peers.is_empty());
+        let mut newer = cfg.clone();
+        newer.revision += 1;
+        futures::executor::block_on(dp.update(&newer)).unwrap();
+        futures::executor::block_on(dp.leave(cfg.network_id)).unwrap();
+        assert!(dp.status(cfg.network_id).is_none());
+        assert_eq!(
+            dp.calls(),
+            vec![
+                DataplaneCall::Join {
+                    network: cfg.network_id,
+                    revision: 4
+                },
+                DataplaneCall::Update {
+                    network: cfg.network_id,
+                    revision: 5
+                },
+                DataplaneCall::Leave {
+                    network: cfg.network_id
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,715 @@
+//! The node daemon's control side (`meshd daemon`): identity and state directory, the
+//! links to controller replicas, the local API, and the data plane it drives.
+//!
+//! ```text
+//!   controllers ──QUIC── controller_link (one task per controller set)
+//!                              │ verified, strictly newer configs
+//!                              ▼
+//!   meshd CLI ──Unix socket── api ──▶ Daemon ──▶ Dataplane (join / update / leave)
+//!                                        │
+//!                                        ▼
+//!                                state dir (identity, networks/<nwid>.{json,config})
+//! ```
+//!
+//! Layout:
+//! - [`state`]: the state directory (identity, joined networks, cached configs).
+//! - [`controller_link`]: connections to controller replicas, with reconnection.
+//! - [`dataplane`]: the [`Dataplane`] trait, and `NoDataplane` for the daemon's unit tests.
+//! - [`engine`]: the trait implemented by `meshd-engine` (TUN, kernel routes, UDP).
+//! - [`api`]: the local HTTP+JSON API on `DIR/meshd.sock` and its JSON shapes.
+//! - [`client`]: the CLI's client of that API.
+//!
+//! Locking: `inner` (a std mutex, never held across an await) guards the bookkeeping;
+//! `changes` (an async mutex) serializes everything that changes which config a network
+//! runs on (a config from a controller, a join, a leave), so the data plane sees one call
+//! at a time per network and a leave cannot race a config being applied.
+
+pub mod api;
+pub mod client;
+pub mod controller_link;
+pub mod dataplane;
+pub mod engine;
+#[cfg(test)]
+pub mod no_dataplane;
+pub mod state;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshd_controller::channel::JoinStatus;
+use meshd_proto::{NetworkConfig, NetworkId, SignedConfig};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use self::api::NetworkStatus;
+use self::controller_link::{AddrState, ConfigRefused, ControllerAddr, LinkKey, accept_config};
+use self::state::{NetworkRecord, StateDir};
+
+pub use self::dataplane::Dataplane;
+#[cfg(test)]
+pub use self::no_dataplane::NoDataplane;
+
+/// How long the daemon waits for its tasks at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What `meshd daemon` was started with.
+#[derive(Debug)]
+pub struct DaemonOptions {
+    /// The opened (and locked) state directory, with the node's identity.
+    pub state: StateDir,
+    /// The data plane's UDP port, reported to controllers with the host's addresses as
+    /// local endpoints; 0 when not known (then none are reported).
+    pub port: u16,
+    /// Controller replicas for networks joined without `--controller`, in order. Empty:
+    /// the controllers that earlier joins saved in the state directory.
+    pub controllers: Vec<ControllerAddr>,
+}
+
+/// Runs the daemon until `shutdown` resolves: serves the local API on `DIR/meshd.sock`,
+/// brings every cached network up on `dataplane`, and keeps the controllers' links.
+pub async fn run(
+    opts: DaemonOptions,
+    dataplane: impl Dataplane,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let socket = opts.state.socket_path();
+    let listener = api::bind(&socket)?;
+    let (stop_tx, stop) = watch::channel(false);
+    let daemon = Arc::new(Daemon::new(opts, Box::new(dataplane), stop));
+    info!(
+        node = %daemon.node_id(),
+        state = %daemon.state.path().display(),
+        socket = %socket.display(),
+        networks = daemon.lock().networks.len(),
+        "meshd daemon running"
+    );
+    let server = tokio::spawn(api::serve(listener, Arc::clone(&daemon)));
+    daemon.restore().await;
+    daemon.update_links();
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    let mut tasks = std::mem::take(&mut daemon.lock().tasks);
+    let drain = async {
+        let _ = server.await;
+        while tasks.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!("some tasks did not stop in time");
+    }
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(socket = %socket.display(), error = %e, "cannot remove the socket"),
+    }
+    Ok(())
+}
+
+/// What the API and the links share.
+pub(crate) struct Daemon {
+    state: Arc<StateDir>,
+    port: u16,
+    defaults: Vec<ControllerAddr>,
+    dataplane: Box<dyn Dataplane>,
+    /// Turns true once, at shutdown.
+    stop: watch::Receiver<bool>,
+    next_link_id: AtomicU64,
+    changes: tokio::sync::Mutex<()>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    networks: BTreeMap<NetworkId, Network>,
+    links: BTreeMap<Vec<ControllerAddr>, Link>,
+    tasks: JoinSet<()>,
+}
+
+/// A joined network.
+struct Network {
+    record: NetworkRecord,
+    /// The verified config the node runs on.
+    config: Option<Arc<NetworkConfig>>,
+    /// The controller's last word on the join, if any since the daemon started.
+    remote: Option<JoinStatus>,
+    /// Whether the data plane has the network up (its `join` succeeded).
+    up: bool,
+    /// The last problem, for `meshd status`: a refused join, a bad config, a data-plane
+    /// failure. Cleared by the next success.
+    error: Option<String>,
+    /// How many times `meshd join` asked for it since the daemon started: each time the
+    /// link sends a new `Join`, even to a controller that said NOT_FOUND moments ago.
+    requests: u64,
+}
+
+/// A network as a link should have it joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Wanted {
+    pub network: NetworkId,
+    /// The revision held, 0 for none.
+    pub revision: u64,
+    pub requests: u64,
+}
+
+impl Network {
+    fn status(&self) -> NetworkStatus {
+        match (self.remote, &self.config) {
+            (Some(JoinStatus::AccessDenied), _) => NetworkStatus::AccessDenied,
+            (Some(JoinStatus::NotFound), _) => NetworkStatus::NotFound,
+            (_, Some(_)) => NetworkStatus::Ok,
+            (_, None) => NetworkStatus::RequestingConfiguration,
+        }
+    }
+}
+
+struct Link {
+    id: u64,
+    wake: Arc<Notify>,
+    /// One per address of the set, in order.
+    addrs: Vec<AddrState>,
+}
+
+/// Why a join or leave request failed; the API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestError {
+    #[error(
+        "no controller is known for network {0}: pass --controller HOST:PORT to `meshd join` \
+         (or to `meshd daemon`)"
+    )]
+    NoController(NetworkId),
+    #[error(
+        "this node has not joined network {0}; `meshd status` lists the networks it has joined"
+    )]
+    NotJoined(NetworkId),
+    #[error("cannot save the state of network {network}: {error}")]
+    Storage { network: NetworkId, error: String },
+}
+
+impl Daemon {
+    fn new(
+        opts: DaemonOptions,
+        dataplane: Box<dyn Dataplane>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        let mut inner = Inner::default();
+        for saved in opts.state.load_networks() {
+            let revision = saved.config.as_ref().map(|c| c.revision);
+            info!(network = %saved.id, ?revision, "rejoining a network from the state directory");
+            inner.networks.insert(
+                saved.id,
+                Network {
+                    record: saved.record,
+                    config: saved.config.map(Arc::new),
+                    remote: None,
+                    up: false,
+                    error: None,
+                    requests: 0,
+                },
+            );
+        }
+        // Without --controller, the controllers earlier joins saved serve new joins too.
+        let mut defaults = opts.controllers;
+        if defaults.is_empty() {
+            for n in inner.networks.values() {
+                for c in &n.record.controllers {
+                    if !defaults.contains(c) {
+                        defaults.push(c.clone());
+                    }
+                }
+            }
+        }
+        Self {
+            state: Arc::new(opts.state),
+            port: opts.port,
+            defaults,
+            dataplane,
+            stop,
+            next_link_id: AtomicU64::new(1),
+            changes: tokio::sync::Mutex::new(()),
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves `Inner` consistent, so a panic elsewhere does not
+        // poison it in a way that matters.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn node_id(&self) -> meshd_proto::NodeId {
+        self.state.identity().node_id()
+    }
+
+    /// The controllers a network asks: its own, or the daemon's.
+    fn controllers_for(&self, record: &NetworkRecord) -> Vec<ControllerAddr> {
+        if record.controllers.is_empty() {
+            self.defaults.clone()
+        } else {
+            record.controllers.clone()
+        }
+    }
+
+    /// Brings every network with a cached config up on the data plane, before any
+    /// controller is asked: the node works with no controller reachable.
+    async fn restore(&self) {
+        let _changes = self.changes.lock().await;
+        let cached: Vec<(NetworkId, Arc<NetworkConfig>)> = self
+            .lock()
+            .networks
+            .iter()
+            .filter_map(|(id, n)| n.config.clone().map(|c| (*id, c)))
+            .collect();
+        for (id, cfg) in cached {
+            let result = self.dataplane.join(&cfg).await;
+            if let Err(e) = &result {
+                warn!(network = %id, revision = cfg.revision, error = %e, "data plane refused the cached config");
+            }
+            if let Some(n) = self.lock().networks.get_mut(&id) {
+                n.up = result.is_ok();
+                n.error = result.err().map(|e| format!("data plane: {e}"));
+            }
+        }
+    }
+
+    /// Starts a link for every controller set in use (and the daemon's own), stops the
+    /// links no longer needed, and wakes the others to join and leave what changed.
+    fn update_links(self: &Arc<Self>) {
+        let mut inner = self.lock();
+        let mut wanted: BTreeSet<Vec<ControllerAddr>> = inner
+            .networks
+            .values()
+            .map(|n| self.controllers_for(&n.record))
+            .filter(|c| !c.is_empty())
+            .collect();
+        if !self.defaults.is_empty() {
+            wanted.insert(self.defaults.clone());
+        }
+        inner.links.retain(|controllers, link| {
+            let keep = wanted.contains(controllers);
+            if !keep {
+                // It finds itself gone from the map and stops.
+                link.wake.notify_one();
+            }
+            keep
+        });
+        for controllers in wanted {
+            if let Some(link) = inner.links.get(&controllers) {
+                link.wake.notify_one();
+                continue;
+            }
+            let key = LinkKey {
+                controllers: controllers.clone(),
+                id: self.next_link_id.fetch_add(1, Ordering::Relaxed),
+            };
+            let wake = Arc::new(Notify::new());
+            inner.links.insert(
+                controllers.clone(),
+                Link {
+                    id: key.id,
+                    wake: Arc::clone(&wake),
+                    addrs: vec![AddrState::Idle; controllers.len()],
+                },
+            );
+            inner
+                .tasks
+                .spawn(controller_link::run(Arc::clone(self), key, wake));
+        }
+    }
+
+    /// The networks link `key` serves; `None` when the link is no longer wanted.
+    fn link_networks(&self, key: &LinkKey) -> Option<Vec<Wanted>> {
+        let inner = self.lock();
+        if inner.links.get(&key.controllers).map(|l| l.id) != Some(key.id) {
+            return None;
+        }
+        Some(
+            inner
+                .networks
+                .iter()
+                .filter(|(_, n)| self.controllers_for(&n.record) == key.controllers)
+                .map(|(id, n)| Wanted {
+                    network: *id,
+                    revision: n.config.as_ref().map_or(0, |c| c.revision),
+                    requests: n.requests,
+                })
+                .collect(),
+        )
+    }
+
+    fn set_controller_state(
+        &self,
+        key: &LinkKey,
+        idx: usize,
+        f: impl FnOnce(&AddrState) -> AddrState,
+    ) {
+        let mut inner = self.lock();
+        if let Some(link) = inner.links.get_mut(&key.controllers)
+            && link.id == key.id
+            && let Some(state) = link.addrs.get_mut(idx)
+        {
+            *state = f(state);
+        }
+    }
+
+    fn on_status(&self, network: NetworkId, status: JoinStatus) {
+        let mut inner = self.lock();
+        let Some(n) = inner.networks.get_mut(&network) else {
+            return;
+        };
+        if n.remote != Some(status) {
+            info!(%network, ?status, "controller status");
+        }
+        n.remote = Some(status);
+        if status == JoinStatus::Ok {
+            n.error = None;
+        }
+    }
+
+    fn on_join_error(&self, network: NetworkId, message: String) {
+        if let Some(n) = self.lock().networks.get_mut(&network) {
+            n.error = Some(message);
+        }
+    }
+
+    /// A config from a controller: verified, refused unless newer than the one held,
+    /// cached, then applied to the data plane.
+    async fn on_config(self: &Arc<Self>, network: NetworkId, revision: u64, signed: SignedConfig) {
+        let _changes = self.changes.lock().await;
+        let held = match self.lock().networks.get(&network) {
+            // Left meanwhile.
+            None => return,
+            Some(n) => n.config.as_ref().map(|c| c.revision),
+        };
+        let cfg = match accept_config(network, held, &signed) {
+            Ok(cfg) => cfg,
+            Err(e @ ConfigRefused::NotNewer { .. }) => {
+                debug!(%network, error = %e, "config ignored");
+                return;
+            }
+            Err(e @ ConfigRefused::Invalid(_)) => {
+                warn!(%network, claimed_revision = revision, error = %e, "config refused");
+                if let Some(n) = self.lock().networks.get_mut(&network) {
+                    n.error = Some(format!("a controller sent a config that was refused: {e}"));
+                }
+                return;
+            }
+        };
+        let state = Arc::clone(&self.state);
+        let saved = tokio::task::spawn_blocking(move || state.save_config(network, &signed)).await;
+        match saved {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(%network, error = %e, "cannot cache the config; running on it anyway")
+            }
+            Err(e) => warn!(%network, error = %e, "cannot cache the config; running on it anyway"),
+        }
+        let up = self.lock().networks.get(&network).is_some_and(|n| n.up);
+        let result = if up {
+            self.dataplane.update(&cfg).await
+        } else {
+            self.dataplane.join(&cfg).await
+        };
+        match &result {
+            Ok(()) => info!(%network, revision = cfg.revision, "config applied"),
+            Err(e) => {
+                warn!(%network, revision = cfg.revision, error = %e, "data plane refused the config")
+            }
+        }
+        if let Some(n) = self.lock().networks.get_mut(&network) {
+            n.config = Some(Arc::new(cfg));
+            n.remote = Some(JoinStatus::Ok);
+            n.up |= result.is_ok();
+            n.error = result.err().map(|e| format!("data plane: {e}"));
+        }
+    }
+
+    /// Joins `network` (again): records the controllers to ask and wakes the link. Returns
+    /// whether the network is new.
+    pub(crate) async fn join(
+        self: &Arc<Self>,
+        network: NetworkId,
+        controller: Option<ControllerAddr>,
+    ) -> Result<bool, RequestError> {
+        let _changes = self.changes.lock().await;
+        let existing = self.lock().networks.get(&network).map(|n| n.record.clone());
+        let controllers = match (controller, &existing) {
+            (Some(c), _) => vec![c],
+            (None, Some(record)) => self.controllers_for(record),
+            (None, None) => self.defaults.clone(),
+        };
+        if controllers.is_empty() {
+            return Err(RequestError::NoController(network));
+        }
+        let record = NetworkRecord {
+            controllers,
+            joined_at: existing.as_ref().map_or_else(unix_now, |r| r.joined_at),
+        };
+        if existing.as_ref() != Some(&record) {
+            let state = Arc::clone(&self.state);
+            let to_save = record.clone();
+            tokio::task::spawn_blocking(move || state.save_record(network, &to_save))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(|error| RequestError::Storage { network, error })?;
+        }
+        let new = existing.is_none();
+        {
+            let mut inner = self.lock();
+            let n = inner.networks.entry(network).or_insert_with(|| Network {
+                record: record.clone(),
+                config: None,
+                remote: None,
+                up: false,
+                error: None,
+                requests: 0,
+            });
+            n.record = record;
+            n.requests += 1;
+        }
+        info!(%network, new, "joined");
+        self.update_links();
+        Ok(new)
+    }
+
+    /// Leaves `network`: stops asking for it, forgets its cached config, and takes it off
+    /// the data plane.
+    pub(crate) async fn leave(self: &Arc<Self>, network: NetworkId) -> Result<(), RequestError> {
+        let _changes = self.changes.lock().await;
+        let removed = self
+            .lock()
+            .networks
+            .remove(&network)
+            .ok_or(RequestError::NotJoined(network))?;
+        self.update_links();
+        let state = Arc::clone(&self.state);
+        match tokio::task::spawn_blocking(move || state.remove_network(network)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%network, error = %e, "cannot remove the network's files"),
+            Err(e) => warn!(%network, error = %e, "cannot remove the network's files"),
+        }
+        if removed.up
+            && let Err(e) = self.dataplane.leave(network).await
+        {
+            warn!(%network, error = %e, "data plane failed to take the network down");
+        }
+        info!(%network, "left");
+        Ok(())
+    }
+}
+
+/// Resolves once the daemon stops (`stop` turns true, or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use meshd_proto::{NetworkConfig, NetworkKey, SignedConfig};
+
+    /// A config of the network whose key has seed `[seed; 32]`, at `revision`, signed.
+    pub(crate) fn signed_config(
+        seed: u8,
+        revision: u64,
+    ) -> (NetworkKey, NetworkConfig, SignedConfig) {
+        let key = NetworkKey::from_seed(&[seed; 32]).expect("any seed makes a key");
+        let mut cfg = NetworkConfig::new(key.network_id(), "test");
+        cfg.revision = revision;
+        cfg.v4_pools = vec!["10.147.17.0/24".parse().expect("a CIDR")];
+        let signed = SignedConfig::sign(&key, &cfg).expect("a canonical config signs");
+        (key, cfg, signed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::api::NetworkStatus;
+    use super::client::{ClientError, DaemonClient};
+    use super::no_dataplane::DataplaneCall;
+    use super::test_support::signed_config;
+    use super::*;
+
+    fn saved_network(state: &StateDir, seed: u8, revision: u64) -> (NetworkId, SignedConfig) {
+        let (key, _, signed) = signed_config(seed, revision);
+        let record = NetworkRecord {
+            // Nothing listens there: the daemon must do without a controller.
+            controllers: vec!["127.0.0.1:9".parse().unwrap()],
+            joined_at: 1,
+        };
+        state.save_record(key.network_id(), &record).unwrap();
+        state.save_config(key.network_id(), &signed).unwrap();
+        (key.network_id(), signed)
+    }
+
+    #[tokio::test]
+    async fn only_newer_verified_configs_reach_the_cache_and_the_data_plane() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        let node = state.identity().node_id();
+        let (nwid, _) = saved_network(&state, 4, 5);
+        let cache = tmp.path().join("networks").join(format!("{nwid}.config"));
+        let dp = Arc::new(NoDataplane::new(node));
+        let (_stop_tx, stop) = watch::channel(false);
+        let opts = DaemonOptions {
+            state,
+            port: 0,
+            controllers: vec![],
+        };
+        let daemon = Arc::new(Daemon::new(opts, Box::new(Arc::clone(&dp)), stop));
+        daemon.restore().await;
+        let join5 = DataplaneCall::Join {
+            network: nwid,
+            revision: 5,
+        };
+        assert_eq!(dp.calls(), vec![join5]);
+
+        // Older and equal revisions: refused, nothing changes.
+        for revision in [4, 5] {
+            let (_, _, signed) = signed_config(4, revision);
+            daemon.on_config(nwid, revision, signed).await;
+        }
+        assert_eq!(dp.calls(), vec![join5]);
+        assert_eq!(daemon.status_view().networks[0].revision, Some(5));
+        // Signed with another network's key, claiming a high revision: refused and shown.
+        let (_, _, forged) = signed_config(9, 50);
+        let before = std::fs::read(&cache).unwrap();
+        daemon.on_config(nwid, 50, forged).await;
+        assert_eq!(dp.calls(), vec![join5]);
+        assert_eq!(std::fs::read(&cache).unwrap(), before);
+        let view = daemon.status_view().networks[0].clone();
+        assert!(view.error.unwrap().contains("refused"));
+        // Newer: cached, then applied as an update.
+        let (_, _, signed6) = signed_config(4, 6);
+        daemon.on_config(nwid, 6, signed6.clone()).await;
+        assert_eq!(
+            dp.calls(),
+            vec![
+                join5,
+                DataplaneCall::Update {
+                    network: nwid,
+                    revision: 6
+                }
+            ]
+        );
+        assert_eq!(std::fs::read(&cache).unwrap(), signed6.as_bytes());
+        let view = daemon.status_view().networks[0].clone();
+        assert_eq!((view.status, view.revision), (NetworkStatus::Ok, Some(6)));
+        assert_eq!(view.error, None);
+        // A config for a network the node has not joined: ignored.
+        let (other, _, signed) = signed_config(5, 1);
+        daemon.on_config(other.network_id(), 1, signed).await;
+        assert_eq!(dp.calls().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_local_api_restores_joins_and_leaves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        let node = state.identity().node_id();
+        let (nwid, _) = saved_network(&state, 6, 3);
+        let dp = Arc::new(NoDataplane::new(node));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let opts = DaemonOptions {
+            state,
+            port: 0,
+            controllers: vec![],
+        };
+        let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
+            let _ = stop_rx.await;
+        }));
+        let client = DaemonClient::new(tmp.path());
+        let mut status = None;
+        for _ in 0..100 {
+            match client.status().await {
+                Ok(s) => {
+                    status = Some(s);
+                    break;
+                }
+                Err(e) if e.no_daemon() => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let status = status.expect("the daemon answers");
+        assert_eq!(status.node_id, node);
+        assert!(!status.online && !status.dataplane_attached);
+        assert_eq!(status.controllers[0].address, "127.0.0.1:9");
+        let net = &status.networks[0];
+        assert_eq!(
+            (net.id, net.status, net.revision),
+            (nwid, NetworkStatus::Ok, Some(3))
+        );
+        assert_eq!(
+            net.interface.as_deref(),
+            Some(meshd_engine::interface_name(nwid).as_str())
+        );
+
+        // A join without --controller uses the controllers saved by earlier joins.
+        let (other, _, _) = signed_config(7, 1);
+        let joined = client.join(other.network_id(), None).await.unwrap();
+        assert_eq!(joined.node_id, node);
+        assert_eq!(
+            joined.network.status,
+            NetworkStatus::RequestingConfiguration
+        );
+        assert_eq!(joined.network.controllers, vec!["127.0.0.1:9".to_owned()]);
+        assert!(
+            tmp.path()
+                .join("networks")
+                .join(format!("{}.json", other.network_id()))
+                .exists()
+        );
+
+        // Leave takes the network off the data plane and out of the state directory.
+        assert_eq!(client.leave(nwid).await.unwrap().left, nwid);
+        assert_eq!(
+            dp.calls(),
+            vec![
+                DataplaneCall::Join {
+                    network: nwid,
+                    revision: 3
+                },
+                DataplaneCall::Leave { network: nwid }
+            ]
+        );
+        assert!(
+            !tmp.path()
+                .join("networks")
+                .join(format!("{nwid}.config"))
+                .exists()
+        );
+        match client.leave(nwid).await {
+            Err(ClientError::Api { status, message }) => {
+                assert_eq!(status.as_u16(), 404);
+                assert!(message.contains("has not joined"), "{message}");
+            }
+            other => panic!("expected a 404, got {other:?}"),
+        }
+        let ids: Vec<NetworkId> = client
+            .status()
+            .await
+            .unwrap()
+            .networks
+            .iter()
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(ids, vec![other.network_id()]);
+
+        stop_tx.send(()).unwrap();
+        daemon.await.unwrap().unwrap();
+        assert!(!tmp.path().join("meshd.sock").exists());
+    }
+}
