@@ -5,6 +5,7 @@
 
 mod cli;
 mod daemon;
+mod demo;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
