@@ -639,9 +639,7 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
                 peers.iter().any(|p| {
                     p["node_id"] == m.nodes[j].id().to_string()
                         && p["network"] == nwid.to_string()
-                        && p["path"]
-                            .as_str()
-                            .is_some_and(|s| s.eq_ignore_ascii_case("direct"))
+                        && p["path"] == "direct"
                         && p["endpoint"] == endpoint
                 })
             })

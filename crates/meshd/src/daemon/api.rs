@@ -140,9 +140,10 @@ pub struct RouteView {
     pub node_id: NodeId,
 }
 
-/// How traffic reaches a peer.
+/// How traffic reaches a peer: `"direct"`, `"relay"` or `"none"` in JSON (the human
+/// output shows them in capitals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "lowercase")]
 pub enum PeerPath {
     /// A session, and authenticated traffic came straight from the peer's endpoint.
     Direct,
