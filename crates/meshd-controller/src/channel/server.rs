@@ -489,10 +489,11 @@ fn updates(
 
 #[cfg(test)]
 mod tests {
-    use meshd_proto::{Identity, NetworkKey};
+    use meshd_proto::Identity;
 
     use super::*;
-    use crate::state::{NetworkSpec, Rejected};
+    use crate::state::Rejected;
+    use crate::test_support::{nwid, spec};
 
     #[test]
     fn join_verdicts() {
@@ -528,19 +529,8 @@ mod tests {
         let a = Identity::generate();
         let b = Identity::generate();
         let mut state = ControllerState::default();
-        let spec = NetworkSpec {
-            key_seed: [5; 32],
-            name: "n".into(),
-            v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
-            container_pool: "172.28.0.0/22".parse().unwrap(),
-            container_prefix: 24,
-            sixplane: false,
-            rfc4193: false,
-            mtu: 1420,
-            at_ms: 1,
-        };
-        state.apply(&Command::CreateNetwork(spec)).unwrap();
-        let network = NetworkKey::from_seed(&[5; 32]).unwrap().network_id();
+        state.apply(&Command::CreateNetwork(spec(5))).unwrap();
+        let network = nwid(5);
         let join = |identity: &Identity| Command::MemberJoin {
             network,
             identity: *identity.public(),
@@ -559,7 +549,7 @@ mod tests {
     fn updates_follow_the_member_state() {
         let a = Identity::generate();
         let mut state = ControllerState::default();
-        let network = NetworkKey::from_seed(&[6; 32]).unwrap().network_id();
+        let network = nwid(6);
         let mut t = Tracked::new(0);
         let node = a.node_id();
         // No network.
@@ -571,19 +561,7 @@ mod tests {
             }]
         );
         assert!(updates(&state, network, node, &mut t).is_empty());
-        state
-            .apply(&Command::CreateNetwork(NetworkSpec {
-                key_seed: [6; 32],
-                name: "n".into(),
-                v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
-                container_pool: "172.28.0.0/22".parse().unwrap(),
-                container_prefix: 24,
-                sixplane: false,
-                rfc4193: false,
-                mtu: 1420,
-                at_ms: 1,
-            }))
-            .unwrap();
+        state.apply(&Command::CreateNetwork(spec(6))).unwrap();
         state
             .apply(&Command::MemberJoin {
                 network,
