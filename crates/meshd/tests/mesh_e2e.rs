@@ -4,8 +4,10 @@
 //! Join → ACCESS_DENIED → authorize → OK; every node pings every other node over IPv4,
 //! RFC4193 and 6PLANE; 50 MB of TCP between two nodes arrive byte-exact (throughput is
 //! printed); `status --json` shows OK, the addresses and `direct` peers on the underlay;
-//! deauthorizing one node cuts it off while the others keep talking; with the controller
-//! stopped, a restarted daemon brings its tunnels back from the cached config.
+//! deauthorizing one node makes the others tear its sessions down within 2 s and count what
+//! it still sends, while they keep talking; with the controller stopped, a restarted daemon
+//! brings its tunnels back from the cached config; `leave` leaves no interface, address or
+//! route behind.
 //!
 //! Needs root, iproute2, ping and python3. Phases and timings go to stderr
 //! (`cargo test -p meshd --test mesh_e2e -- --nocapture`).
@@ -667,9 +669,35 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
     }
     m.phase("n1's status: OK, its addresses, n2 and n3 direct");
 
-    // Deauthorize n3: cut off both ways within seconds; n1 and n2 keep talking.
+    // Deauthorize n3: n1 and n2 tear its sessions down within 2 s of the push and count
+    // what it still sends; n1 and n2 keep talking.
     let n3 = m.nodes[2].id().to_string();
+    let dropped_before = [dropped(&m.status(0), nwid), dropped(&m.status(1), nwid)];
     ok_stdout(&m.ctl(&["member", "deauthorize", &nwid.to_string(), &n3]));
+    let pushed = Instant::now();
+    let mut holders = Vec::new();
+    let torn_down = Lab::wait_until(Duration::from_secs(5), || {
+        holders = (0..2)
+            .filter(|&i| {
+                m.status(i)["peers"]
+                    .as_array()
+                    .is_some_and(|peers| peers.iter().any(|p| p["node_id"] == n3.as_str()))
+            })
+            .map(|i| m.nodes[i].role)
+            .collect();
+        holders.is_empty()
+    });
+    let teardown = pushed.elapsed();
+    assert!(
+        torn_down && teardown < Duration::from_secs(2),
+        "n1 and n2 should drop n3 within 2 s of its deauthorization; after {teardown:?} \
+         {holders:?} still list it\n{}",
+        m.diagnostics()
+    );
+    eprintln!(
+        "n3's sessions torn down on n1 and n2 {:.2} s after `member deauthorize` returned",
+        teardown.as_secs_f64()
+    );
     let to_n3 = m.matrix(&[(0, 2), (1, 2)]);
     let mut answered = Vec::new();
     let cut = Lab::wait_until(Duration::from_secs(10), || {
@@ -702,6 +730,22 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
         "n3 must not reach n1 or n2 any more: {answered:?}\n{}",
         m.diagnostics()
     );
+    for (i, before) in dropped_before.into_iter().enumerate() {
+        let status = m.status(i);
+        let after = dropped(&status, nwid);
+        assert!(
+            after > before,
+            "{}: what n3 sent after its deauthorization should be dropped and counted \
+             (before {}, after {after}):\n{status:#}",
+            m.nodes[i].role,
+            before
+        );
+        eprintln!(
+            "{} dropped n3's packets: {}",
+            m.nodes[i].role,
+            network(&status, nwid).expect("joined")["drops"]
+        );
+    }
     let failed = m.pings(&m.matrix(&[(0, 1), (1, 0)]), 2, 2);
     assert!(
         failed.is_empty(),
@@ -770,6 +814,57 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
     let net = network(&status, nwid).expect("joined");
     m.check_interface(1, net);
     m.phase("n2 restarted without a controller: OK on the cached revision, tunnels back");
+
+    // n1 leaves: its interface goes, and with it every address and route of the network.
+    let iface = network(&m.status(0), nwid).expect("joined")["interface"]
+        .as_str()
+        .expect("an interface")
+        .to_owned();
+    let out = m.node_cli(0, &["leave", &nwid.to_string()]);
+    ok_stdout(&out);
+    let status = m.status(0);
+    assert!(network(&status, nwid).is_none(), "{status:#}");
+    let role = m.nodes[0].role;
+    let link = m.lab.exec(role, &["ip", "link", "show", "dev", &iface]);
+    assert!(
+        !link.status.success(),
+        "{iface} is still there after leave: {}",
+        String::from_utf8_lossy(&link.stdout)
+    );
+    let addresses = m.nodes[0].addrs().all().map(|a| a.to_string());
+    let owned = |text: &str| {
+        text.lines()
+            .filter(|l| {
+                l.contains(&iface)
+                    || l.contains("proto 109")
+                    || addresses.iter().any(|a| l.contains(a.as_str()))
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    for argv in [
+        ["ip", "-4", "addr"].as_slice(),
+        &["ip", "-6", "addr"],
+        &["ip", "-4", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+    ] {
+        let left = owned(&ok_stdout(&m.lab.exec(role, argv)));
+        assert!(left.is_empty(), "{argv:?} after leave still shows {left:?}");
+    }
+    m.phase("n1 left: no interface, address or route of the network is left");
+}
+
+/// Packets from outside the node that it dropped on the network for coming from no
+/// member: data on a torn-down session, or a handshake from a key not in the config (its
+/// own packets to a destination nobody owns any more count as `no_route`, not here).
+fn dropped(status: &Value, nwid: NetworkId) -> u64 {
+    let Some(drops) = network(status, nwid).and_then(|n| n["drops"].as_object()) else {
+        return 0;
+    };
+    ["unknown_index", "unknown_peer", "handshake_failed"]
+        .iter()
+        .filter_map(|reason| drops.get(*reason).and_then(Value::as_u64))
+        .sum()
 }
 
 /// The lab itself: hosts reach each other on the underlay, and a panic leaves no

@@ -188,6 +188,10 @@ pub(super) fn network_block(node: NodeId, n: &NetworkView) -> String {
             ),
         );
     }
+    if !n.drops.is_empty() {
+        let drops: Vec<String> = n.drops.iter().map(|(r, c)| format!("{r} {c}")).collect();
+        line("dropped", drops.join(", "));
+    }
     if let Some(error) = &n.error {
         line("error", error.clone());
     }
@@ -246,6 +250,7 @@ mod tests {
                 },
             ],
             kernel_routes: vec![],
+            drops: [("unknown_peer".to_owned(), 3)].into(),
             controllers: vec!["127.0.0.1:9994".into()],
             joined_at: 1,
             error: None,
@@ -282,7 +287,8 @@ mod tests {
              \x20 interface   mesh-8056c2e21c  mtu 1420\n\
              \x20 addresses   10.147.17.23/16  fd80:56c2:e21c:0:199:9389:e92c:eee5/88  fc9c:56c2:e389:e92c:eee5::1/40\n\
              \x20 containers  172.28.3.0/24  fc9c:56c2:e389:e92c:eee5::/80\n\
-             \x20 routes      172.28.4.0/24 via 1a2b3c4d5e\n"
+             \x20 routes      172.28.4.0/24 via 1a2b3c4d5e\n\
+             \x20 dropped     unknown_peer 3\n"
         );
     }
 

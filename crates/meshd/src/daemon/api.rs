@@ -12,6 +12,7 @@
 //! (unknown path, or a network not joined), 405, or 500. Answers are pretty-printed JSON:
 //! `meshd status --json` prints them as they come.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -118,6 +119,10 @@ pub struct NetworkView {
     pub routes: Vec<RouteView>,
     /// Routes the data plane points at the interface.
     pub kernel_routes: Vec<IpNet>,
+    /// Packets the data plane dropped on this network, by reason (`unknown_peer`,
+    /// `spoofed_source`, `replayed`, ...); reasons that never happened are left out.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
     /// The controllers asked for this network.
     pub controllers: Vec<String>,
     /// When the network was joined, in seconds since the Unix epoch.
@@ -379,6 +384,11 @@ impl Daemon {
                 view.mtu = Some(dp.mtu);
                 view.addresses = dp.addresses;
                 view.kernel_routes = dp.routes;
+                view.drops = dp
+                    .drops
+                    .into_iter()
+                    .map(|(reason, n)| (reason.to_owned(), n))
+                    .collect();
             }
             views.push(view);
         }
@@ -436,6 +446,7 @@ fn network_view(
         container_subnets: ContainerSubnets::default(),
         routes: Vec::new(),
         kernel_routes: Vec::new(),
+        drops: BTreeMap::new(),
         controllers: Vec::new(),
         joined_at: 0,
         error: None,

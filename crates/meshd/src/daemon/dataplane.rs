@@ -50,6 +50,8 @@ pub struct DataplaneStatus {
     pub routes: Vec<IpNet>,
     /// Every peer of this network, sorted by node id.
     pub peers: Vec<PeerStatus>,
+    /// Packets dropped on this network, by reason (stable snake-case names), zeros left out.
+    pub drops: Vec<(&'static str, u64)>,
 }
 
 /// A shared data plane is a data plane: lets a test keep a handle on the one it passes to

@@ -54,6 +54,7 @@ impl Dataplane for EngineDataplane {
             addresses: s.addresses,
             routes: s.routes,
             peers: s.peers,
+            drops: s.drops.into_iter().filter(|&(_, n)| n > 0).collect(),
         })
     }
 }

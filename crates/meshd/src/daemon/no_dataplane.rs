@@ -55,6 +55,7 @@ impl NoDataplane {
             addresses: plan.addresses.into_iter().collect(),
             routes: plan.routes.into_iter().collect(),
             peers: Vec::new(),
+            drops: Vec::new(),
         }
     }
 
