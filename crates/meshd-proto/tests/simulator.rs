@@ -336,6 +336,25 @@ fn deauthorized_member_is_cut_off_while_the_rest_keep_talking() {
 }
 
 #[test]
+fn multicast_and_broadcast_have_nowhere_to_go_and_are_counted_apart() {
+    let mut sim = Simulation::new(2, LinkModel::default(), 29);
+    let me = sim.nodes[0].ipv4;
+    for dst in [
+        std::net::Ipv4Addr::new(224, 0, 0, 22),
+        std::net::Ipv4Addr::new(239, 1, 2, 3),
+        std::net::Ipv4Addr::BROADCAST,
+    ] {
+        assert_eq!(
+            sim.send_packet(0, &ipv4_packet(me, dst, b"m")),
+            Err(DropReason::Multicast)
+        );
+    }
+    let stats = sim.nodes[0].tunnel.stats();
+    assert_eq!(stats.dropped(DropReason::Multicast), 3);
+    assert_eq!(stats.dropped(DropReason::NoRoute), 0);
+}
+
+#[test]
 fn spoofed_source_addresses_are_dropped() {
     let mut sim = Simulation::new(3, LinkModel::default(), 23);
     sim.send(1, 0, b"legit").unwrap();

@@ -6,6 +6,7 @@
 mod cli;
 mod daemon;
 mod demo;
+mod docker;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;

@@ -476,3 +476,105 @@ fn http_over_unix(socket: &Path, request: &str) -> String {
     s.read_to_string(&mut out).expect("an answer");
     out
 }
+
+const IPV4_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// `cat <path>` in this thread's network namespace (the test's).
+fn cat_here(path: &str) -> String {
+    ok_stdout(
+        &std::process::Command::new("cat")
+            .arg(path)
+            .output()
+            .expect("cat runs"),
+    )
+}
+
+/// `cat <path>` inside the network namespace of the daemon's process, found by
+/// `ip netns identify`.
+fn cat_in_daemons_netns(daemon: &DaemonProcess, path: &str) -> String {
+    let pid = daemon.child.as_ref().expect("running").id();
+    let ns = ok_stdout(
+        &std::process::Command::new("ip")
+            .args(["netns", "identify", &pid.to_string()])
+            .output()
+            .expect("ip runs"),
+    );
+    assert!(
+        ns.starts_with("msh-fw"),
+        "the daemon runs in the test's namespace, not {ns:?}"
+    );
+    ok_stdout(
+        &std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "cat", path])
+            .output()
+            .expect("ip runs"),
+    )
+}
+
+#[test]
+fn configure_forwarding_turns_forwarding_on_in_the_daemons_namespace() {
+    let _netns = common::TestNetns::enter("fw");
+    for path in [IPV4_FORWARD, IPV6_FORWARD] {
+        assert_eq!(
+            cat_here(path),
+            "0",
+            "a fresh namespace forwards nothing: {path}"
+        );
+    }
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let mut daemon = DaemonProcess::start(
+        &tmp.path().join("node"),
+        &["--port", "0", "--configure-forwarding"],
+    );
+    for path in [IPV4_FORWARD, IPV6_FORWARD] {
+        assert_eq!(cat_in_daemons_netns(&daemon, path), "1", "{path}");
+    }
+    let status = daemon.status();
+    let fw = &status["forwarding"];
+    assert_eq!(fw["ipv4"], true, "{status:#}");
+    assert_eq!(fw["ipv6"], true, "{status:#}");
+    assert_eq!(
+        fw["configured"],
+        serde_json::json!(["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]),
+        "{status:#}"
+    );
+    // No network gives this host a container subnet: nothing to warn about.
+    assert_eq!(fw["problems"], serde_json::json!([]), "{status:#}");
+    assert!(fw["firewall"].as_str().is_some_and(|f| !f.is_empty()));
+    let human = ok_stdout(&daemon.cli(&["status"]));
+    assert!(
+        human.contains(
+            "forwarding: set by meshd (net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1)"
+        ),
+        "{human}"
+    );
+    assert!(!human.contains("warning:"), "{human}");
+    assert!(
+        daemon.log().contains(
+            "--configure-forwarding: set net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1"
+        ),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn without_configure_forwarding_the_sysctls_are_left_alone() {
+    let _netns = common::TestNetns::enter("fw");
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let mut daemon = DaemonProcess::start(&tmp.path().join("node"), &["--port", "0"]);
+    let status = daemon.status();
+    let fw = &status["forwarding"];
+    assert_eq!(fw["ipv4"], false, "{status:#}");
+    assert_eq!(fw["ipv6"], false, "{status:#}");
+    assert_eq!(fw["configured"], serde_json::json!([]), "{status:#}");
+    assert_eq!(fw["problems"], serde_json::json!([]), "{status:#}");
+    for path in [IPV4_FORWARD, IPV6_FORWARD] {
+        assert_eq!(cat_in_daemons_netns(&daemon, path), "0", "{path}");
+    }
+    let human = ok_stdout(&daemon.cli(&["status"]));
+    assert!(!human.contains("forwarding:"), "{human}");
+    assert!(daemon.stop().success());
+}

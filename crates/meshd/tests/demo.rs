@@ -125,9 +125,9 @@ fn demo_pings_across_the_mesh_and_cleans_up() {
     let took = started.elapsed();
     eprintln!("--- meshd demo ({took:?})\n{stdout}\n--- stderr\n{stderr}");
     assert!(status.success(), "meshd demo failed: {status}\n{stderr}");
-    for step in 1..=7 {
+    for step in 1..=9 {
         assert!(
-            stdout.contains(&format!("[{step}/7] ")),
+            stdout.contains(&format!("[{step}/9] ")),
             "step {step} missing"
         );
     }
@@ -161,8 +161,33 @@ fn demo_pings_across_the_mesh_and_cleans_up() {
             assert!(rtt > 0.0 && row[6] == "ms", "{row:?}");
         }
     }
+    // The container matrix: 2 containers on each of 3 hosts; each reaches the 4 on the
+    // other hosts over IPv4 and IPv6, and none is pinged on its own host.
+    let header = stdout
+        .lines()
+        .position(|l| l.starts_with("container pings (IPv4/IPv6)"))
+        .unwrap_or_else(|| panic!("no container table:\n{stdout}"));
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip(header + 2)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "3 hosts x 2 containers:\n{stdout}");
+    for row in &rows {
+        assert_eq!(row.len(), 7, "{row:?}");
+        let host = &row[0][..2];
+        let cells = &row[1..];
+        assert_eq!(
+            cells.iter().filter(|c| **c == "ok/ok").count(),
+            4,
+            "{row:?}"
+        );
+        assert_eq!(cells.iter().filter(|c| **c == "-").count(), 2, "{row:?}");
+        assert!(host.starts_with('n'), "{row:?}");
+    }
     assert!(
-        stdout.contains("6/6 pings ok"),
+        stdout.contains("6/6 pings ok, 48/48 container pings ok"),
         "the final line is missing:\n{stdout}"
     );
     assert!(
@@ -195,7 +220,8 @@ fn demo_cleans_up_after_sigint() {
         let _ = err.read_to_string(&mut s);
         s
     });
-    // Read until the daemons run, then interrupt it as a Ctrl-C would.
+    // Read until the containers are wired (the daemons run, every namespace exists), then
+    // interrupt it as a Ctrl-C would.
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut seen = Vec::new();
     let mut pids: Vec<u32> = Vec::new();
@@ -209,15 +235,17 @@ fn demo_cleans_up_after_sigint() {
                     .expect("pid"),
             );
         }
-        if line.starts_with("[4/7] ") {
+        if line.starts_with("[4/9] ") {
             let list = line.split("(pids ").nth(1).expect("pids").split(')');
             for p in list.take(1).flat_map(str::split_whitespace) {
                 pids.push(p.split('=').nth(1).expect("role=pid").parse().expect("pid"));
             }
-            seen.push(line);
+        }
+        let wired = line.starts_with("[8/9] ");
+        seen.push(line);
+        if wired {
             break;
         }
-        seen.push(line);
     }
     assert_eq!(pids.len(), 4, "controller and daemons: {seen:#?}");
     for p in &pids {
@@ -243,7 +271,7 @@ fn demo_cleans_up_after_sigint() {
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert!(
         rest.iter()
-            .any(|l| l.starts_with("cleaned up: stopped 4 processes")),
+            .any(|l| l.starts_with("cleaned up: stopped 4 processes, deleted 11 namespaces")),
         "{rest:?}"
     );
     assert_nothing_left(pid, &pids);

@@ -128,6 +128,9 @@ drop_reasons! {
     SpoofedSource => "spoofed_source",
     NotIp => "not_ip",
     NoRoute => "no_route",
+    // The mesh is routed, not a LAN: multicast and broadcast (the kernel's own MLD reports
+    // and router solicitations on the TUN, mostly) have nobody to go to.
+    Multicast => "multicast",
     OwnDestination => "own_destination",
     NoEndpoint => "no_endpoint",
     QueueFull => "queue_full",
@@ -370,6 +373,7 @@ impl Tunnel {
     ) -> Result<Encapsulated, DropReason> {
         let result = match ip::addresses(packet) {
             None => Err(DropReason::NotIp),
+            Some((_, dst)) if is_multicast_or_broadcast(dst) => Err(DropReason::Multicast),
             Some((_, dst)) => match self.routes.lookup(dst) {
                 None => Err(DropReason::NoRoute),
                 Some(peer) if peer == self.node_id => Err(DropReason::OwnDestination),
@@ -954,6 +958,10 @@ impl Tunnel {
 
 /// WireGuard's rule: the initiator rekeys when the session is old; the responder waits a
 /// little longer so both sides do not start handshakes at once.
+fn is_multicast_or_broadcast(dst: std::net::IpAddr) -> bool {
+    dst.is_multicast() || dst == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
+}
+
 fn wants_rekey_on_send(s: &Session, now: Instant) -> bool {
     if s.is_initiator() {
         s.wants_rekey(now)

@@ -40,8 +40,12 @@ pub struct DaemonArgs {
     #[arg(long = "controller", value_name = "HOST:PORT")]
     pub controllers: Vec<ControllerAddr>,
 
-    /// Enable IPv4/IPv6 forwarding on this host so that traffic flows between the mesh and
-    /// the local container bridge. Default: off (forwarding settings are left as they are)
+    /// Enable IPv4/IPv6 forwarding on this host at start (net.ipv4.ip_forward=1,
+    /// net.ipv6.conf.all.forwarding=1) so that traffic flows between the mesh and the local
+    /// container bridge; firewall rules are left alone (`meshd status` warns when one drops
+    /// the traffic). With IPv6 forwarding on, the kernel ignores router advertisements on
+    /// interfaces with accept_ra=1: a host that gets its IPv6 address by SLAAC needs
+    /// accept_ra=2 on its uplink. Default: off (forwarding settings are left as they are)
     #[arg(long)]
     pub configure_forwarding: bool,
 }
@@ -57,11 +61,6 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         state.path().display(),
         socket.display()
     );
-    if args.configure_forwarding {
-        tracing::warn!(
-            "--configure-forwarding is not available in this build yet; nothing was changed"
-        );
-    }
     let identity = Identity::from_secret_text(&state.identity().to_secret_text())
         .context("cannot copy the node identity")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -76,6 +75,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 state,
                 port,
                 controllers: args.controllers,
+                configure_forwarding: args.configure_forwarding,
             },
             EngineDataplane::new(engine, identity),
             shutdown_signal(),

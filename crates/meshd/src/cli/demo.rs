@@ -7,17 +7,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use ipnet::IpNet;
 use meshd_proto::{NetworkId, NodeId, addr};
 use serde_json::Value;
 
 use crate::cli::ResultExt;
 use crate::demo::{self, Lab};
+use crate::docker::DockerSettings;
 
 /// Build a local multi-host mesh in network namespaces (needs root)
 ///
-/// Starts a controller and several "hosts", each in its own network namespace with its
-/// own daemon and container subnet, joins them to one network, authorizes them, and pings
-/// across the mesh. Everything is removed at the end unless --keep is given.
+/// Starts a controller and three "hosts", each in its own network namespace with its own
+/// daemon, joins them to one network and authorizes them. Then, as on Docker hosts, gives
+/// each host a bridge on the container subnets `meshd docker-config` prints for it, with two
+/// "containers" (namespaces) behind it, and pings host to host and container to container
+/// across the mesh over IPv4 and IPv6. Everything is removed at the end (also on Ctrl-C)
+/// unless --keep is given.
 ///
 /// Example:
 ///
@@ -36,7 +41,9 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const CHANNEL_PORT: u16 = 9994;
 const API_PORT: u16 = 9995;
 const NODE_PORT: u16 = 9993;
-const STEPS: usize = 7;
+const STEPS: usize = 9;
+/// "Containers" behind each host's bridge.
+const CONTAINERS_PER_HOST: u8 = 2;
 /// How long one `meshd` CLI call inside the lab may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -169,7 +176,7 @@ impl Demo<'_> {
         Ok(last)
     }
 
-    fn run(self) -> anyhow::Result<Summary> {
+    fn run(mut self) -> anyhow::Result<Summary> {
         // 1. The lab.
         let mut roles = vec![CTL];
         roles.extend(NODES);
@@ -235,6 +242,7 @@ impl Demo<'_> {
                     &port,
                     "--controller",
                     &channel,
+                    "--configure-forwarding",
                 ],
                 &log,
             )?;
@@ -316,11 +324,12 @@ impl Demo<'_> {
             .flat_map(|j| j.addrs.iter().map(move |(fam, a)| (j.role, *fam, *a)))
             .collect();
         let from = joined[0].role;
+        let pairs: Vec<(&str, IpAddr)> = targets.iter().map(|(_, _, a)| (from, *a)).collect();
         let converged = demo::wait_for(Duration::from_secs(20), || {
-            let results = self.pings(from, &targets, 1)?;
+            let results = self.pings(&pairs, 1)?;
             Ok(results.iter().all(Option::is_some).then_some(()))
         })?;
-        let results = self.pings(from, &targets, 3)?;
+        let results = self.pings(&pairs, 3)?;
         let ok = results.iter().filter(|r| r.is_some()).count();
         self.step(
             7,
@@ -331,7 +340,46 @@ impl Demo<'_> {
             ),
         );
 
-        // The node's own view, and the ping table.
+        // 8. Containers: each host's bridge on the subnets docker-config gives it.
+        let containers = self.wire_containers(nwid)?;
+        let listed: Vec<String> = containers
+            .iter()
+            .map(|c| format!("{}={}", c.name, c.addrs[0]))
+            .collect();
+        self.step(
+            8,
+            &format!(
+                "{} containers behind their hosts' bridges, from `meshd docker-config`: {}",
+                containers.len(),
+                listed.join(" ")
+            ),
+        );
+
+        // 9. Every container pings every container on the other hosts, IPv4 and IPv6.
+        let pairs: Vec<(&str, IpAddr)> = containers
+            .iter()
+            .flat_map(|c| {
+                containers
+                    .iter()
+                    .filter(|d| d.host != c.host)
+                    .flat_map(|d| d.addrs.iter().map(|a| (c.name.as_str(), *a)))
+            })
+            .collect();
+        let containers_converged = demo::wait_for(Duration::from_secs(20), || {
+            let results = self.pings(&pairs, 1)?;
+            Ok(results.iter().all(Option::is_some).then_some(()))
+        })?;
+        let container_results = self.pings(&pairs, 2)?;
+        let container_ok = container_results.iter().filter(|r| r.is_some()).count();
+        self.step(
+            9,
+            &format!(
+                "container to container across hosts: {container_ok}/{} pings ok",
+                pairs.len()
+            ),
+        );
+
+        // The node's own view, and the ping tables.
         println!();
         println!("$ meshd status    (on {from}, node {})", joined[0].node);
         let out = self.node_cli(from, &["status"])?;
@@ -349,6 +397,11 @@ impl Demo<'_> {
             println!("{from:<5} {to:<4} {fam:<8} {a:<40} {result:<6} {rtt}");
         }
         println!();
+        print!(
+            "{}",
+            container_table(&containers, &pairs, &container_results)
+        );
+        println!();
         let pids: Vec<String> = self.lab.pids().iter().map(u32::to_string).collect();
         println!(
             "lab {}: namespaces {}; pids {}; state {}",
@@ -360,9 +413,18 @@ impl Demo<'_> {
         if ok != targets.len() || converged.is_none() {
             bail!("{} of {} pings failed", targets.len() - ok, targets.len());
         }
+        if container_ok != pairs.len() || containers_converged.is_none() {
+            bail!(
+                "{} of {} container pings failed",
+                pairs.len() - container_ok,
+                pairs.len()
+            );
+        }
         println!(
-            "demo ok: 3 nodes on network {nwid}, {ok}/{} pings ok in {:.1} s",
+            "demo ok: 3 nodes on network {nwid}, {ok}/{} pings ok, {container_ok}/{} container \
+             pings ok in {:.1} s",
             targets.len(),
+            pairs.len(),
             self.start.elapsed().as_secs_f64()
         );
         Ok(Summary {
@@ -371,17 +433,63 @@ impl Demo<'_> {
         })
     }
 
-    /// Pings each target from `from` at once (`count` echoes, 0.2 s apart): the average
-    /// RTT in ms for each that answered.
-    fn pings(
-        &self,
-        from: &str,
-        targets: &[(&str, &str, IpAddr)],
-        count: u32,
-    ) -> anyhow::Result<Vec<Option<f64>>> {
-        let argvs: Vec<Vec<String>> = targets
+    /// Gives each host a bridge on the container subnets its `meshd docker-config` prints,
+    /// and [`CONTAINERS_PER_HOST`] containers behind it (addresses `.2`, `.3`, … and `::2`,
+    /// `::3`, …, the bridge's as gateway, the mesh MTU), as Docker would.
+    fn wire_containers(&mut self, nwid: NetworkId) -> anyhow::Result<Vec<Container>> {
+        let mut containers = Vec::new();
+        for (i, host) in NODES.into_iter().enumerate() {
+            let bridge = format!("{}b{i}", self.lab.link_tag);
+            let out = self.node_cli(
+                host,
+                &[
+                    "docker-config",
+                    &nwid.to_string(),
+                    "--format",
+                    "json",
+                    "--bridge",
+                    &bridge,
+                ],
+            )?;
+            let text = ok_stdout(&["meshd", "docker-config"], out)?;
+            let settings: DockerSettings = serde_json::from_str(&text)
+                .with_context(|| format!("{host}: docker-config printed {text:?}"))?;
+            let subnets: Vec<_> = std::iter::once(settings.ipv4)
+                .chain(settings.ipv6)
+                .collect();
+            let bridge_addresses: Vec<IpNet> = subnets.iter().map(|s| s.bridge_address()).collect();
+            self.lab.add_bridge(host, &bridge, &bridge_addresses)?;
+            for k in 1..=CONTAINERS_PER_HOST {
+                let name = format!("{host}c{k}");
+                let addresses: Vec<IpNet> = subnets
+                    .iter()
+                    .map(|s| nth_address(s.subnet, u128::from(k) + 1))
+                    .collect::<anyhow::Result<_>>()?;
+                let gateways: Vec<IpAddr> = subnets.iter().map(|s| s.gateway).collect();
+                self.lab.add_container(
+                    host,
+                    &name,
+                    &bridge,
+                    &addresses,
+                    &gateways,
+                    settings.mtu,
+                )?;
+                containers.push(Container {
+                    name,
+                    host,
+                    addrs: addresses.iter().map(IpNet::addr).collect(),
+                });
+            }
+        }
+        Ok(containers)
+    }
+
+    /// Pings each `(from, to)` at once (`count` echoes, 0.2 s apart): the average RTT in ms
+    /// for each that answered.
+    fn pings(&self, pairs: &[(&str, IpAddr)], count: u32) -> anyhow::Result<Vec<Option<f64>>> {
+        let argvs: Vec<Vec<String>> = pairs
             .iter()
-            .map(|(_, _, to)| {
+            .map(|(_, to)| {
                 let mut argv = vec!["ping".to_owned()];
                 if to.is_ipv6() {
                     argv.push("-6".to_owned());
@@ -393,9 +501,10 @@ impl Demo<'_> {
                 argv
             })
             .collect();
-        let commands: Vec<(&str, Vec<&str>)> = argvs
+        let commands: Vec<(&str, Vec<&str>)> = pairs
             .iter()
-            .map(|a| (from, a.iter().map(String::as_str).collect()))
+            .zip(&argvs)
+            .map(|((from, _), a)| (*from, a.iter().map(String::as_str).collect()))
             .collect();
         let outs = self
             .lab
@@ -411,6 +520,73 @@ impl Demo<'_> {
             })
             .collect())
     }
+}
+
+/// A namespace standing in for a Docker container on one of the hosts.
+#[derive(Debug)]
+struct Container {
+    name: String,
+    host: &'static str,
+    /// IPv4, then IPv6 if the network has 6PLANE.
+    addrs: Vec<IpAddr>,
+}
+
+/// Address `n` of `subnet` with the subnet's prefix length (`n` = 1 is the gateway's).
+fn nth_address(subnet: IpNet, n: u128) -> anyhow::Result<IpNet> {
+    let addr = match subnet {
+        IpNet::V4(net) => IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(net.network()) + u32::try_from(n)?,
+        )),
+        IpNet::V6(net) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(net.network()) + n)),
+    };
+    anyhow::ensure!(subnet.contains(&addr), "{subnet} has no address {n}");
+    Ok(IpNet::new(addr, subnet.prefix_len())?)
+}
+
+/// Container-to-container results as a matrix: a row per container with its addresses, a
+/// column per container, `ok`/`FAIL` for IPv4 then IPv6 (`-` on the same host).
+fn container_table(
+    containers: &[Container],
+    pairs: &[(&str, IpAddr)],
+    results: &[Option<f64>],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("containers:\n");
+    for c in containers {
+        let addrs: Vec<String> = c.addrs.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "  {:<6} on {:<3} {}", c.name, c.host, addrs.join("  "));
+    }
+    let _ = writeln!(out, "\ncontainer pings (IPv4/IPv6), from row to column:");
+    let mut line = format!("{:<6}", "");
+    for c in containers {
+        let _ = write!(line, " {:<9}", c.name);
+    }
+    let _ = writeln!(out, "{}", line.trim_end());
+    for from in containers {
+        let mut line = format!("{:<6}", from.name);
+        for to in containers {
+            let cell = if from.host == to.host {
+                "-".to_owned()
+            } else {
+                let results: Vec<&str> = to
+                    .addrs
+                    .iter()
+                    .map(|a| {
+                        let ok = pairs
+                            .iter()
+                            .zip(results)
+                            .find(|((f, t), _)| *f == from.name && t == a)
+                            .is_some_and(|(_, r)| r.is_some());
+                        if ok { "ok" } else { "FAIL" }
+                    })
+                    .collect();
+                results.join("/")
+            };
+            let _ = write!(line, " {cell:<9}");
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
 }
 
 /// The average from ping's `rtt min/avg/max/mdev = a/b/c/d ms` line.

@@ -1,14 +1,23 @@
 //! `meshd docker-config`: Docker settings for this host's container subnets.
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::{NetworkIdArg, StateArgs};
+use super::controller::admin::print;
+use super::daemon::with_daemon;
+use super::{NetworkIdArg, ResultExt, StateArgs};
+use crate::docker::{DockerSettings, host_routes};
 
 /// Print Docker settings that put this host's containers on the mesh
 ///
 /// The controller gives each member a container subnet; this prints the Docker settings
 /// that make containers take their addresses from it, so they are reachable from every
-/// other host and container in the network.
+/// other host and container in the network. The file or command goes to stdout; what
+/// the host needs around it (forwarding sysctls, the iptables/nft rules that keep Docker
+/// from masquerading traffic into the mesh and let the mesh through its FORWARD policy,
+/// and warnings about overlapping subnets) goes to stderr. The MTU is the mesh's, so
+/// containers never send packets the tunnel would have to drop. `--format json` prints
+/// all of it for scripts.
 ///
 /// Examples:
 ///
@@ -44,10 +53,31 @@ pub enum DockerFormat {
     Compose,
     /// a `docker network create` command line
     NetworkCreate,
+    /// everything above as one JSON object, for scripts
+    Json,
 }
 
 /// Runs `meshd docker-config`.
 pub fn run(args: DockerConfigArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`meshd docker-config` is not available in this build yet")
+    let nwid = args.network;
+    let status = with_daemon(&args.state, |c| async move { Ok(c.status().await?) })?;
+    let view = status
+        .networks
+        .iter()
+        .find(|n| n.id == nwid)
+        .with_context(|| format!("this node has not joined network {nwid}"))
+        .hint(format!("join it first: meshd join {nwid}"))?;
+    let settings = DockerSettings::new(view, args.bridge.as_deref(), &host_routes::read())?;
+    let text = match args.format {
+        DockerFormat::DaemonJson => settings.daemon_json(),
+        DockerFormat::Compose => settings.compose(),
+        DockerFormat::NetworkCreate => settings.network_create(),
+        DockerFormat::Json => {
+            let mut text = serde_json::to_string_pretty(&settings)?;
+            text.push('\n');
+            return print(&text);
+        }
+    };
+    eprint!("{}", settings.host_notes());
+    print(&text)
 }

@@ -125,6 +125,7 @@ mod tests {
             controllers: vec![],
             networks: vec![],
             peers: vec![],
+            forwarding: Default::default(),
         };
         assert_eq!(render(&s), "no peers\n");
         s.peers.push(PeerView {

@@ -61,6 +61,16 @@ pub(super) fn render(s: &StatusView) -> String {
             "data plane not attached: no interface is created and no packets flow"
         );
     }
+    if !s.forwarding.configured.is_empty() {
+        let _ = writeln!(
+            out,
+            "forwarding: set by meshd ({})",
+            s.forwarding.configured.join(", ")
+        );
+    }
+    for problem in &s.forwarding.problems {
+        let _ = writeln!(out, "warning: {problem}");
+    }
     if s.controllers.is_empty() {
         let _ = writeln!(
             out,
@@ -219,6 +229,7 @@ pub(super) fn duration(s: u64) -> String {
 #[cfg(test)]
 mod tests {
     use crate::daemon::api::{ContainerSubnets, ControllerView, RouteView};
+    use crate::daemon::forwarding::ForwardingReport;
 
     use super::*;
 
@@ -272,6 +283,13 @@ mod tests {
             }],
             networks,
             peers: vec![],
+            forwarding: ForwardingReport {
+                ipv4: true,
+                ipv6: true,
+                firewall: "unknown (no iptables or nft)".into(),
+                configured: vec![],
+                problems: vec![],
+            },
         }
     }
 
@@ -315,6 +333,33 @@ mod tests {
         let text = render(&s);
         assert!(text.contains("data plane not attached"), "{text}");
         assert!(text.contains("no networks"), "{text}");
+    }
+
+    #[test]
+    fn forwarding_problems_are_warnings() {
+        let mut s = status(vec![network(NetworkStatus::Ok)]);
+        s.forwarding.ipv4 = false;
+        s.forwarding.configured = vec!["net.ipv6.conf.all.forwarding=1".into()];
+        s.forwarding.problems = vec![
+            "net.ipv4.ip_forward is 0: containers behind this host are unreachable over IPv4 \
+             from other hosts; run `sysctl -w net.ipv4.ip_forward=1` or start the daemon with \
+             --configure-forwarding"
+                .into(),
+            "iptables FORWARD policy is DROP and no rule accepts the mesh interfaces".into(),
+        ];
+        let text = render(&s);
+        assert!(
+            text.starts_with(
+                "node 89e92ceee5  meshd 0.1.0  OFFLINE\n\
+                 forwarding: set by meshd (net.ipv6.conf.all.forwarding=1)\n\
+                 warning: net.ipv4.ip_forward is 0: containers behind this host are unreachable \
+                 over IPv4 from other hosts; run `sysctl -w net.ipv4.ip_forward=1` or start the \
+                 daemon with --configure-forwarding\n\
+                 warning: iptables FORWARD policy is DROP and no rule accepts the mesh interfaces\n\
+                 controller 127.0.0.1:9994"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the 0700 state directory), so the CLI and `curl --unix-socket` both use it.
 //!
 //! ```text
-//! GET    /v1/status            StatusView: node, controllers, networks, peers
+//! GET    /v1/status            StatusView: node, controllers, networks, peers, forwarding
 //! GET    /v1/peers             [PeerView]
 //! POST   /v1/networks/{nwid}   {"controller": "HOST:PORT"}? -> 201 (new) or 200: JoinView
 //! DELETE /v1/networks/{nwid}   -> 200 {"left": nwid}
@@ -34,6 +34,7 @@ use tokio::net::UnixListener;
 use tracing::warn;
 
 use super::controller_link::{AddrState, ControllerAddr};
+use super::forwarding::{ForwardingReport, Needs};
 use super::{Daemon, RequestError, stopped};
 
 /// `GET /v1/status`.
@@ -49,6 +50,10 @@ pub struct StatusView {
     pub controllers: Vec<ControllerView>,
     pub networks: Vec<NetworkView>,
     pub peers: Vec<PeerView>,
+    /// Kernel forwarding and the firewall's FORWARD state; problems only when a network
+    /// gives this host a container subnet. Default (older daemons): all false, empty.
+    #[serde(default)]
+    pub forwarding: ForwardingReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,12 +272,26 @@ impl IntoResponse for Failure {
     }
 }
 
-async fn status(State(daemon): State<Arc<Daemon>>) -> Response {
-    json(StatusCode::OK, &daemon.status_view())
+/// [`Daemon::status_view`] on a blocking thread: it may run the firewall tools (at most
+/// every few seconds, with a timeout).
+async fn current_status(daemon: &Arc<Daemon>) -> Result<StatusView, Failure> {
+    let daemon = Arc::clone(daemon);
+    tokio::task::spawn_blocking(move || daemon.status_view())
+        .await
+        .map_err(|e| {
+            Failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot make the status: {e}"),
+            )
+        })
 }
 
-async fn peers(State(daemon): State<Arc<Daemon>>) -> Response {
-    json(StatusCode::OK, &daemon.status_view().peers)
+async fn status(State(daemon): State<Arc<Daemon>>) -> Result<Response, Failure> {
+    Ok(json(StatusCode::OK, &current_status(&daemon).await?))
+}
+
+async fn peers(State(daemon): State<Arc<Daemon>>) -> Result<Response, Failure> {
+    Ok(json(StatusCode::OK, &current_status(&daemon).await?.peers))
 }
 
 async fn join(
@@ -292,7 +311,7 @@ async fn join(
         })?
     };
     let new = daemon.join(network, request.controller).await?;
-    let view = daemon.status_view();
+    let view = current_status(&daemon).await?;
     let found = view.networks.into_iter().find(|n| n.id == network);
     // None: left again between the two steps.
     let network = found.ok_or(RequestError::NotJoined(network))?;
@@ -392,6 +411,11 @@ impl Daemon {
             }
             views.push(view);
         }
+        // A host forwards for the families of its container subnets.
+        let needs = Needs {
+            ipv4: views.iter().any(|v| v.container_subnets.ipv4.is_some()),
+            ipv6: views.iter().any(|v| v.container_subnets.ipv6.is_some()),
+        };
         StatusView {
             node_id: node,
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -400,6 +424,7 @@ impl Daemon {
             controllers,
             networks: views,
             peers,
+            forwarding: self.forwarding.report(needs),
         }
     }
 }

@@ -18,6 +18,8 @@
 //! - [`engine`]: the trait implemented by `meshd-engine` (TUN, kernel routes, UDP).
 //! - [`api`]: the local HTTP+JSON API on `DIR/meshd.sock` and its JSON shapes.
 //! - [`client`]: the CLI's client of that API.
+//! - [`forwarding`]: the kernel forwarding and firewall checks (`--configure-forwarding`,
+//!   `"forwarding"` in `meshd status`).
 //!
 //! Locking: `inner` (a std mutex, never held across an await) guards the bookkeeping;
 //! `changes` (an async mutex) serializes everything that changes which config a network
@@ -29,6 +31,7 @@ pub mod client;
 pub mod controller_link;
 pub mod dataplane;
 pub mod engine;
+pub mod forwarding;
 #[cfg(test)]
 pub mod no_dataplane;
 pub mod state;
@@ -67,6 +70,9 @@ pub struct DaemonOptions {
     /// Controller replicas for networks joined without `--controller`, in order. Empty:
     /// the controllers that earlier joins saved in the state directory.
     pub controllers: Vec<ControllerAddr>,
+    /// `--configure-forwarding`: turn on IPv4/IPv6 forwarding at start, before any network
+    /// comes up ([`forwarding::configure_at_start`]).
+    pub configure_forwarding: bool,
 }
 
 /// Runs the daemon until `shutdown` resolves: serves the local API on `DIR/meshd.sock`,
@@ -78,8 +84,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let socket = opts.state.socket_path();
     let listener = api::bind(&socket)?;
+    let configured = if opts.configure_forwarding {
+        forwarding::configure_at_start(std::path::Path::new(forwarding::PROC_SYS))
+    } else {
+        Vec::new()
+    };
     let (stop_tx, stop) = watch::channel(false);
-    let daemon = Arc::new(Daemon::new(opts, Box::new(dataplane), stop));
+    let mut daemon = Daemon::new(opts, Box::new(dataplane), stop);
+    daemon.forwarding = forwarding::Checker::new(forwarding::PROC_SYS, configured);
+    let daemon = Arc::new(daemon);
     info!(
         node = %daemon.node_id(),
         state = %daemon.state.path().display(),
@@ -116,6 +129,8 @@ pub(crate) struct Daemon {
     port: u16,
     defaults: Vec<ControllerAddr>,
     dataplane: Box<dyn Dataplane>,
+    /// The forwarding part of `meshd status`.
+    forwarding: forwarding::Checker,
     /// Turns true once, at shutdown.
     stop: watch::Receiver<bool>,
     next_link_id: AtomicU64,
@@ -228,6 +243,7 @@ impl Daemon {
             port: opts.port,
             defaults,
             dataplane,
+            forwarding: forwarding::Checker::new(forwarding::PROC_SYS, Vec::new()),
             stop,
             next_link_id: AtomicU64::new(1),
             changes: tokio::sync::Mutex::new(()),
@@ -568,6 +584,7 @@ mod tests {
             state,
             port: 0,
             controllers: vec![],
+            configure_forwarding: false,
         };
         let daemon = Arc::new(Daemon::new(opts, Box::new(Arc::clone(&dp)), stop));
         daemon.restore().await;
@@ -627,6 +644,7 @@ mod tests {
             state,
             port: 0,
             controllers: vec![],
+            configure_forwarding: false,
         };
         let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
             let _ = stop_rx.await;

@@ -9,6 +9,11 @@
 //!   md<hex>h0        md<hex>h1       ...            (veth, host side)
 //!   netns mshdemo-<pid>-ctl   netns mshdemo-<pid>-n1   ...
 //!   10.201.<k>.10/24          10.201.<k>.11/24
+//!                             bridge md<hex>b0 (the host's container subnets)
+//!                               md<hex>n1c1      md<hex>n1c2          (veth, host side)
+//!                                  │                 │
+//!                               eth0 in netns     eth0 in netns       ("containers")
+//!                               mshdemo-<pid>-n1c1   mshdemo-<pid>-n1c2
 //! ```
 //!
 //! `<pid>` is the demo's pid (`<hex>` the same in hex, to keep link names within Linux's
@@ -25,7 +30,7 @@
 use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::io::Read;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -34,6 +39,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use ipnet::IpNet;
 
 /// Set by the SIGINT/SIGTERM handler: every wait in the demo gives up, and the lab's drop
 /// cleans up.
@@ -238,6 +244,64 @@ impl Lab {
         Ok(())
     }
 
+    /// A bridge `name` in host `role`'s namespace carrying `addresses` (the gateways of the
+    /// containers behind it), up.
+    pub fn add_bridge(&self, role: &str, name: &str, addresses: &[IpNet]) -> anyhow::Result<()> {
+        let ns = self.host(role).netns.clone();
+        ip(&["-n", &ns, "link", "add", name, "type", "bridge"])?;
+        for a in addresses {
+            add_address(&ns, "dev", name, *a)?;
+        }
+        ip(&["-n", &ns, "link", "set", name, "up"])
+    }
+
+    /// A "container" `name`: its own namespace, joined to `bridge` in host `role`'s namespace
+    /// by a veth (`eth0` inside), with `addresses`, default routes via `gateways` and the
+    /// given MTU. Afterwards `name` is a role like any host's, for `exec` and `spawn`.
+    pub fn add_container(
+        &mut self,
+        role: &str,
+        name: &str,
+        bridge: &str,
+        addresses: &[IpNet],
+        gateways: &[IpAddr],
+        mtu: u16,
+    ) -> anyhow::Result<()> {
+        check_interrupted()?;
+        let host_ns = self.host(role).netns.clone();
+        let ns = format!("{}-{name}", self.tag);
+        let port = format!("{}{name}", self.link_tag);
+        let mtu = mtu.to_string();
+        self.add_netns(&ns)?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "link", "add", &port, "netns", &host_ns, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ])?;
+        ip(&[
+            "-n", &host_ns, "link", "set", &port, "master", bridge, "mtu", &mtu, "up",
+        ])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "mtu", &mtu, "up"])?;
+        for a in addresses {
+            add_address(&ns, "dev", "eth0", *a)?;
+        }
+        for gw in gateways {
+            let family = if gw.is_ipv6() { "-6" } else { "-4" };
+            let gw = gw.to_string();
+            ip(&["-n", &ns, family, "route", "add", "default", "via", &gw])?;
+        }
+        let v4 = addresses.iter().find_map(|a| match a {
+            IpNet::V4(n) => Some(n.addr()),
+            IpNet::V6(_) => None,
+        });
+        self.hosts.push(Host {
+            role: name.to_owned(),
+            netns: ns,
+            ip: v4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        });
+        Ok(())
+    }
+
     fn add_netns(&mut self, name: &str) -> anyhow::Result<()> {
         ip(&["netns", "add", name])?;
         self.namespaces.push(name.to_owned());
@@ -390,7 +454,19 @@ impl Drop for Lab {
     }
 }
 
-/// `ip <args>` in our own namespace (only `netns add/del` and `link add ... netns`).
+/// `ip -n <ns> addr add <address> dev <link>`; IPv6 without duplicate address detection,
+/// which would hold the address back for a second or two on a link only the lab uses.
+fn add_address(ns: &str, dev: &str, link: &str, address: IpNet) -> anyhow::Result<()> {
+    let a = address.to_string();
+    let mut args = vec!["-n", ns, "addr", "add", &a, dev, link];
+    if address.addr().is_ipv6() {
+        args.push("nodad");
+    }
+    ip(&args)
+}
+
+/// `ip <args>`: `netns add/del` and `link add ... netns` from our own namespace, everything
+/// else with `-n` inside one of the lab's namespaces.
 /// Not interruptible: cleanup runs it after an interrupt.
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let mut cmd = Command::new("ip");
