@@ -10,6 +10,10 @@
 //!   10.200.<k>.10/24    10.200.<k>.11/24
 //! ```
 //!
+//! More namespaces can hang off the hosts ([`Lab::add_namespace`], [`Lab::add_veth`]): a
+//! container or a LAN behind a host, `msh-<tag>-<role>`, with veths named by
+//! [`Lab::link_name`]; they are the lab's like the hosts, and go with it.
+//!
 //! `<tag>` is this process's pid in hex plus a per-process lab counter, so concurrent
 //! tests and concurrent test runs never share a name; `<k>` is derived from it. Every link
 //! is created directly inside a namespace of the lab (never in the caller's namespace), so
@@ -72,6 +76,8 @@ pub struct Lab {
     /// The underlay: `10.200.<k>.0/24`.
     subnet: Ipv4Addr,
     hosts: Vec<Host>,
+    /// Namespaces added after the hosts, without an underlay link: `(role, netns)`.
+    extra: Vec<(String, String)>,
     /// Every namespace created so far, in order (the switch first).
     namespaces: Vec<String>,
     procs: Vec<Spawned>,
@@ -99,6 +105,7 @@ impl Lab {
             subnet: Ipv4Addr::new(10, 200, u8::try_from(k).expect("below 255"), 0),
             tag,
             hosts: Vec::new(),
+            extra: Vec::new(),
             namespaces: Vec::new(),
             procs: Vec::new(),
         };
@@ -155,6 +162,84 @@ impl Lab {
         self.namespaces.push(name.to_owned());
     }
 
+    /// Another namespace, `msh-<tag>-<role>`, with loopback up and no link yet (e.g. a
+    /// container or a LAN behind a host: see [`Lab::add_veth`]). [`Lab::exec`] and
+    /// [`Lab::spawn`] run in it by its role; the lab deletes it on drop, with every link in
+    /// it. Its name.
+    pub fn add_namespace(&mut self, role: &str) -> String {
+        assert!(
+            !role.is_empty() && role.chars().all(|c| c.is_ascii_alphanumeric()),
+            "role names are short and alphanumeric: {role:?}"
+        );
+        assert!(
+            role != "switch" && !self.has_role(role),
+            "duplicate role {role:?}"
+        );
+        let netns = format!("msh-{}-{role}", self.tag);
+        self.add_netns(&netns);
+        self.extra.push((role.to_owned(), netns.clone()));
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    fn has_role(&self, role: &str) -> bool {
+        self.hosts.iter().any(|h| h.role == role) || self.extra.iter().any(|(r, _)| r == role)
+    }
+
+    /// The namespace of a host or of an [added](Lab::add_namespace) namespace.
+    pub fn netns(&self, role: &str) -> &str {
+        self.hosts
+            .iter()
+            .find(|h| h.role == role)
+            .map(|h| h.netns.as_str())
+            .or_else(|| {
+                self.extra
+                    .iter()
+                    .find(|(r, _)| r == role)
+                    .map(|(_, ns)| ns.as_str())
+            })
+            .unwrap_or_else(|| panic!("no namespace {role:?} in the lab"))
+    }
+
+    /// A link name of this lab, `msh-<tag>-<suffix>`; panics beyond Linux's 15 bytes (the
+    /// tag takes up to 7, which leaves 3 for `suffix`).
+    pub fn link_name(&self, suffix: &str) -> String {
+        let name = format!("msh-{}-{suffix}", self.tag);
+        assert!(
+            name.len() <= 15,
+            "{name:?} is longer than a link name may be (15 bytes)"
+        );
+        name
+    }
+
+    /// A veth pair between two namespaces of the lab (by role), `a_link` in `a` and
+    /// `b_link` in `b`, both down and without addresses. Both ends are created inside
+    /// their namespaces, so the pair goes with whichever is deleted first.
+    pub fn add_veth(&self, a: &str, a_link: &str, b: &str, b_link: &str) {
+        ip(&[
+            "link",
+            "add",
+            a_link,
+            "netns",
+            self.netns(a),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_link,
+            "netns",
+            self.netns(b),
+        ]);
+    }
+
+    /// `ip <args>` in a namespace of the lab (by role), panicking with its stderr on
+    /// failure.
+    pub fn run_ip(&self, role: &str, args: &[&str]) {
+        let mut argv = vec!["-n", self.netns(role)];
+        argv.extend(args);
+        ip(&argv);
+    }
+
     /// The tag in every name this lab made (`msh-<tag>-...`).
     pub fn tag(&self) -> &str {
         &self.tag
@@ -184,12 +269,11 @@ impl Lab {
     fn command(&self, role: &str, argv: &[&str]) -> Command {
         assert!(!argv.is_empty(), "a command to run");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.host(role).netns])
-            .args(argv);
+        cmd.args(["netns", "exec", self.netns(role)]).args(argv);
         cmd
     }
 
-    /// Runs `argv` in a host's namespace and waits for it (at most [`EXEC_TIMEOUT`]).
+    /// Runs `argv` in a namespace of the lab (by role) and waits for it (at most [`EXEC_TIMEOUT`]).
     pub fn exec(&self, role: &str, argv: &[&str]) -> Output {
         self.exec_timeout(role, argv, EXEC_TIMEOUT)
     }
@@ -387,4 +471,31 @@ fn wait_deadline(child: &mut Child, deadline: Instant) -> (ExitStatus, bool) {
             }
         }
     }
+}
+
+/// What is left of a dropped lab with this tag: namespaces named `msh-<tag>-...`, and
+/// links of that name in the caller's namespace. Empty once the lab is gone.
+pub fn leftovers(tag: &str) -> Vec<String> {
+    let prefix = format!("msh-{tag}-");
+    let run = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("`ip` (iproute2) is installed");
+        assert!(out.status.success(), "ip {}", args.join(" "));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let namespaces = run(&["netns", "list"]);
+    let links = run(&["-o", "link", "show"]);
+    namespaces
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .map(|l| format!("netns {l}"))
+        .chain(
+            links
+                .lines()
+                .filter(|l| l.contains(&prefix))
+                .map(|l| format!("link {l}")),
+        )
+        .collect()
 }
