@@ -19,9 +19,10 @@ use tokio::net::TcpStream;
 
 use crate::api::ErrorBody;
 use crate::api::requests::{
-    AddRoute, CreateNetwork, InvalidRequest, UpdateMember, UpdateNetwork, via_text,
+    AddReplica, AddRoute, CreateNetwork, InvalidRequest, UpdateMember, UpdateNetwork, via_text,
 };
 use crate::api::views::{MemberView, NetworkView, RouteView};
+use crate::replica::ClusterView;
 use crate::state::RouteVia;
 
 /// How long to wait for the TCP connection.
@@ -241,6 +242,26 @@ impl AdminClient {
             None::<&()>,
         )
         .await
+    }
+
+    /// `GET /v1/replicas`: the replica set and its replication progress.
+    pub async fn replicas(&self) -> Result<ClusterView, ClientError> {
+        self.call(Method::GET, "/v1/replicas", None::<&()>).await
+    }
+
+    /// Adds replica `id` at `address` (`host:port`) as a voter; answers with the replica set.
+    pub async fn add_replica(&self, id: u64, address: &str) -> Result<ClusterView, ClientError> {
+        let body = AddReplica {
+            id,
+            address: address.to_owned(),
+        };
+        self.call(Method::POST, "/v1/replicas", Some(&body)).await
+    }
+
+    /// Removes replica `id`; answers with the replica set after.
+    pub async fn remove_replica(&self, id: u64) -> Result<ClusterView, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/replicas/{id}"), None::<&()>)
+            .await
     }
 
     async fn call<T: DeserializeOwned>(

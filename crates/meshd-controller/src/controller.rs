@@ -33,6 +33,13 @@ pub trait Controller: Clone + Send + Sync + 'static {
 
     /// A counter that changes after every applied command: wake-ups for config pushes.
     fn applied(&self) -> watch::Receiver<u64>;
+
+    /// The node-channel addresses (`HOST:PORT`) of every replica, voters and learners,
+    /// sorted; the node channel passes them on to nodes so they can fail over. Empty when
+    /// unknown (a controller that replicates nothing): then nodes are told nothing.
+    fn replica_addresses(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The state machine behind a mutex, applying commands directly. For tests of the code that

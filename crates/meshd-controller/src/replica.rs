@@ -2,7 +2,9 @@
 //!
 //! [`Replica::open`] on a fresh data directory forms a cluster of one; later starts resume
 //! from the snapshot and log in `<data dir>/raft.redb`. Replicas joining a larger cluster open
-//! with [`ReplicaOptions::bootstrap`] off and wait to be added by the leader.
+//! with [`ReplicaOptions::bootstrap`] off and wait to be added by the leader
+//! ([`Replica::add_replica`]). Any replica takes writes: a follower forwards them to the
+//! leader ([`cluster`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -18,12 +20,19 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::controller::{Controller, WriteError};
+use crate::raft::network::Contacts;
 use crate::raft::state_machine::SharedState;
 use crate::raft::{
-    ClientResponse, HttpNetworkFactory, LogStore, Raft, ReplicaId, StateMachineStore, StoreError,
-    open_db, raft_router,
+    HttpNetworkFactory, LogStore, Raft, ReplicaId, StateMachineStore, StoreError, open_db,
 };
 use crate::state::{Applied, Command, ControllerState};
+
+pub mod cluster;
+
+pub use cluster::{
+    ClusterView, MembershipError, MembershipErrorKind, ReplicaStatus, admin_routes,
+    is_loopback_address, parse_replica_address,
+};
 
 /// How long [`Replica::open`] waits for a single-replica cluster to elect itself.
 const SELF_ELECTION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,6 +96,9 @@ pub enum ReplicaRole {
     /// Receives the log but does not vote (joining, or not yet a member).
     Learner,
     ShuttingDown,
+    /// A voting member whose current role the reporting replica cannot see (the leader's
+    /// view was unavailable).
+    Voter,
 }
 
 /// A replica's raft status, for the health endpoint.
@@ -108,6 +120,10 @@ pub struct Replica {
     state: SharedState,
     applied: watch::Receiver<u64>,
     token: Arc<str>,
+    /// Where other replicas reach this one (`host:port`), for messages.
+    advertise: Arc<str>,
+    /// When each peer last answered this replica's raft RPCs.
+    contacts: Contacts,
     /// The database lives in openraft's tasks; this tells when they have closed it.
     db_closed: watch::Receiver<()>,
 }
@@ -122,29 +138,23 @@ impl Debug for Replica {
 }
 
 impl Replica {
-    /// Opens the replica `id` on `data_dir` with default options. `advertise_url` is the HTTP
-    /// base URL other replicas reach this one at (e.g. `http://10.0.0.1:9995`); `token` is
-    /// the cluster's admin token, which replicas present to each other.
+    /// Opens the replica `id` on `data_dir` with default options. `advertise` is where other
+    /// replicas reach this one's [`Replica::router`] (`host:port`, e.g. `10.0.0.1:9994`;
+    /// an `http://` URL also works); `token` is the cluster's admin token, which replicas
+    /// present to each other.
     pub async fn open(
         data_dir: &Path,
         id: ReplicaId,
-        advertise_url: String,
+        advertise: String,
         token: String,
     ) -> Result<Replica, ReplicaError> {
-        Self::open_with(
-            data_dir,
-            id,
-            advertise_url,
-            token,
-            ReplicaOptions::default(),
-        )
-        .await
+        Self::open_with(data_dir, id, advertise, token, ReplicaOptions::default()).await
     }
 
     pub async fn open_with(
         data_dir: &Path,
         id: ReplicaId,
-        advertise_url: String,
+        advertise: String,
         token: String,
         options: ReplicaOptions,
     ) -> Result<Replica, ReplicaError> {
@@ -174,9 +184,12 @@ impl Replica {
 
         let config = Config {
             cluster_name: "meshd".into(),
+            // A follower that stops hearing from the leader starts an election after the
+            // leader's lease (election_timeout_max) plus its own election timeout: 2.5-3 s
+            // from a leader's death to a new leader.
             heartbeat_interval: 250,
             election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            election_timeout_max: 1500,
             // Snapshots go whole in one request (see raft::network).
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every),
@@ -185,15 +198,11 @@ impl Replica {
         }
         .validate()?;
         let token: Arc<str> = token.into();
-        let raft = Raft::new(
-            id,
-            Arc::new(config),
-            HttpNetworkFactory::new(id, token.clone()),
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(ReplicaError::Start)?;
+        let network = HttpNetworkFactory::new(id, token.clone());
+        let contacts = network.contacts();
+        let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
+            .await
+            .map_err(ReplicaError::Start)?;
 
         let replica = Replica {
             id,
@@ -201,9 +210,11 @@ impl Replica {
             state,
             applied,
             token,
+            advertise: advertise.as_str().into(),
+            contacts,
             db_closed,
         };
-        if let Err(e) = replica.start(advertise_url, options.bootstrap).await {
+        if let Err(e) = replica.start(advertise, options.bootstrap).await {
             // Release the database, so a retry can open the directory again.
             replica.shutdown().await;
             return Err(e);
@@ -213,7 +224,7 @@ impl Replica {
 
     /// Forms the cluster of one on a fresh directory and, when this replica is the only voter,
     /// waits until it leads: the first write after `open` must not fail for want of a leader.
-    async fn start(&self, advertise_url: String, bootstrap: bool) -> Result<(), ReplicaError> {
+    async fn start(&self, advertise: String, bootstrap: bool) -> Result<(), ReplicaError> {
         let id = self.id;
         let initialized = self
             .raft
@@ -221,7 +232,7 @@ impl Replica {
             .await
             .map_err(ReplicaError::Start)?;
         if bootstrap && !initialized {
-            let members = BTreeMap::from([(id, BasicNode::new(advertise_url))]);
+            let members = BTreeMap::from([(id, BasicNode::new(advertise.clone()))]);
             match self.raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(ReplicaError::Initialize(e.to_string())),
@@ -246,6 +257,26 @@ impl Replica {
                     id,
                     timeout: SELF_ELECTION_TIMEOUT,
                 })?;
+            // Alone, this replica may record a new address of its own (an older data
+            // directory, or a changed --advertise): nobody else needs the old one.
+            let recorded = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone());
+            if recorded.is_some_and(|r| r != advertise) {
+                let nodes = BTreeMap::from([(id, BasicNode::new(advertise.clone()))]);
+                if let Err(e) = self
+                    .raft
+                    .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
+                    .await
+                {
+                    tracing::warn!(replica = id, "cannot record the address {advertise}: {e}");
+                }
+            }
         }
         Ok(())
     }
@@ -259,9 +290,9 @@ impl Replica {
         &self.raft
     }
 
-    /// This replica's raft RPC endpoints, to be served at its advertised URL.
-    pub fn router(&self) -> axum::Router {
-        raft_router(self.raft.clone(), self.token.clone())
+    /// Where other replicas reach this one, as given to [`Replica::open`].
+    pub fn advertise(&self) -> &str {
+        &self.advertise
     }
 
     /// The replica's raft status.
@@ -301,11 +332,12 @@ impl Replica {
     }
 }
 
-fn unavailable(
+/// Why a write through openraft on replica `id` failed, for the user.
+fn unavailable_message(
     id: ReplicaId,
     e: RaftError<ReplicaId, ClientWriteError<ReplicaId, BasicNode>>,
-) -> WriteError {
-    let msg = match e {
+) -> String {
+    match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {
             (Some(leader), Some(node)) => format!(
                 "replica {id} is not the leader; replica {leader} at {} is, send writes there",
@@ -321,26 +353,14 @@ fn unavailable(
         RaftError::Fatal(e) => format!(
             "the raft engine of replica {id} stopped ({e}); see the controller log and restart it"
         ),
-    };
-    WriteError::Unavailable(msg)
+    }
 }
 
 impl Controller for Replica {
+    /// Proposes here on the leader; a follower forwards to the leader (see [`cluster`]).
     fn write(&self, cmd: Command) -> impl Future<Output = Result<Applied, WriteError>> + Send {
-        let raft = self.raft.clone();
-        let id = self.id;
-        async move {
-            let resp = raft
-                .client_write(cmd)
-                .await
-                .map_err(|e| unavailable(id, e))?;
-            match resp.data {
-                ClientResponse::Command(result) => result.map_err(WriteError::Rejected),
-                ClientResponse::Internal => Err(WriteError::Unavailable(
-                    "the log entry for this write carried no command; this is a bug".to_owned(),
-                )),
-            }
-        }
+        let replica = self.clone();
+        async move { replica.write_anywhere(cmd).await }
     }
 
     fn read<T>(&self, f: impl FnOnce(&ControllerState) -> T) -> T {
@@ -356,6 +376,22 @@ impl Controller for Replica {
         let mut rx = self.applied.clone();
         rx.mark_unchanged();
         rx
+    }
+
+    fn replica_addresses(&self) -> Vec<String> {
+        // A replica's node-channel address is its raft address; voters and learners alike.
+        let mut addrs: Vec<String> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, node)| node.addr.clone())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! DIR/                mode 0700
-//!   replica.json      id, node-channel listen address, admin API listen address
+//!   replica.json      id, listen address (node channel on UDP, replication on TCP),
+//!                     advertised address, admin API listen address, whether it joins
 //!   replica.key       the replica's Ed25519 seed (its QUIC identity), mode 0600
-//!   api.url api.token what admin clients read (see `datadir`)
+//!   api.url api.token what admin clients read (see `datadir`); the token is the cluster's,
+//!                     the same in every replica's directory
 //!   raft.redb         the replicated log, vote and snapshots
 //! ```
 
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::{self, ApiOptions};
 use crate::channel;
 use crate::datadir::{self, DataDirError};
-use crate::replica::Replica;
+use crate::replica::{Replica, ReplicaOptions};
 
 const REPLICA_FILE: &str = "replica.json";
 const KEY_FILE: &str = "replica.key";
@@ -27,13 +29,39 @@ const KEY_FILE: &str = "replica.key";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaSettings {
     pub id: u64,
-    /// UDP address of the node channel (QUIC).
+    /// The node channel (QUIC) listens here on UDP, replication between replicas on TCP.
     pub listen: SocketAddr,
-    /// TCP address of the admin API (and the replication endpoints).
+    /// TCP address of the admin API.
     pub api_listen: SocketAddr,
+    /// Where nodes and the other replicas reach `listen` (`host:port`). Default: `listen`,
+    /// or `127.0.0.1:PORT` when its IP is unspecified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Made with `init --join`: wait to be added to an existing cluster instead of forming
+    /// a cluster of one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join: bool,
+}
+
+/// The address a replica listening on `listen` is reached at when it advertises none.
+pub fn default_advertise(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        // `[::]` listens on IPv4 too; 127.0.0.1 works for either.
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port()).to_string()
 }
 
 impl ReplicaSettings {
+    /// Where nodes and other replicas reach this replica (`host:port`).
+    pub fn advertise_address(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| default_advertise(self.listen))
+    }
+
     /// The URL clients and other replicas use for the API: an unspecified listen address is
     /// reached through loopback on this host.
     pub fn api_url(&self) -> String {
@@ -70,12 +98,22 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
     move |source| ServiceError::Io { what, source }
 }
 
-/// Creates a new replica's data directory. Returns its settings (the token is in the dir).
+/// Creates a new replica's data directory with a fresh admin token.
 pub fn init(dir: &Path, settings: &ReplicaSettings) -> Result<(), ServiceError> {
+    init_with_token(dir, settings, &datadir::new_token())
+}
+
+/// Creates a new replica's data directory with the cluster's admin `token` (a replica that
+/// joins holds the token of the cluster it joins).
+pub fn init_with_token(
+    dir: &Path,
+    settings: &ReplicaSettings,
+    token: &str,
+) -> Result<(), ServiceError> {
     if dir.join(REPLICA_FILE).exists() {
         return Err(ServiceError::AlreadyInitialized(dir.to_owned()));
     }
-    datadir::write_api_info(dir, &settings.api_url(), &datadir::new_token())?;
+    datadir::write_api_info(dir, &settings.api_url(), token)?;
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| ServiceError::Io {
         what: "read the OS random source".into(),
@@ -133,12 +171,15 @@ pub fn load(dir: &Path) -> Result<(ReplicaSettings, [u8; 32]), ServiceError> {
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub api: SocketAddr,
+    /// UDP: the node channel.
     pub channel: SocketAddr,
+    /// TCP, the same address as `channel`: replication between replicas.
+    pub replication: SocketAddr,
 }
 
 /// Serves a replica from `dir` until `shutdown` resolves: the replicated store, the admin
-/// API with the replication endpoints, and the node channel. `on_bound` runs once every
-/// socket is bound (the CLI prints it; tests learn the ports).
+/// API, the node channel (UDP) and the replication endpoints (TCP, same address). `on_bound`
+/// runs once every socket is bound (the CLI prints it; tests learn the ports).
 pub async fn run(
     dir: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -153,36 +194,75 @@ pub async fn run(
             settings.api_listen
         )))?;
     let api_addr = listener.local_addr().map_err(io("read the API address"))?;
-    let replica = Replica::open(dir, settings.id, settings.api_url(), token.clone())
-        .await
-        .map_err(|e| ServiceError::Replica(e.to_string()))?;
     let endpoint = channel::endpoint(settings.listen, &seed)
         .map_err(io(format!("listen on {} for nodes", settings.listen)))?;
     let channel_addr = endpoint
         .local_addr()
         .map_err(io("read the channel address"))?;
+    // The same port on TCP (port 0 in --listen: the one the channel got).
+    let replication_listen = SocketAddr::new(settings.listen.ip(), channel_addr.port());
+    let replication = tokio::net::TcpListener::bind(replication_listen)
+        .await
+        .map_err(io(format!(
+            "listen on {replication_listen} (TCP) for replication between replicas"
+        )))?;
+    let replication_addr = replication
+        .local_addr()
+        .map_err(io("read the replication address"))?;
+    let advertise = settings
+        .advertise
+        .clone()
+        .unwrap_or_else(|| default_advertise(replication_addr));
+    let options = ReplicaOptions {
+        bootstrap: !settings.join,
+        ..ReplicaOptions::default()
+    };
+    let replica = Replica::open_with(dir, settings.id, advertise, token.clone(), options)
+        .await
+        .map_err(|e| ServiceError::Replica(e.to_string()))?;
 
     let health = {
         let replica = replica.clone();
-        std::sync::Arc::new(move || serde_json::to_value(replica.metrics()).unwrap_or_default())
+        std::sync::Arc::new(move || -> api::HealthFuture {
+            let replica = replica.clone();
+            Box::pin(async move {
+                let mut health = serde_json::to_value(replica.metrics()).unwrap_or_default();
+                let view = replica.cluster_view().await;
+                if let Some(fields) = health.as_object_mut() {
+                    fields.insert(
+                        "replicas".into(),
+                        serde_json::to_value(&view.replicas).unwrap_or_default(),
+                    );
+                }
+                health
+            })
+        })
     };
     let app = api::router_with(
         replica.clone(),
         token.clone(),
         ApiOptions {
             health: Some(health),
-            admin_routes: None,
+            admin_routes: Some(crate::replica::admin_routes(replica.clone())),
             token_location: Some(dir.join(datadir::API_TOKEN_FILE).display().to_string()),
         },
-    )
-    .merge(crate::raft::raft_router(replica.raft().clone(), token));
+    );
     on_bound(Bound {
         api: api_addr,
         channel: channel_addr,
+        replication: replication_addr,
     });
-    tracing::info!(replica = settings.id, api = %api_addr, channel = %channel_addr, "controller replica serving");
+    tracing::info!(
+        replica = settings.id,
+        api = %api_addr,
+        channel = %channel_addr,
+        replication = %replication_addr,
+        advertise = replica.advertise(),
+        "controller replica serving"
+    );
 
     let channel_task = tokio::spawn(channel::serve(endpoint.clone(), replica.clone()));
+    let replication_task = tokio::spawn(axum::serve(replication, replica.router()).into_future());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
@@ -192,5 +272,6 @@ pub async fn run(
     );
     channel_task.abort();
     replica.shutdown().await;
+    replication_task.abort();
     served.map_err(io("serve the admin API"))
 }

@@ -5,20 +5,24 @@
 //! socket every network shares, and runs the tasks that move packets between them:
 //!
 //! ```text
-//!  TUN "mesh-…"  ──read──▶ Tunnel::encapsulate ──send_to──▶ UDP [::]:port   (inside → outside)
-//!  TUN "mesh-…"  ◀─write── Tunnel::handle_outside ◀─demux── UDP [::]:port   (outside → inside)
-//!                          Tunnel::handle_timeout every TIMER_TICK            (timers)
+//!  TUN "mesh-…"  ──read──▶ Tunnel::encapsulate_in_place ──sendmsg──▶ UDP [::]:port (inside → outside)
+//!  TUN "mesh-…"  ◀─write── Tunnel::handle_outside ◀─demux─ recvmmsg ─ UDP [::]:port (outside → inside)
+//!                          Tunnel::handle_timeout every TIMER_TICK                   (timers)
 //! ```
 //!
+//! Every edge moves batches: TUN offloads (virtio-net headers, TSO/USO on read, GRO on
+//! write), UDP GSO on send and GRO on receive, each falling back on its own when the kernel
+//! refuses it ([`dataplane::Offloads`]).
+//!
 //! What it does not do: talk to controllers, verify or cache configs (the daemon hands it
-//! verified [`meshd_proto::NetworkConfig`]s), batch, offload or use several queues (a later
-//! step: DESIGN.md section 5).
+//! verified [`meshd_proto::NetworkConfig`]s), or use several queues and cores per network (a
+//! later step: DESIGN.md section 5).
 //!
 //! Layout:
 //! - [`plan`](mod@plan): pure. Which addresses and routes a node's TUN carries, and the diff between
 //!   two plans.
 //! - [`kernel`]: applies a plan diff with rtnetlink; routes carry protocol [`kernel::RTPROT_MESHD`].
-//! - [`tun`]: opens the TUN device.
+//! - [`tun`]: opens the TUN device; batched reads and writes on it.
 //! - [`dataplane`]: the shared UDP socket, per-network state and tasks, status and counters.
 //! - [`sys`]: the only module with `unsafe` (network namespaces, socket options).
 //! - [`error`]: the one error type, [`EngineError`].
@@ -33,7 +37,7 @@ pub mod plan;
 pub mod sys;
 pub mod tun;
 
-pub use dataplane::{Dataplane, NetworkStatus};
+pub use dataplane::{Dataplane, NetworkStatus, Offloads};
 pub use error::EngineError;
 pub use kernel::Kernel;
 pub use plan::{InterfacePlan, PlanDiff, diff, interface_name, plan};

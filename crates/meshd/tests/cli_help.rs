@@ -74,6 +74,24 @@ fn status_help_explains_arguments() {
 }
 
 #[test]
+fn bench_help_explains_arguments() {
+    let text = help(&["bench", "--help"]);
+    for needle in [
+        "<PEER>",
+        "--seconds",
+        "--streams",
+        "--udp",
+        "--rate",
+        "--json",
+        "--state",
+        "9992",
+        "Examples",
+    ] {
+        assert!(text.contains(needle), "missing {needle}:\n{text}");
+    }
+}
+
+#[test]
 fn controller_help_lists_subcommands() {
     let text = help(&["controller", "--help"]);
     for needle in ["init", "run", "network", "member", "route", "replica"] {

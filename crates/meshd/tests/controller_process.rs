@@ -9,11 +9,17 @@ use common::{ReplicaProcess, ok_stdout};
 use meshd_controller::channel::{ChannelClient, ControllerMessage, JoinStatus};
 use meshd_proto::{Identity, NetworkConfig, NetworkId, SignedConfig, addr};
 
+/// The next message, skipping the replica lists the controller sends on its own.
 async fn next(client: &mut ChannelClient) -> ControllerMessage {
-    tokio::time::timeout(Duration::from_secs(10), client.recv())
-        .await
-        .expect("a message within 10 s")
-        .expect("the channel stays up")
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), client.recv())
+            .await
+            .expect("a message within 10 s")
+            .expect("the channel stays up");
+        if !matches!(msg, ControllerMessage::Replicas { .. }) {
+            return msg;
+        }
+    }
 }
 
 /// Reads messages until a config arrives; returns it verified.

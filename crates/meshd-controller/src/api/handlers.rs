@@ -27,9 +27,11 @@ pub(super) async fn health<C: Controller>(State(app): State<AppState<C>>) -> Jso
     let networks = app.controller.read(|s| s.networks.len());
     let mut body = json!({ "status": "ok", "networks": networks });
     // The replica adds its replication state; its keys win over ours.
-    if let (Some(hook), Some(fields)) = (&app.health, body.as_object_mut())
-        && let Value::Object(extra) = hook()
-    {
+    let extra = match &app.health {
+        Some(hook) => hook().await,
+        None => Value::Null,
+    };
+    if let (Value::Object(extra), Some(fields)) = (extra, body.as_object_mut()) {
         fields.extend(extra);
     }
     Json(body)
@@ -203,7 +205,7 @@ pub(super) async fn no_route(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no API endpoint {method} {}; the endpoints are under /v1/networks",
+            "no API endpoint {method} {}; the endpoints are under /v1/networks and /v1/replicas",
             uri.path()
         ),
     )

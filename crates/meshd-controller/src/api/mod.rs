@@ -20,17 +20,22 @@
 //! DELETE /v1/networks/{nwid}/routes?target=CIDR         route as it was
 //! ```
 //!
+//! A replica adds `GET/POST /v1/replicas` and `DELETE /v1/replicas/{id}` (see
+//! [`crate::replica::admin_routes`]) through [`ApiOptions::admin_routes`].
+//!
 //! Shapes are in [`views`] and [`requests`]. Errors are `{"error": "..."}` with 400 (bad
 //! input), 401 (token), 403, 404, 409 (conflict or pool exhausted) or 503 (no quorum).
 //! A request applies at most one command, so it either happens entirely or not at all.
 
 mod auth;
 pub mod error;
-mod extract;
+pub(crate) mod extract;
 mod handlers;
 pub mod requests;
 pub mod views;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -43,7 +48,10 @@ pub use error::{ApiError, ErrorBody, status_for};
 
 /// Extra fields for `GET /v1/health`, e.g. the replica's raft role and leader. Called on
 /// every health request; a JSON object's fields are merged into the answer.
-pub type HealthHook = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+pub type HealthHook = Arc<dyn Fn() -> HealthFuture + Send + Sync>;
+
+/// What a [`HealthHook`] returns: the fields, possibly after asking another replica.
+pub type HealthFuture = Pin<Box<dyn Future<Output = serde_json::Value> + Send>>;
 
 /// What the replica adds to the API without changing it.
 #[derive(Default)]

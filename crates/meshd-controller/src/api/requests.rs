@@ -163,6 +163,16 @@ impl AddRoute {
     }
 }
 
+/// Body of `POST /v1/replicas`: add the replica `id`, reached at `address`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddReplica {
+    /// The id given to (or printed by) `meshd controller init --join` on the new replica.
+    pub id: u64,
+    /// Where the other replicas reach it: `host:port`, its `init --listen`/`--advertise`.
+    pub address: String,
+}
+
 /// Query of `DELETE /v1/networks/{nwid}/routes?target=CIDR`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteQuery {

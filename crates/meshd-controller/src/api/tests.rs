@@ -132,7 +132,7 @@ async fn health_needs_no_token_and_takes_extra_fields() {
     assert_eq!(r.body, json!({"status": "ok", "networks": 0}));
 
     let controller = InMemoryController::default();
-    let hook: HealthHook = Arc::new(|| json!({"role": "leader", "term": 3}));
+    let hook: HealthHook = Arc::new(|| Box::pin(async { json!({"role": "leader", "term": 3}) }));
     let router = router_with(
         controller,
         TOKEN.to_owned(),

@@ -69,6 +69,97 @@ pub enum ControllerMessage {
     },
     /// A request failed; the message says why and what to do.
     Error { message: String },
+    /// The node-channel addresses (`HOST:PORT`) of every replica of the controller, sorted:
+    /// sent right after the node's `Hello` and again whenever the set changes, so the node
+    /// can fail over to any of them. At most [`MAX_REPLICAS`] addresses of at most
+    /// [`MAX_REPLICA_ADDR_LEN`] bytes each; a longer list is a protocol error. Build it with
+    /// [`ControllerMessage::replicas`], which keeps to those bounds.
+    ///
+    /// The last variant, so the encodings of the others stay what they were.
+    Replicas {
+        #[serde(deserialize_with = "replica_list::deserialize")]
+        addresses: Vec<String>,
+    },
+}
+
+/// Most addresses a [`ControllerMessage::Replicas`] may carry.
+pub const MAX_REPLICAS: usize = 16;
+/// Most bytes of one address in a [`ControllerMessage::Replicas`].
+pub const MAX_REPLICA_ADDR_LEN: usize = 255;
+
+impl ControllerMessage {
+    /// A [`ControllerMessage::Replicas`] within the bounds the node accepts: empty and
+    /// over-long addresses are left out, and the list is cut at [`MAX_REPLICAS`].
+    pub fn replicas(addresses: impl IntoIterator<Item = String>) -> Self {
+        let addresses = addresses
+            .into_iter()
+            .filter(|a| !a.is_empty() && a.len() <= MAX_REPLICA_ADDR_LEN)
+            .take(MAX_REPLICAS)
+            .collect();
+        ControllerMessage::Replicas { addresses }
+    }
+}
+
+/// Decoding of the replica list with its bounds checked before anything is allocated.
+mod replica_list {
+    use std::fmt;
+
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+
+    use super::{MAX_REPLICA_ADDR_LEN, MAX_REPLICAS};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_seq(List)
+    }
+
+    struct List;
+
+    impl<'de> Visitor<'de> for List {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "at most {MAX_REPLICAS} replica addresses")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            if let Some(n) = seq.size_hint().filter(|n| *n > MAX_REPLICAS) {
+                return Err(A::Error::invalid_length(n, &self));
+            }
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(Addr(a)) = seq.next_element()? {
+                if out.len() == MAX_REPLICAS {
+                    return Err(A::Error::invalid_length(MAX_REPLICAS + 1, &self));
+                }
+                out.push(a);
+            }
+            Ok(out)
+        }
+    }
+
+    /// One address, refused when longer than [`MAX_REPLICA_ADDR_LEN`].
+    struct Addr(String);
+
+    impl<'de> Deserialize<'de> for Addr {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Addr;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    write!(f, "an address of at most {MAX_REPLICA_ADDR_LEN} bytes")
+                }
+
+                fn visit_str<E: Error>(self, v: &str) -> Result<Addr, E> {
+                    if v.len() > MAX_REPLICA_ADDR_LEN {
+                        return Err(E::invalid_length(v.len(), &self));
+                    }
+                    Ok(Addr(v.to_owned()))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,6 +313,8 @@ mod tests {
                     signed
                 }),
             ".{0,40}".prop_map(|message| ControllerMessage::Error { message }),
+            prop::collection::vec("[a-z0-9.:\\[\\]-]{1,40}", 0..=MAX_REPLICAS)
+                .prop_map(|addresses| ControllerMessage::Replicas { addresses }),
         ]
     }
 
@@ -268,6 +361,70 @@ mod tests {
                 while let Ok(Some(_)) = read_frame::<_, ControllerMessage>(&mut r).await {}
             });
         }
+    }
+
+    #[test]
+    fn replica_lists_are_bounded() {
+        let at_most = ControllerMessage::Replicas {
+            addresses: (0..MAX_REPLICAS)
+                .map(|i| format!("10.0.0.{i}:9994"))
+                .chain(std::iter::once("x".repeat(MAX_REPLICA_ADDR_LEN)))
+                .skip(1)
+                .collect(),
+        };
+        let frame = encode(&at_most).unwrap();
+        assert_eq!(decode::<ControllerMessage>(&frame[4..]).unwrap(), at_most);
+
+        // One address too many, or one byte too long: a decoding error, not a panic.
+        let too_many = ControllerMessage::Replicas {
+            addresses: (0..=MAX_REPLICAS).map(|i| format!("r{i}:1")).collect(),
+        };
+        let frame = encode(&too_many).unwrap();
+        assert!(matches!(
+            decode::<ControllerMessage>(&frame[4..]),
+            Err(FrameError::Decode(_))
+        ));
+        let too_long = ControllerMessage::Replicas {
+            addresses: vec!["x".repeat(MAX_REPLICA_ADDR_LEN + 1)],
+        };
+        let frame = encode(&too_long).unwrap();
+        assert!(matches!(
+            decode::<ControllerMessage>(&frame[4..]),
+            Err(FrameError::Decode(_))
+        ));
+        // A huge claimed count with nothing behind it.
+        let mut forged = encode(&ControllerMessage::Replicas { addresses: vec![] }).unwrap();
+        forged.truncate(forged.len() - 1);
+        forged.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode::<ControllerMessage>(&forged[4..]).is_err());
+
+        // The constructor keeps to the bounds.
+        let built = ControllerMessage::replicas(
+            std::iter::once("x".repeat(MAX_REPLICA_ADDR_LEN + 1))
+                .chain(std::iter::once(String::new()))
+                .chain((0..40).map(|i| format!("r{i}:1"))),
+        );
+        let ControllerMessage::Replicas { addresses } = &built else {
+            unreachable!()
+        };
+        assert_eq!(addresses.len(), MAX_REPLICAS);
+        assert_eq!(addresses[0], "r0:1");
+        let frame = encode(&built).unwrap();
+        assert_eq!(decode::<ControllerMessage>(&frame[4..]).unwrap(), built);
+    }
+
+    #[test]
+    fn earlier_variants_keep_their_encoding() {
+        // Appending `Replicas` must not renumber the others: nodes and controllers of the
+        // previous version still understand each other's `Status`, `Config` and `Error`.
+        let error = ControllerMessage::Error {
+            message: "x".into(),
+        };
+        assert_eq!(encode(&error).unwrap()[4..], [2, 1, b'x']);
+        let replicas = ControllerMessage::Replicas {
+            addresses: vec!["a:1".into()],
+        };
+        assert_eq!(encode(&replicas).unwrap()[4..], [3, 1, 3, b'a', b':', b'1']);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! member record, or refreshing where the node was seen), and answered from the applied
 //! state. From then on the task watches the controller's applied counter and, for every
 //! network the node joined, pushes what changed: a newer config, a deauthorization, the
-//! network's deletion.
+//! network's deletion. The node also learns the addresses of every replica (`Replicas`),
+//! right after its `Hello` and again whenever the set changes, so it can fail over.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,6 +33,13 @@ const LINGER: Duration = Duration::from_secs(2);
 const MAX_NETWORKS_PER_CONNECTION: usize = 256;
 /// Most bytes of a close reason (it must fit one packet).
 const MAX_REASON_LEN: usize = 200;
+/// How often a connection checks whether the set of replicas changed (a cheap read of the
+/// replica's membership).
+const REPLICAS_POLL: Duration = if cfg!(test) {
+    Duration::from_millis(100)
+} else {
+    Duration::from_secs(3)
+};
 
 /// A QUIC endpoint for the node channel, listening on `listen`, whose TLS key is the
 /// replica's Ed25519 key given by `server_seed`.
@@ -155,11 +163,21 @@ async fn connection<C: Controller>(conn: quinn::Connection, controller: C) {
         physical: (data_port != 0).then(|| SocketAddr::new(unmap(remote).ip(), data_port)),
         local: local_endpoints,
         networks: BTreeMap::new(),
+        replicas: Vec::new(),
     };
     let mut applied = session.controller.applied();
     applied.borrow_and_update();
+    // The replica list goes out right after `Hello`, before any answer, then when it changes.
+    if let Err(end) = session.send_replicas(&mut send).await {
+        drop(reader);
+        return finish(&conn, Some(&mut send), end).await;
+    }
+    let mut replicas_poll =
+        tokio::time::interval_at(tokio::time::Instant::now() + REPLICAS_POLL, REPLICAS_POLL);
+    replicas_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         let step = tokio::select! {
+            _ = replicas_poll.tick() => session.send_replicas(&mut send).await,
             frame = rx.recv() => match frame {
                 Some(Ok(Some(msg))) => session.on_message(msg, &mut send).await,
                 Some(Ok(None)) | None => Err(End::NodeClosed),
@@ -264,6 +282,8 @@ struct Session<C> {
     physical: Option<SocketAddr>,
     local: Vec<SocketAddr>,
     networks: BTreeMap<NetworkId, Tracked>,
+    /// The replica addresses last sent; empty before the first `Replicas`.
+    replicas: Vec<String>,
 }
 
 impl<C: Controller> Session<C> {
@@ -340,6 +360,21 @@ impl<C: Controller> Session<C> {
         }
     }
 
+    /// Tells the node the replicas' addresses when they differ from what it was told last.
+    /// An empty set (a controller that does not know its replicas) is never sent.
+    async fn send_replicas(&mut self, send: &mut quinn::SendStream) -> Result<(), End> {
+        let msg = ControllerMessage::replicas(self.controller.replica_addresses());
+        let ControllerMessage::Replicas { addresses } = &msg else {
+            unreachable!("ControllerMessage::replicas makes a Replicas")
+        };
+        if addresses.is_empty() || *addresses == self.replicas {
+            return Ok(());
+        }
+        debug!(node = %self.node, replicas = ?addresses, "replicas sent");
+        self.replicas.clone_from(addresses);
+        send_msg(send, &msg).await
+    }
+
     /// Pushes whatever changed for every followed network.
     async fn refresh(&mut self, send: &mut quinn::SendStream) -> Result<(), End> {
         let node = self.node;
@@ -387,7 +422,7 @@ impl<C: Controller> Session<C> {
                         self.networks.remove(network);
                     }
                 }
-                ControllerMessage::Error { .. } => {}
+                ControllerMessage::Error { .. } | ControllerMessage::Replicas { .. } => {}
             }
             send_msg(send, msg).await?;
         }

@@ -245,6 +245,114 @@ async fn identity_conflict_gets_an_error_and_the_connection_closed() {
     );
 }
 
+/// A controller that knows its replicas' addresses, which a test may change.
+#[derive(Debug, Clone, Default)]
+struct WithReplicas {
+    inner: InMemoryController,
+    replicas: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl WithReplicas {
+    fn set(&self, replicas: &[&str]) {
+        *self.replicas.lock().unwrap() = replicas.iter().map(|r| (*r).to_owned()).collect();
+    }
+}
+
+impl Controller for WithReplicas {
+    fn write(&self, cmd: Command) -> impl Future<Output = Result<Applied, WriteError>> + Send {
+        self.inner.write(cmd)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ControllerState) -> T) -> T {
+        self.inner.read(f)
+    }
+
+    fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.applied()
+    }
+
+    fn replica_addresses(&self) -> Vec<String> {
+        self.replicas.lock().unwrap().clone()
+    }
+}
+
+fn replicas(addresses: &[&str]) -> ControllerMessage {
+    ControllerMessage::Replicas {
+        addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_controller_without_replicas_sends_no_replica_list() {
+    let ctl = InMemoryController::default();
+    ctl.write(Command::CreateNetwork(spec(7))).await.unwrap();
+    let (addr, _ep) = start(ctl);
+    let mut ca = ChannelClient::connect(addr, &Identity::generate(), 9993, vec![])
+        .await
+        .unwrap();
+    quiet(&mut ca).await;
+    ca.join(nwid(7), 0).await.unwrap();
+    assert_eq!(
+        next(&mut ca).await,
+        status(nwid(7), JoinStatus::AccessDenied)
+    );
+    quiet(&mut ca).await;
+}
+
+#[tokio::test]
+async fn replicas_are_sent_after_hello_and_whenever_they_change() {
+    let ctl = WithReplicas::default();
+    ctl.set(&["10.0.0.1:9994", "10.0.0.2:9994"]);
+    ctl.write(Command::CreateNetwork(spec(8))).await.unwrap();
+    let (addr, _ep) = start(ctl.clone());
+    let a = Identity::generate();
+    let mut ca = ChannelClient::connect(addr, &a, 9993, vec![])
+        .await
+        .unwrap();
+    // The Join goes out at once, but the list comes first.
+    ca.join(nwid(8), 0).await.unwrap();
+    assert_eq!(
+        next(&mut ca).await,
+        replicas(&["10.0.0.1:9994", "10.0.0.2:9994"])
+    );
+    assert_eq!(
+        next(&mut ca).await,
+        status(nwid(8), JoinStatus::AccessDenied)
+    );
+    quiet(&mut ca).await;
+
+    // A replica joins: the new list follows within a poll.
+    ctl.set(&["10.0.0.1:9994", "10.0.0.2:9994", "10.0.0.3:9994"]);
+    assert_eq!(
+        next(&mut ca).await,
+        replicas(&["10.0.0.1:9994", "10.0.0.2:9994", "10.0.0.3:9994"])
+    );
+    quiet(&mut ca).await;
+
+    // Changes unrelated to the replicas do not repeat the list.
+    authorize(&ctl.inner, nwid(8), a.node_id()).await;
+    assert_eq!(next(&mut ca).await, status(nwid(8), JoinStatus::Ok));
+    verified(next(&mut ca).await, nwid(8));
+    quiet(&mut ca).await;
+
+    // A list longer than a node accepts is cut, never sent whole.
+    let many: Vec<String> = (0..40).map(|i| format!("10.0.1.{i}:9994")).collect();
+    ctl.set(&many.iter().map(String::as_str).collect::<Vec<_>>());
+    let ControllerMessage::Replicas { addresses } = next(&mut ca).await else {
+        panic!("expected a replica list")
+    };
+    assert_eq!(addresses, many[..protocol::MAX_REPLICAS]);
+
+    // Another node connecting now gets the current list first.
+    let mut cb = ChannelClient::connect(addr, &Identity::generate(), 9993, vec![])
+        .await
+        .unwrap();
+    assert!(
+        matches!(next(&mut cb).await, ControllerMessage::Replicas { addresses } if addresses.len() == protocol::MAX_REPLICAS)
+    );
+    quiet(&mut cb).await;
+}
+
 /// Connects with a hand-made rustls client config and tries a Hello/Join round trip.
 async fn raw_attempt(addr: SocketAddr, tls: rustls::ClientConfig) -> Result<(), String> {
     let config = tls::client_config_from(tls).unwrap();

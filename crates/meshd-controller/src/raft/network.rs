@@ -1,14 +1,18 @@
 //! Replica-to-replica raft RPCs over HTTP/1.1 with postcard bodies.
 //!
-//! `POST {addr}/raft/append`, `/raft/vote` and `/raft/snapshot`, each carrying the cluster's
-//! admin token in [`CLUSTER_TOKEN_HEADER`]. Snapshots travel whole in one request (they are
-//! the controller state, small), so openraft's chunked `install_snapshot` is never used.
-//! A replica keeps one HTTP connection per peer and stream, reconnecting after any error.
+//! `POST http://{addr}/raft/append`, `/raft/vote` and `/raft/snapshot`, each carrying the
+//! cluster's admin token in [`CLUSTER_TOKEN_HEADER`] and the id of the replica it is meant for
+//! in [`REPLICA_ID_HEADER`]. A peer's address ([`BasicNode::addr`]) is `host:port` (the
+//! replica's `--listen`/`--advertise` address, TCP); an `http://host:port` URL is accepted too.
+//! Snapshots travel whole in one request (they are the controller state, small), so
+//! openraft's chunked `install_snapshot` is never used. A replica keeps one HTTP connection
+//! per peer and stream, reconnecting after any error.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -43,6 +47,16 @@ use super::{Raft, ReplicaId, TypeConfig};
 
 /// The header every raft RPC carries the cluster's admin token in.
 pub const CLUSTER_TOKEN_HEADER: &str = "x-meshd-cluster-token";
+/// The header naming the replica an RPC is meant for: a replica refuses RPCs for another id,
+/// so a replica added under the wrong id is noticed instead of silently mis-counted.
+pub const REPLICA_ID_HEADER: &str = "x-meshd-replica-id";
+
+/// How long to wait for a TCP connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// When each peer last answered an RPC, shared by all of a replica's clients: the leader's
+/// view of which followers are alive.
+pub(crate) type Contacts = Arc<Mutex<BTreeMap<ReplicaId, Instant>>>;
 
 /// Largest append or vote request accepted.
 pub const MAX_RPC_BODY: usize = 32 << 20;
@@ -61,8 +75,8 @@ struct SnapshotRequest {
 
 /// Why an RPC did not get an answer from the peer's raft.
 #[derive(Debug, thiserror::Error)]
-enum TransportError {
-    #[error("peer address {addr:?} is not an http://host:port URL")]
+pub(crate) enum TransportError {
+    #[error("peer address {addr:?} is not host:port")]
     BadAddress { addr: String },
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -80,6 +94,8 @@ enum TransportError {
         "{addr} refused the cluster token ({status}); every replica must be configured with the same admin token"
     )]
     Unauthorized { addr: String, status: StatusCode },
+    #[error("{addr} is not the replica it was expected to be: {body}")]
+    WrongReplica { addr: String, body: String },
     #[error("{addr} answered {status}: {body}")]
     Status {
         addr: String,
@@ -100,8 +116,22 @@ impl TransportError {
     fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            Self::BadAddress { .. } | Self::Connect { .. } | Self::Unauthorized { .. }
+            Self::BadAddress { .. }
+                | Self::Connect { .. }
+                | Self::Unauthorized { .. }
+                | Self::WrongReplica { .. }
         )
+    }
+
+    /// The peer cannot have acted on the request: it was never sent, or refused before its
+    /// body was read.
+    pub(crate) fn not_delivered(&self) -> bool {
+        self.is_unreachable()
+    }
+
+    /// Nothing answered at the address (as opposed to a replica refusing the request).
+    pub(crate) fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect { .. })
     }
 
     fn into_rpc<E: std::error::Error>(
@@ -145,6 +175,7 @@ impl TransportError {
 pub struct HttpNetworkFactory {
     id: ReplicaId,
     token: Arc<str>,
+    contacts: Contacts,
 }
 
 impl Debug for HttpNetworkFactory {
@@ -161,7 +192,13 @@ impl HttpNetworkFactory {
         Self {
             id,
             token: token.into(),
+            contacts: Contacts::default(),
         }
+    }
+
+    /// When each peer last answered one of this factory's clients.
+    pub(crate) fn contacts(&self) -> Contacts {
+        self.contacts.clone()
     }
 }
 
@@ -175,6 +212,7 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
             node: node.clone(),
             token: self.token.clone(),
             conn: None,
+            contacts: Some(self.contacts.clone()),
         }
     }
 }
@@ -186,6 +224,7 @@ pub struct HttpNetwork {
     node: BasicNode,
     token: Arc<str>,
     conn: Option<SendRequest<Full<Bytes>>>,
+    contacts: Option<Contacts>,
 }
 
 impl Debug for HttpNetwork {
@@ -199,11 +238,30 @@ impl Debug for HttpNetwork {
 }
 
 impl HttpNetwork {
+    /// A one-off client of replica `target` at `addr`, for requests outside openraft
+    /// (forwarded writes, membership changes, status).
+    pub(crate) fn peer(id: ReplicaId, target: ReplicaId, addr: &str, token: Arc<str>) -> Self {
+        Self {
+            id,
+            target,
+            node: BasicNode::new(addr),
+            token,
+            conn: None,
+            contacts: None,
+        }
+    }
+
     fn authority(&self) -> Result<String, TransportError> {
         let bad = || TransportError::BadAddress {
             addr: self.node.addr.clone(),
         };
-        let uri: Uri = self.node.addr.parse().map_err(|_| bad())?;
+        let addr = self.node.addr.trim();
+        let url = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let uri: Uri = url.parse().map_err(|_| bad())?;
         if uri.scheme_str() != Some("http") {
             return Err(bad());
         }
@@ -224,11 +282,17 @@ impl HttpNetwork {
         let conn = match self.conn.take() {
             Some(c) => c,
             None => {
-                let stream = TcpStream::connect(authority).await.map_err(|source| {
-                    TransportError::Connect {
-                        addr: self.node.addr.clone(),
-                        source,
-                    }
+                let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority));
+                let stream = match connect.await {
+                    Ok(r) => r,
+                    Err(_) => Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    )),
+                }
+                .map_err(|source| TransportError::Connect {
+                    addr: self.node.addr.clone(),
+                    source,
                 })?;
                 // Raft messages are small and latency-bound.
                 let _ = stream.set_nodelay(true);
@@ -252,7 +316,7 @@ impl HttpNetwork {
     }
 
     /// POSTs `body` to `path` and decodes the answer; drops the connection on any failure.
-    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+    pub(crate) async fn post<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         path: &str,
         body: &Req,
@@ -276,6 +340,10 @@ impl HttpNetwork {
             self.conn = None;
         }
         let body = res?;
+        if let Some(contacts) = &self.contacts {
+            let mut contacts = contacts.lock().unwrap_or_else(|e| e.into_inner());
+            contacts.insert(self.target, Instant::now());
+        }
         postcard::from_bytes(&body).map_err(|source| TransportError::Codec { addr, source })
     }
 
@@ -286,6 +354,7 @@ impl HttpNetwork {
             .header(HOST, authority.as_str())
             .header(CONTENT_TYPE, POSTCARD)
             .header(CLUSTER_TOKEN_HEADER, &*self.token)
+            .header(REPLICA_ID_HEADER, self.target.to_string())
             .body(Full::new(Bytes::from(body)))
             .map_err(|source| TransportError::Request {
                 addr: addr.clone(),
@@ -305,6 +374,10 @@ impl HttpNetwork {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(TransportError::Unauthorized { addr, status })
             }
+            StatusCode::MISDIRECTED_REQUEST => Err(TransportError::WrongReplica {
+                addr,
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            }),
             _ => Err(TransportError::Status {
                 addr,
                 status,
@@ -383,10 +456,17 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
 #[derive(Clone)]
 struct Served {
     raft: Raft,
+}
+
+/// Who may call a replica's `/raft/*` routes: holders of the cluster token, addressing this
+/// replica's id.
+#[derive(Clone)]
+struct Guard {
+    id: ReplicaId,
     token: Arc<str>,
 }
 
-impl Served {
+impl Guard {
     fn authorized(&self, headers: &HeaderMap) -> bool {
         // An empty configured token must not admit requests that carry an empty header.
         !self.token.is_empty()
@@ -399,42 +479,63 @@ impl Served {
 /// Serves this replica's raft RPCs: `/raft/append`, `/raft/vote`, `/raft/snapshot`. Requests
 /// must carry `token` (the cluster's admin token) in [`CLUSTER_TOKEN_HEADER`].
 pub fn raft_router(raft: Raft, token: impl Into<Arc<str>>) -> Router {
-    let served = Served {
-        raft,
-        token: token.into(),
-    };
-    Router::new()
+    let id = raft.metrics().borrow().id;
+    let served = Served { raft };
+    let routes = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route(
             "/raft/snapshot",
             post(snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_BODY)),
         )
+        .with_state(served);
+    guard(routes, id, token.into())
+}
+
+/// Puts `routes` behind the cluster token and the replica id check, with the RPC body limit.
+pub(crate) fn guard(routes: Router, id: ReplicaId, token: Arc<str>) -> Router {
+    routes
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         // Outermost: a request without the token is refused before its body is read.
         .layer(middleware::from_fn_with_state(
-            served.clone(),
+            Guard { id, token },
             require_token,
         ))
-        .with_state(served)
 }
 
 async fn require_token(
-    State(s): State<Served>,
+    State(g): State<Guard>,
     req: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if !s.authorized(req.headers()) {
+    if !g.authorized(req.headers()) {
         return (
             StatusCode::UNAUTHORIZED,
             format!("missing or wrong {CLUSTER_TOKEN_HEADER}"),
         )
             .into_response();
     }
+    let meant_for = req
+        .headers()
+        .get(REPLICA_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<ReplicaId>().ok());
+    if let Some(meant_for) = meant_for
+        && meant_for != g.id
+    {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this is controller replica {}, not replica {meant_for} (was it added with the wrong --id?)",
+                g.id
+            ),
+        )
+            .into_response();
+    }
     next.run(req).await
 }
 
-fn postcard_response<T: Serialize>(value: &T) -> Response {
+pub(crate) fn postcard_response<T: Serialize>(value: &T) -> Response {
     match postcard::to_allocvec(value) {
         Ok(b) => (StatusCode::OK, [(CONTENT_TYPE, POSTCARD)], b).into_response(),
         Err(e) => (
@@ -445,7 +546,7 @@ fn postcard_response<T: Serialize>(value: &T) -> Response {
     }
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, String)> {
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, String)> {
     postcard::from_bytes(body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,

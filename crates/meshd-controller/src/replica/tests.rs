@@ -266,16 +266,17 @@ async fn a_second_open_of_the_same_directory_is_refused() {
 /// A replica serving its raft endpoints on a loopback port.
 struct Served {
     replica: Replica,
-    url: String,
+    /// `host:port`, as replicas advertise themselves.
+    addr: String,
     server: JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
 
 async fn serve(id: u64, options: ReplicaOptions) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let addr = listener.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let replica = Replica::open_with(dir.path(), id, url.clone(), TOKEN.into(), options)
+    let replica = Replica::open_with(dir.path(), id, addr.clone(), TOKEN.into(), options)
         .await
         .unwrap();
     let router = replica.router();
@@ -284,7 +285,7 @@ async fn serve(id: u64, options: ReplicaOptions) -> Served {
     });
     Served {
         replica,
-        url,
+        addr,
         server,
         _dir: dir,
     }
@@ -331,7 +332,7 @@ async fn three_replicas_replicate_and_elect_a_new_leader() {
     assert_eq!(b.replica.metrics().role, ReplicaRole::Learner);
     let raft = a.replica.raft();
     for s in [&b, &c] {
-        raft.add_learner(s.replica.id(), BasicNode::new(&s.url), true)
+        raft.add_learner(s.replica.id(), BasicNode::new(&s.addr), true)
             .await
             .unwrap();
     }
@@ -361,20 +362,31 @@ async fn three_replicas_replicate_and_elect_a_new_leader() {
         assert_eq!(s.replica.metrics().role, ReplicaRole::Follower);
     }
 
-    // A follower refuses writes and names the leader.
-    let err = b
+    // A follower passes writes on to the leader, rejections included.
+    let out = b
+        .replica
+        .write(Command::CreateNetwork(spec(99)))
+        .await
+        .unwrap();
+    assert_eq!(out, Applied::NetworkCreated { network: nwid(99) });
+    let err = c
         .replica
         .write(Command::CreateNetwork(spec(99)))
         .await
         .unwrap_err();
-    let WriteError::Unavailable(msg) = &err else {
-        panic!("expected unavailable, got {err:?}");
-    };
-    assert!(msg.contains(&a.url), "{msg}");
+    assert!(
+        matches!(&err, WriteError::Rejected(r) if r.kind == RejectKind::Conflict),
+        "{err:?}"
+    );
+    let index = applied_now(&a.replica);
+    for s in [&b, &c] {
+        wait_applied(&s.replica, index).await;
+        assert!(snapshot_of(&s.replica).network(nwid(99)).is_some());
+    }
 
     // A wrong cluster token is refused, and reported as unreachable (back off, do not hammer).
     let mut stranger = HttpNetworkFactory::new(9, "wrong-token")
-        .new_client(2, &BasicNode::new(&b.url))
+        .new_client(2, &BasicNode::new(&b.addr))
         .await;
     let err = stranger
         .vote(
@@ -411,6 +423,169 @@ async fn three_replicas_replicate_and_elect_a_new_leader() {
         s.replica.shutdown().await;
         s.server.abort();
     }
+}
+
+/// Waits until `replica` knows a leader.
+async fn wait_leader(replica: &Replica) -> ReplicaId {
+    let m = replica
+        .raft()
+        .wait(WAIT)
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap();
+    m.current_leader.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_are_added_and_removed_through_any_replica() {
+    let joining = ReplicaOptions {
+        bootstrap: false,
+        ..ReplicaOptions::default()
+    };
+    let a = serve(1, ReplicaOptions::default()).await;
+    write_all(&a.replica, workload(1..=2, &identities())).await;
+    let b = serve(2, joining.clone()).await;
+    let c = serve(3, joining).await;
+
+    // A fresh replica that is not yet added says how to add it.
+    let view = b.replica.cluster_view().await;
+    assert_eq!(view.leader, None);
+    assert!(view.replicas.is_empty());
+    let note = view.note.unwrap();
+    assert!(
+        note.contains(&format!("--id 2 --address {}", b.addr)),
+        "{note}"
+    );
+
+    // Mistakes are caught before anything changes.
+    let err = a.replica.add_replica(4, &b.addr).await.unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::Invalid, "{err}");
+    assert!(
+        err.message
+            .contains("this is controller replica 2, not replica 4"),
+        "{err}"
+    );
+    let err = a.replica.add_replica(4, "127.0.0.1:1").await.unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::Unavailable, "{err}");
+    assert!(
+        err.message
+            .contains("cannot reach replica 4 at 127.0.0.1:1"),
+        "{err}"
+    );
+    let err = a
+        .replica
+        .add_replica(4, "http://127.0.0.1:1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::Invalid, "{err}");
+    let err = a.replica.add_replica(4, "10.0.0.9:9994").await.unwrap_err();
+    assert!(err.message.contains("loopback"), "{err}");
+    assert_eq!(a.replica.cluster_view().await.replicas.len(), 1);
+
+    // Added on the leader; adding again changes nothing.
+    assert!(a.replica.add_replica(2, &b.addr).await.unwrap());
+    assert!(!a.replica.add_replica(2, &b.addr).await.unwrap());
+    // Added through a follower, which asks the leader.
+    assert_eq!(wait_leader(&b.replica).await, 1);
+    assert!(b.replica.add_replica(3, &c.addr).await.unwrap());
+    let err = b.replica.add_replica(3, "127.0.0.1:2").await.unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::Conflict, "{err}");
+
+    // Every replica shows the leader's view: one leader, two followers that caught up.
+    write_all(&a.replica, workload(3..=3, &identities())).await;
+    wait_applied(&c.replica, applied_now(&a.replica)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let view = c.replica.cluster_view().await;
+        if view
+            .replicas
+            .iter()
+            .all(|r| r.lag == Some(0) && r.healthy == Some(true))
+            || std::time::Instant::now() > deadline
+        {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(view.leader, Some(1), "{view:?}");
+    assert_eq!(view.reported_by, 1, "{view:?}");
+    let roles: Vec<_> = view.replicas.iter().map(|r| (r.id, r.role)).collect();
+    assert_eq!(
+        roles,
+        [
+            (1, ReplicaRole::Leader),
+            (2, ReplicaRole::Follower),
+            (3, ReplicaRole::Follower)
+        ]
+    );
+    assert!(
+        view.replicas
+            .iter()
+            .all(|r| r.lag == Some(0) && r.healthy == Some(true)),
+        "{view:?}"
+    );
+    assert_eq!(view.replicas[2].address, c.addr);
+    assert_eq!(snapshot_of(&c.replica), snapshot_of(&a.replica));
+
+    // Removed through a follower; unknown ids and the last voter are refused.
+    assert!(c.replica.remove_replica(2).await.unwrap());
+    let err = c.replica.remove_replica(9).await.unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::NotFound, "{err}");
+    assert!(a.replica.remove_replica(3).await.unwrap());
+    let err = a.replica.remove_replica(1).await.unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::Invalid, "{err}");
+    assert!(err.message.contains("only voter"), "{err}");
+    let ids: Vec<_> = a
+        .replica
+        .cluster_view()
+        .await
+        .replicas
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [1]);
+    // The cluster of one still takes writes.
+    write_all(&a.replica, workload(4..=4, &identities())).await;
+
+    for s in [&a, &b, &c] {
+        s.replica.shutdown().await;
+        s.server.abort();
+    }
+}
+
+#[test]
+fn replica_addresses_are_checked() {
+    assert_eq!(
+        parse_replica_address(" 10.0.0.2:9994 ").unwrap(),
+        "10.0.0.2:9994"
+    );
+    assert_eq!(
+        parse_replica_address("[fd00::2]:9994").unwrap(),
+        "[fd00::2]:9994"
+    );
+    assert_eq!(
+        parse_replica_address("Ctl2.Example.com:9994").unwrap(),
+        "ctl2.example.com:9994"
+    );
+    for bad in [
+        "http://10.0.0.2:9994",
+        "10.0.0.2",
+        "0.0.0.0:9994",
+        "[::]:9994",
+        "fd00::2:9994",
+        "ctl2:0",
+        "ctl 2:9994",
+        ":9994",
+    ] {
+        let e = parse_replica_address(bad).unwrap_err();
+        assert!(e.contains(bad.trim()), "{bad}: {e}");
+    }
+    assert!(is_loopback_address("127.0.0.3:9994"));
+    assert!(is_loopback_address("[::1]:9994"));
+    assert!(is_loopback_address("localhost:9994"));
+    assert!(is_loopback_address("http://127.0.0.1:9995"));
+    assert!(!is_loopback_address("10.0.0.2:9994"));
+    assert!(!is_loopback_address("ctl2.example.com:9994"));
 }
 
 const KILL9_CHILD_DIR: &str = "MESHD_TEST_KILL9_CHILD_DIR";
@@ -474,4 +649,133 @@ fn acknowledged_writes_survive_kill_9() {
         }
         replica.shutdown().await;
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicas_api_explains_bad_input() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use hyper::{Request, StatusCode, header};
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let replica = open(dir.path()).await;
+    let token = "a".repeat(64);
+    let app = crate::api::router_with(
+        replica.clone(),
+        token.clone(),
+        crate::api::ApiOptions {
+            admin_routes: Some(admin_routes(replica.clone())),
+            ..crate::api::ApiOptions::default()
+        },
+    );
+    let send = |method: &str, uri: &str, body: Option<&str>, auth: bool| {
+        let mut req = Request::builder().method(method).uri(uri);
+        if auth {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = req
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            (status, body)
+        }
+    };
+
+    let (status, _) = send("GET", "/v1/replicas", None, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, view) = send("GET", "/v1/replicas", None, true).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(view["leader"], 1);
+    assert_eq!(view["replicas"][0]["role"], "leader");
+    assert_eq!(view["replicas"][0]["lag"], 0);
+
+    for (body, needle) in [
+        (r#"{"id":"two","address":"10.0.0.2:9994"}"#, "wrong field"),
+        (r#"{"id":2}"#, "address"),
+        (r#"{"id":2,"address":"10.0.0.2"}"#, "HOST:PORT"),
+        (
+            r#"{"id":2,"address":"127.0.0.1:1"}"#,
+            "cannot reach replica 2",
+        ),
+    ] {
+        let (status, reply) = send("POST", "/v1/replicas", Some(body), true).await;
+        let error = reply["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{body}: {error}");
+        let expected = if needle.starts_with("cannot reach") {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(status, expected, "{body}: {error}");
+    }
+    let (status, reply) = send("DELETE", "/v1/replicas/two", None, true).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(reply["error"].as_str().unwrap().contains("not a number"));
+    let (status, _) = send("DELETE", "/v1/replicas/7", None, true).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, reply) = send("DELETE", "/v1/replicas/1", None, true).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_replica_records_its_new_address() {
+    let dir = tempfile::tempdir().unwrap();
+    // An older data directory: the admin API URL as the raft address.
+    let replica = open(dir.path()).await;
+    replica.shutdown().await;
+    let replica = Replica::open(dir.path(), 1, "127.0.0.1:9994".into(), TOKEN.into())
+        .await
+        .unwrap();
+    let addr = |r: &Replica| {
+        r.raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&1)
+            .map(|n| n.addr.clone())
+    };
+    assert_eq!(addr(&replica).as_deref(), Some("127.0.0.1:9994"));
+    replica
+        .write(Command::CreateNetwork(spec(1)))
+        .await
+        .unwrap();
+    replica.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_can_remove_itself() {
+    let joining = ReplicaOptions {
+        bootstrap: false,
+        ..ReplicaOptions::default()
+    };
+    let a = serve(1, ReplicaOptions::default()).await;
+    let b = serve(2, joining.clone()).await;
+    let c = serve(3, joining).await;
+    a.replica.add_replica(2, &b.addr).await.unwrap();
+    a.replica.add_replica(3, &c.addr).await.unwrap();
+    // Asked through a follower; the leader commits its own removal and steps down.
+    assert!(b.replica.remove_replica(1).await.unwrap());
+    // The two left elect a leader (after the old one's lease) and take writes.
+    let started = std::time::Instant::now();
+    b.replica
+        .write(Command::CreateNetwork(spec(5)))
+        .await
+        .unwrap();
+    eprintln!("first write after the leader left: {:?}", started.elapsed());
+    let view = c.replica.cluster_view().await;
+    let ids: Vec<_> = view.replicas.iter().map(|r| r.id).collect();
+    assert_eq!(ids, [2, 3], "{view:?}");
+    assert!(matches!(view.leader, Some(2 | 3)), "{view:?}");
+    for s in [&a, &b, &c] {
+        s.replica.shutdown().await;
+        s.server.abort();
+    }
 }

@@ -2,11 +2,11 @@
 //! network a TUN device, a [`Tunnel`] and the tasks between them.
 //!
 //! ```text
-//!  per network (a TUN, a Tunnel, two tasks)                   shared
-//!  TUN ──recv──▶ inside_to_outside: encapsulate ──send_to──▶  UDP [::]:port
-//!                timers: handle_timeout per tick ─send_to──▶  UDP [::]:port
-//!  TUN ◀──send── handle_outside ◀── demux ◀──────recv_from──  UDP [::]:port
-//!                                   (outside_to_inside: one task for all networks)
+//!  per network (a TUN, a Tunnel, two tasks)                         shared
+//!  TUN ──read batch──▶ inside_to_outside: seal in place ──GSO send──▶ UDP [::]:port
+//!                      timers: handle_timeout per tick ───send─────▶ UDP [::]:port
+//!  TUN ◀──GRO write── handle_outside ◀── demux ◀──────recvmmsg + GRO── UDP [::]:port
+//!                                         (outside_to_inside: one task for all networks)
 //! ```
 //!
 //! Call order: [`Dataplane::bind`], then [`Dataplane::join`] each network with its verified
@@ -14,12 +14,20 @@
 //! Dropping the `Dataplane` stops every task; the TUN devices close with them and take their
 //! addresses and routes along.
 //!
-//! Locking: each network's `Tunnel` sits behind a `std::sync::Mutex`, held for one
-//! `encapsulate`/`handle_outside`/`handle_timeout` call and never across an `.await`. The
-//! network map is a `RwLock` read once per datagram. Control operations (join, update, leave)
-//! are serialized by an async mutex because they await the kernel between reading and storing
-//! the plan. Simple and correct first; batching, offloads and per-core workers come later.
+//! Batching (see [`Offloads`]): a TUN read returns up to 64 KB of one flow when the device has
+//! offloads, and the reader keeps reading what is queued, up to
+//! [`READ_SLOTS`](crate::tun::READ_SLOTS) packets; the datagrams of one destination leave in
+//! one `sendmsg` (UDP GSO, module `gso`). One receive returns up to 32 reads, each a
+//! GRO batch of up to 64 datagrams of one sender, and the opened packets go to the TUN in one
+//! batch that coalesces each flow's segments again.
+//!
+//! Locking: each network's `Tunnel` sits behind a `std::sync::Mutex`, held for one batch of
+//! `encapsulate_in_place`/`handle_outside` calls or one `handle_timeout`, and never across an
+//! `.await`. The network map is a `RwLock`, read once per receive batch. Control operations
+//! (join, update, leave) are serialized by an async mutex because they await the kernel
+//! between reading and storing the plan.
 
+mod gso;
 mod outside;
 mod tasks;
 
@@ -73,18 +81,40 @@ struct Network {
 #[derive(Debug, Default)]
 struct NetworkCounters {
     tun_read_error: AtomicU64,
+    /// TUN reads that could not be split into packets.
+    tun_malformed: AtomicU64,
+    /// Failed TUN write batches (a batch holds up to [`crate::tun::WRITE_BATCH`] packets).
     tun_write_error: AtomicU64,
+    /// Datagrams the socket would not send.
     udp_send_error: AtomicU64,
 }
 
 impl NetworkCounters {
-    fn list(&self) -> [(&'static str, u64); 3] {
+    fn list(&self) -> [(&'static str, u64); 4] {
         [
             ("tun_read_error", get(&self.tun_read_error)),
+            ("tun_malformed", get(&self.tun_malformed)),
             ("tun_write_error", get(&self.tun_write_error)),
             ("udp_send_error", get(&self.udp_send_error)),
         ]
     }
+}
+
+/// The offloads a network's packets get; each degrades on its own when the kernel refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Offloads {
+    /// The TUN has virtio-net headers with TCP segmentation offload: a read returns up to
+    /// 64 KB of one TCP flow, and writes coalesce TCP segments (GRO).
+    pub tun_tcp: bool,
+    /// The same for UDP (USO, Linux 6.2 and later).
+    pub tun_udp: bool,
+    /// Datagrams one `sendmsg` on the UDP socket may carry (UDP GSO); 1 when off.
+    pub udp_gso_segments: usize,
+    /// Datagrams one read from the UDP socket may return coalesced (UDP GRO); 1 when off.
+    pub udp_gro_segments: usize,
+    /// Segmented sends the kernel refused, since the socket was bound: each turned GSO off
+    /// and was resent one datagram at a time.
+    pub udp_gso_refused: u64,
 }
 
 /// What `meshd status` shows about one network.
@@ -99,8 +129,10 @@ pub struct NetworkStatus {
     /// Sorted by node id.
     pub peers: Vec<PeerStatus>,
     /// Every drop counter by stable name: the tunnel's [`DropReason`]s, then the engine's
-    /// `tun_read_error`, `tun_write_error`, `udp_send_error`. Zeros included.
+    /// `tun_read_error`, `tun_malformed` (a TUN read that could not be split into packets),
+    /// `tun_write_error` (per failed write batch), `udp_send_error`. Zeros included.
     pub drops: Vec<(&'static str, u64)>,
+    pub offloads: Offloads,
 }
 
 impl std::fmt::Debug for Dataplane {
@@ -262,6 +294,13 @@ impl Dataplane {
             routes: plan.routes.into_iter().collect(),
             peers,
             drops,
+            offloads: Offloads {
+                tun_tcp: net.tun.tcp_gso(),
+                tun_udp: net.tun.udp_gso(),
+                udp_gso_segments: self.outside.max_gso_segments(),
+                udp_gro_segments: self.outside.gro_segments(),
+                udp_gso_refused: get(&self.outside.gso_refused),
+            },
         })
     }
 

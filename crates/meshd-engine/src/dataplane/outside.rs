@@ -9,16 +9,26 @@
 //!   probe                                              joined, straight to it)
 //! relay envelope          an inner message            whatever the inner message says
 //! ```
+//!
+//! The socket goes through quinn-udp: `recvmmsg` with UDP GRO (one receive returns up to
+//! [`RECV_BATCH`] reads, each one datagram or up to 64 coalesced ones of one sender), and
+//! `sendmsg` with UDP GSO (up to 64 datagrams to one destination in one call). When the
+//! kernel refuses a segmented send (EIO/EINVAL: a device without checksum offload on the
+//! path), quinn-udp turns segmentation off for good and [`Outside::send_segments`] resends
+//! that batch one datagram at a time, counted and logged once.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use meshd_proto::NetworkId;
 use meshd_proto::tunnel::Transmit;
 use meshd_proto::wire::{self, Message};
+use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::NetworkCounters;
@@ -27,14 +37,30 @@ use crate::sys::sockopt::{self, Buffer};
 /// Receive and send buffer size asked of the kernel. Drops at a full receive buffer are what
 /// cost userspace tunnels most (DESIGN.md section 5).
 pub const SOCKET_BUFFER: usize = 4 << 20;
+/// Reads per receive (quinn-udp's `recvmmsg` batch).
+pub(crate) const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
+/// Bytes per read: a GRO batch stays below 64 KB (the kernel's `gro_max_size`), and so does
+/// any one datagram.
+const RECV_BUF: usize = 1 << 16;
+/// The options quinn-udp sets for QUIC's own path-MTU discovery (don't fragment, ignore the
+/// learned path MTU). meshd has none, so they go back to the kernel's defaults, which
+/// fragment a datagram larger than the path MTU instead of losing it.
+const PATH_MTU_OPTIONS: [(libc::c_int, libc::c_int); 3] = [
+    (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+    (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+    (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG),
+];
 
 /// The shared socket and the counters of datagrams no network could take.
 #[derive(Debug)]
 pub(crate) struct Outside {
     pub socket: UdpSocket,
+    state: UdpSocketState,
     /// `[::]` with IPV6_V6ONLY off: IPv4 peers are addressed as `::ffff:a.b.c.d`.
     dual_stack: bool,
     pub counters: SocketCounters,
+    /// Segmented sends the kernel refused (then resent one datagram at a time).
+    pub gso_refused: AtomicU64,
 }
 
 /// Per-socket drop counters (datagrams that reached no network).
@@ -58,16 +84,70 @@ impl SocketCounters {
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    add(counter, 1);
+}
+
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 pub(crate) fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
+/// Buffers for one batched receive, owned by the receiving task and reused.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// [`RECV_BATCH`] reads of [`RECV_BUF`] bytes.
+    buf: Vec<u8>,
+    meta: [RecvMeta; RECV_BATCH],
+    reads: usize,
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Self {
+            buf: vec![0; RECV_BATCH * RECV_BUF],
+            meta: [RecvMeta::default(); RECV_BATCH],
+            reads: 0,
+        }
+    }
+}
+
+impl Received {
+    /// Every datagram of the last receive, in order: its sender (as the tunnels know it, see
+    /// [`from_wire`]) and where it is in [`Received::bytes_mut`]. A GRO read is split at its
+    /// stride; an empty datagram comes out as an empty range.
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, Range<usize>)> + '_ {
+        self.meta[..self.reads]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, meta)| {
+                let base = i * RECV_BUF;
+                let len = meta.len.min(RECV_BUF);
+                let stride = if meta.stride == 0 { len } else { meta.stride }.max(1);
+                let from = from_wire(meta.addr);
+                (0..len.div_ceil(stride).max(1)).map(move |k| {
+                    let at = (k * stride).min(len);
+                    (from, base + at..base + (at + stride).min(len))
+                })
+            })
+    }
+
+    pub fn bytes(&self, at: Range<usize>) -> &[u8] {
+        &self.buf[at]
+    }
+
+    pub fn bytes_mut(&mut self, at: Range<usize>) -> &mut [u8] {
+        &mut self.buf[at]
+    }
+}
+
 impl Outside {
     /// Binds `[::]:port` dual-stack (or `0.0.0.0:port` on a host without IPv6) with large
-    /// buffers. Must run inside a tokio runtime.
+    /// buffers, GRO on, and the kernel's path-MTU behaviour. Must run inside a tokio runtime.
     pub fn bind(port: u16) -> io::Result<Outside> {
         let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
         {
@@ -90,16 +170,31 @@ impl Outside {
             (Ipv4Addr::UNSPECIFIED, port).into()
         };
         socket.bind(&address.into())?;
+        // An option the socket's family lacks reads as an error and is left alone.
+        let fd = socket.as_fd();
+        let path_mtu = PATH_MTU_OPTIONS.map(|(level, name)| sockopt::int_option(fd, level, name));
+        let state = UdpSocketState::new((&socket).into())?;
+        for ((level, name), value) in PATH_MTU_OPTIONS.into_iter().zip(path_mtu) {
+            if let Ok(value) = value
+                && let Err(e) = sockopt::set_int_option(fd, level, name, value)
+            {
+                tracing::debug!(error = %e, level, name, "could not restore a path-MTU option");
+            }
+        }
         tracing::debug!(
             local = %address,
             recv_buffer = socket.recv_buffer_size().unwrap_or(0),
             send_buffer = socket.send_buffer_size().unwrap_or(0),
+            gso_segments = state.max_gso_segments(),
+            gro_segments = state.gro_segments(),
             "outside socket bound"
         );
         Ok(Outside {
             socket: UdpSocket::from_std(socket.into())?,
+            state,
             dual_stack,
             counters: SocketCounters::default(),
+            gso_refused: AtomicU64::new(0),
         })
     }
 
@@ -113,15 +208,75 @@ impl Outside {
         }
     }
 
+    /// Datagrams one segmented send may carry now (1: segmentation is off).
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Datagrams one read may return coalesced (1: GRO is off).
+    pub fn gro_segments(&self) -> usize {
+        self.state.gro_segments()
+    }
+
+    /// Receives the next batch into `rx`, waiting for the first datagram.
+    pub async fn recv(&self, rx: &mut Received) -> io::Result<()> {
+        loop {
+            self.socket.readable().await?;
+            let mut chunks = rx.buf.chunks_mut(RECV_BUF);
+            let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            let meta = &mut rx.meta;
+            match self.socket.try_io(Interest::READABLE, || {
+                self.state.recv((&self.socket).into(), &mut bufs, meta)
+            }) {
+                Ok(reads) => {
+                    rx.reads = reads;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    rx.reads = 0;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Sends one datagram; a failure (no route, a full queue) is counted, not returned.
     pub async fn send(&self, bytes: &[u8], destination: SocketAddr, counters: &NetworkCounters) {
-        if self
-            .socket
-            .send_to(bytes, self.to_wire(destination))
-            .await
-            .is_err()
-        {
+        if self.transmit(bytes, destination, None).await.is_err() {
             bump(&counters.udp_send_error);
+        }
+    }
+
+    /// Sends `datagrams`, laid back to back and each `segment` bytes long but the last, in
+    /// one segmented send (at most [`Outside::max_gso_segments`] of them). Failures are
+    /// counted per datagram.
+    pub async fn send_segments(
+        &self,
+        datagrams: &[u8],
+        segment: usize,
+        destination: SocketAddr,
+        counters: &NetworkCounters,
+    ) {
+        let count = datagrams.len().div_ceil(segment.max(1));
+        if count <= 1 {
+            return self.send(datagrams, destination, counters).await;
+        }
+        match self.transmit(datagrams, destination, Some(segment)).await {
+            Ok(()) => {}
+            Err(e) if self.max_gso_segments() <= 1 => {
+                // quinn-udp turned segmentation off on this error; resend one by one.
+                if get(&self.gso_refused) == 0 {
+                    tracing::warn!(error = %e,
+                        "the kernel refused UDP segmentation offload; sending one datagram per call");
+                }
+                bump(&self.gso_refused);
+                for datagram in datagrams.chunks(segment) {
+                    self.send(datagram, destination, counters).await;
+                }
+            }
+            Err(_) => add(&counters.udp_send_error, count as u64),
         }
     }
 
@@ -129,6 +284,30 @@ impl Outside {
     pub async fn send_all(&self, transmits: &mut Vec<Transmit>, counters: &NetworkCounters) {
         for t in transmits.drain(..) {
             self.send(&t.bytes, t.destination, counters).await;
+        }
+    }
+
+    async fn transmit(
+        &self,
+        contents: &[u8],
+        destination: SocketAddr,
+        segment_size: Option<usize>,
+    ) -> io::Result<()> {
+        let transmit = quinn_udp::Transmit {
+            destination: self.to_wire(destination),
+            ecn: None,
+            contents,
+            segment_size,
+            src_ip: None,
+        };
+        loop {
+            self.socket.writable().await?;
+            match self.socket.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.socket).into(), &transmit)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
         }
     }
 }
@@ -257,6 +436,78 @@ mod tests {
         outside.socket.send_to(b"yo", back).await.unwrap();
         let (n, _) = peer.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"yo");
+    }
+
+    #[tokio::test]
+    async fn segmented_sends_arrive_whole_and_in_order() {
+        let outside = Outside::bind(0).unwrap();
+        assert!(outside.max_gso_segments() > 1, "loopback segments");
+        assert_eq!(outside.gro_segments(), 64, "the kernel has UDP GRO");
+        // The path-MTU options are the kernel's, not quinn-udp's.
+        let fd = outside.socket.as_fd();
+        let dontfrag = sockopt::int_option(fd, libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG);
+        assert_eq!(dontfrag.unwrap(), 0);
+        let pmtu = sockopt::int_option(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap();
+        assert_ne!(pmtu, libc::IP_PMTUDISC_PROBE);
+
+        let to = SocketAddr::from((
+            Ipv4Addr::LOCALHOST,
+            outside.socket.local_addr().unwrap().port(),
+        ));
+        let counters = NetworkCounters::default();
+        // 10 datagrams of 100 bytes and a last one of 40, each starting with its number.
+        let mut datagrams = Vec::new();
+        for i in 0..11u8 {
+            let len = if i == 10 { 40 } else { 100 };
+            datagrams.extend((0..len).map(|j| if j == 0 { i } else { 0xa5 }));
+        }
+        outside.send_segments(&datagrams, 100, to, &counters).await;
+        outside.send(b"one", to, &counters).await;
+        assert_eq!(get(&counters.udp_send_error), 0);
+
+        let mut rx = Received::default();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        while got.len() < 12 {
+            outside.recv(&mut rx).await.unwrap();
+            got.extend(rx.datagrams().map(|(from, at)| {
+                assert_eq!(from, to, "the sender, as plain IPv4");
+                rx.bytes(at).to_vec()
+            }));
+        }
+        assert_eq!(got.len(), 12);
+        for (i, d) in got[..11].iter().enumerate() {
+            assert_eq!(d.len(), if i == 10 { 40 } else { 100 });
+            assert_eq!(d[0], i as u8);
+        }
+        assert_eq!(got[11], b"one");
+    }
+
+    #[test]
+    fn gro_reads_split_at_their_stride() {
+        let mut rx = Received::default();
+        let from: SocketAddr = "[::ffff:10.0.0.1]:9".parse().unwrap();
+        let meta = |len, stride| {
+            let mut m = RecvMeta::default();
+            (m.addr, m.len, m.stride) = (from, len, stride);
+            m
+        };
+        rx.meta[0] = meta(250, 100);
+        rx.meta[1] = meta(0, 0);
+        rx.meta[2] = meta(30, 30);
+        rx.reads = 3;
+        let got: Vec<(SocketAddr, Range<usize>)> = rx.datagrams().collect();
+        let v4 = from_wire(from);
+        let at = |i: usize, r: Range<usize>| (v4, i * RECV_BUF + r.start..i * RECV_BUF + r.end);
+        assert_eq!(
+            got,
+            [
+                at(0, 0..100),
+                at(0, 100..200),
+                at(0, 200..250),
+                at(1, 0..0),
+                at(2, 0..30)
+            ]
+        );
     }
 
     #[test]

@@ -1,35 +1,38 @@
-//! The three loops of the data plane. Each owns its buffers for its whole life; a packet is
-//! never copied except into the tunnel's own queue while a handshake runs. Nothing here logs
+//! The three loops of the data plane. Each owns its buffers for its whole life and works in
+//! batches: one lock of the tunnel per batch, not per packet. Nothing here allocates or logs
 //! per packet: drops are counted by the tunnel or in the network's counters.
+//!
+//! Copies: inside → outside none (a packet is read into its slot and sealed there; see
+//! [`super::gso`]); outside → inside one (the opened packet into the TUN write batch, which
+//! coalesces it with its neighbours). The tunnel's handshake queue copies what waits for a
+//! session.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
 use meshd_proto::NetworkId;
 use meshd_proto::tunnel::{Encapsulated, Event, Incoming, TIMER_TICK, Transmit, Tunnel};
 use meshd_proto::wire;
+use rustc_hash::FxHashMap;
 use tokio::time::MissedTickBehavior;
 
-use super::outside::{Outside, Owner, bump, from_wire, owner};
+use super::gso::{self, Sealed};
+use super::outside::{Outside, Owner, Received, add, bump, owner};
 use super::{Network, Networks, lock, read};
+use crate::tun;
 
-/// Largest IP packet a TUN read can return (the IPv4 total-length limit; without offloads
-/// reads are at most the MTU, but the MTU can change under a running task).
-const MAX_PACKET: usize = 65_535;
-/// Largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
-
-/// TUN → UDP for one network: read a packet, seal it, send it; then send whatever the tunnel
-/// queued (a handshake initiation when there was no session, a rekey).
+/// TUN → UDP for one network: read a batch of packets (one read can hold a 64 KB TCP
+/// super-packet), seal them in place under one lock, send the datagrams for each destination
+/// in segmented sends; then send whatever the tunnel queued (a handshake initiation when
+/// there was no session, a rekey).
 pub(super) async fn inside_to_outside(net: Arc<Network>, outside: Arc<Outside>) {
-    let mut packet = vec![0u8; MAX_PACKET];
-    let mut sealed = vec![0u8; MAX_PACKET + wire::DATA_OVERHEAD];
+    let mut reader = tun::Reader::new(wire::DATA_HEADER_LEN, wire::TAG_LEN, mtu(&net));
+    let mut sealed: Vec<Sealed> = Vec::with_capacity(tun::READ_SLOTS);
     let mut transmits: Vec<Transmit> = Vec::new();
     loop {
-        let n = match net.tun.recv(&mut packet).await {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        reader.set_mtu(mtu(&net));
+        let read = match reader.read(&net.tun).await {
+            Ok(read) => read,
             Err(e) => {
                 // The link was deleted under us, or the descriptor broke: nothing to read ever
                 // again. Said once, not per packet.
@@ -39,64 +42,130 @@ pub(super) async fn inside_to_outside(net: Arc<Network>, outside: Arc<Outside>) 
                 return;
             }
         };
-        let result = {
-            let mut tunnel = lock(&net.tunnel);
-            let result = tunnel.encapsulate(Instant::now(), &packet[..n], &mut sealed);
-            drain(&mut tunnel, &mut transmits);
-            result
-        };
-        // Err: counted by the tunnel. Queued: its handshake initiation is in `transmits`.
-        if let Ok(Encapsulated::Ready {
-            destination, len, ..
-        }) = result
+        add(&net.counters.tun_malformed, read.malformed);
         {
-            outside
-                .send(&sealed[..len], destination, &net.counters)
-                .await;
+            let mut tunnel = lock(&net.tunnel);
+            let now = Instant::now();
+            for (slot, (buf, len)) in reader.packets_mut().enumerate() {
+                // Err: counted by the tunnel. Queued: its handshake initiation is in
+                // `transmits`.
+                if let Ok(Encapsulated::Ready {
+                    destination, len, ..
+                }) = tunnel.encapsulate_in_place(now, buf, len)
+                {
+                    sealed.push(Sealed {
+                        slot,
+                        destination,
+                        len,
+                    });
+                }
+            }
+            drain(&mut tunnel, &mut transmits);
         }
+        let slot_len = reader.slot_len();
+        let slots = reader.slots_mut();
+        let mut rest = &sealed[..];
+        while !rest.is_empty() {
+            let (run, next) = rest.split_at(gso::run_len(rest, outside.max_gso_segments()));
+            let at = gso::pack(slots, slot_len, run);
+            outside
+                .send_segments(&slots[at], run[0].len, run[0].destination, &net.counters)
+                .await;
+            rest = next;
+        }
+        sealed.clear();
         outside.send_all(&mut transmits, &net.counters).await;
     }
 }
 
-/// UDP → TUN for every network: receive a datagram, find its network, open it in place,
-/// write the packet to that network's TUN, send whatever the tunnel answered.
+/// The MTU the kernel last gave the network's TUN.
+fn mtu(net: &Network) -> u16 {
+    lock(&net.plan).mtu
+}
+
+/// A datagram of a receive batch and the network it goes to.
+#[derive(Debug)]
+struct Routed {
+    from: std::net::SocketAddr,
+    at: std::ops::Range<usize>,
+    /// Index into the batch's networks.
+    network: usize,
+}
+
+/// UDP → TUN for every network: receive a batch of datagrams (GRO batches split at their
+/// stride), find each one's network, open the datagrams of one network under one lock of its
+/// tunnel, write the packets to its TUN in one batch, send whatever the tunnel answered.
 pub(super) async fn outside_to_inside(outside: Arc<Outside>, networks: Networks) {
-    let mut datagram = vec![0u8; MAX_DATAGRAM];
+    let mut rx = Received::default();
+    let mut routed: Vec<Routed> = Vec::new();
+    // The networks of the current batch (usually one), each cloned out of the map once.
+    let mut batch_networks: Vec<Arc<Network>> = Vec::new();
+    let mut writer = tun::Writer::default();
     let mut transmits: Vec<Transmit> = Vec::new();
     loop {
-        let (n, from) = match outside.socket.recv_from(&mut datagram).await {
-            Ok(r) => r,
-            Err(_) => {
-                bump(&outside.counters.udp_recv_error);
-                continue;
-            }
-        };
-        let Some(net) = demux(&outside, &networks, &datagram[..n]) else {
+        if outside.recv(&mut rx).await.is_err() {
+            bump(&outside.counters.udp_recv_error);
             continue;
-        };
-        let result = {
-            let mut tunnel = lock(&net.tunnel);
-            let result = tunnel.handle_outside(Instant::now(), from_wire(from), &mut datagram[..n]);
-            drain(&mut tunnel, &mut transmits);
-            result
-        };
-        // Err: counted by the tunnel. Handled: any answer is in `transmits`.
-        if let Ok(Incoming::Packet { packet, .. }) = result
-            && net.tun.send(packet).await.is_err()
-        {
-            bump(&net.counters.tun_write_error);
         }
-        outside.send_all(&mut transmits, &net.counters).await;
+        {
+            let networks = read(&networks);
+            for (from, at) in rx.datagrams() {
+                let Some(net) = demux(&outside, &networks, rx.bytes(at.clone())) else {
+                    continue;
+                };
+                let network = match batch_networks.iter().position(|n| Arc::ptr_eq(n, net)) {
+                    Some(i) => i,
+                    None => {
+                        batch_networks.push(Arc::clone(net));
+                        batch_networks.len() - 1
+                    }
+                };
+                routed.push(Routed { from, at, network });
+            }
+        }
+        let mut rest = &routed[..];
+        while let Some(first) = rest.first() {
+            let net = &batch_networks[first.network];
+            let mut taken = 0;
+            {
+                let mut tunnel = lock(&net.tunnel);
+                let now = Instant::now();
+                for d in rest.iter().take_while(|d| d.network == first.network) {
+                    if writer.is_full() {
+                        break;
+                    }
+                    taken += 1;
+                    // Err: counted by the tunnel. Handled: any answer is in `transmits`.
+                    let datagram = rx.bytes_mut(d.at.clone());
+                    if let Ok(Incoming::Packet { packet, .. }) =
+                        tunnel.handle_outside(now, d.from, datagram)
+                    {
+                        writer.push(packet);
+                    }
+                }
+                drain(&mut tunnel, &mut transmits);
+            }
+            rest = &rest[taken..];
+            if writer.flush(&net.tun).await.is_err() {
+                bump(&net.counters.tun_write_error);
+            }
+            outside.send_all(&mut transmits, &net.counters).await;
+        }
+        routed.clear();
+        batch_networks.clear();
     }
 }
 
 /// The network a datagram belongs to (see [`super::outside`]); counts what belongs nowhere.
-fn demux(outside: &Outside, networks: &Networks, datagram: &[u8]) -> Option<Arc<Network>> {
+fn demux<'a>(
+    outside: &Outside,
+    networks: &'a FxHashMap<NetworkId, Arc<Network>>,
+    datagram: &[u8],
+) -> Option<&'a Arc<Network>> {
     let Some(owner) = owner(datagram) else {
         bump(&outside.counters.malformed);
         return None;
     };
-    let networks = read(networks);
     let found = match owner {
         Owner::Network(id) => networks.get(&id),
         // One network: its tunnel judges (and counts) the index itself.
@@ -111,7 +180,7 @@ fn demux(outside: &Outside, networks: &Networks, datagram: &[u8]) -> Option<Arc<
             Owner::Index(_) => &outside.counters.unknown_index,
         });
     }
-    found.cloned()
+    found
 }
 
 /// Timers for one network: every [`TIMER_TICK`], `handle_timeout` (handshake retries and

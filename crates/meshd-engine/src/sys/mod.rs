@@ -2,7 +2,14 @@
 //! function with a `// SAFETY:` comment (quinn-udp keeps its `cmsg/` the same way).
 //!
 //! - [`netns`]: move the calling thread into a named network namespace (tests, the demo).
-//! - `sockopt`: socket options socket2 does not offer (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`).
+//! - `sockopt`: socket options socket2 does not offer (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`,
+//!   reading and restoring the path-MTU options).
 
 pub mod netns;
 pub(crate) mod sockopt;
+
+/// Sizes a socket's receive buffer to `bytes`, past `net.core.rmem_max` (`SO_RCVBUFFORCE`:
+/// needs CAP_NET_ADMIN, else EPERM). For sockets outside the engine: the bench server's.
+pub fn force_recv_buffer(socket: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std::io::Result<()> {
+    sockopt::force_buffer_size(socket, sockopt::Buffer::Receive, bytes)
+}

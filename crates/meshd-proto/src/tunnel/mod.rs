@@ -371,16 +371,49 @@ impl Tunnel {
         packet: &[u8],
         out: &mut [u8],
     ) -> Result<Encapsulated, DropReason> {
-        let result = match ip::addresses(packet) {
+        let result = self
+            .route(packet)
+            .and_then(|peer| self.encapsulate_to(now, peer, packet, out));
+        result.inspect_err(|r| self.stats.count(*r))
+    }
+
+    /// [`Tunnel::encapsulate`] without the copy: the packet already sits in
+    /// `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` (an engine reads the TUN at that offset)
+    /// and `buf` has [`wire::TAG_LEN`] spare bytes after it. Seals it there, so `buf[..len]`
+    /// of the returned [`Encapsulated::Ready`] is the datagram; a packet queued behind a
+    /// handshake is copied into the queue.
+    pub fn encapsulate_in_place(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Encapsulated, DropReason> {
+        let result = if buf.len() < len.saturating_add(wire::DATA_OVERHEAD) {
+            Err(DropReason::PacketTooLarge)
+        } else {
+            let packet = wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len;
+            self.route(&buf[packet.clone()]).and_then(|peer| {
+                if self.queues_for(now, peer)? {
+                    self.queue(now, peer, &buf[packet])
+                } else {
+                    self.seal(now, peer, buf, len)
+                }
+            })
+        };
+        result.inspect_err(|r| self.stats.count(*r))
+    }
+
+    /// The peer owning a packet's destination.
+    fn route(&self, packet: &[u8]) -> Result<NodeId, DropReason> {
+        match ip::addresses(packet) {
             None => Err(DropReason::NotIp),
             Some((_, dst)) if is_multicast_or_broadcast(dst) => Err(DropReason::Multicast),
             Some((_, dst)) => match self.routes.lookup(dst) {
                 None => Err(DropReason::NoRoute),
                 Some(peer) if peer == self.node_id => Err(DropReason::OwnDestination),
-                Some(peer) => self.encapsulate_to(now, peer, packet, out),
+                Some(peer) => Ok(peer),
             },
-        };
-        result.inspect_err(|r| self.stats.count(*r))
+        }
     }
 
     /// Seals `packet` for `peer` into `out` (which needs [`wire::DATA_OVERHEAD`] spare bytes).
@@ -395,22 +428,50 @@ impl Tunnel {
         if out.len() < len + wire::DATA_OVERHEAD {
             return Err(DropReason::PacketTooLarge);
         }
-        let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
-        if !peer.usable_session(now) {
-            if peer.queue.len() >= MAX_QUEUED {
-                return Err(DropReason::QueueFull);
-            }
-            peer.queue.push_back(packet.to_vec());
-            if peer.pending.is_none() {
-                self.initiate(now, peer_id);
-            }
-            return Ok(Encapsulated::Queued { peer: peer_id });
+        if self.queues_for(now, peer_id)? {
+            return self.queue(now, peer_id, packet);
         }
-        let destination = peer.destination().ok_or(DropReason::NoEndpoint)?;
         out[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len].copy_from_slice(packet);
+        self.seal(now, peer_id, out, len)
+    }
+
+    /// Whether packets for `peer_id` wait for a handshake (no usable session).
+    fn queues_for(&self, now: Instant, peer_id: NodeId) -> Result<bool, DropReason> {
+        let peer = self.peers.get(&peer_id).ok_or(DropReason::NoRoute)?;
+        Ok(!peer.usable_session(now))
+    }
+
+    /// Holds `packet` until the handshake with `peer_id` completes, starting one if none runs.
+    fn queue(
+        &mut self,
+        now: Instant,
+        peer_id: NodeId,
+        packet: &[u8],
+    ) -> Result<Encapsulated, DropReason> {
+        let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
+        if peer.queue.len() >= MAX_QUEUED {
+            return Err(DropReason::QueueFull);
+        }
+        peer.queue.push_back(packet.to_vec());
+        if peer.pending.is_none() {
+            self.initiate(now, peer_id);
+        }
+        Ok(Encapsulated::Queued { peer: peer_id })
+    }
+
+    /// Seals `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` in place on the current session.
+    fn seal(
+        &mut self,
+        now: Instant,
+        peer_id: NodeId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Encapsulated, DropReason> {
+        let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
+        let destination = peer.destination().ok_or(DropReason::NoEndpoint)?;
         let session = peer.current.as_mut().ok_or(DropReason::SessionExpired)?;
         let n = session
-            .seal_in_place(now, wire::TYPE_DATA, out, len)
+            .seal_in_place(now, wire::TYPE_DATA, buf, len)
             .map_err(|_| DropReason::SessionExpired)?;
         let rekey = wants_rekey_on_send(session, now) && peer.pending.is_none();
         peer.tx_bytes += n as u64;
@@ -996,8 +1057,69 @@ fn increment(bytes: &mut [u8]) {
 mod tests {
     use std::time::Duration;
 
-    use crate::sim::{LinkModel, Simulation};
+    use super::{DropReason, Encapsulated, Incoming};
+    use crate::sim::{self, LinkModel, Simulation};
     use crate::wire::{self, Message};
+
+    #[test]
+    fn encapsulate_in_place_seals_where_the_packet_lies() {
+        let mut sim = Simulation::new(2, LinkModel::default(), 11);
+        let packet = sim::ipv4_packet(sim.nodes[0].ipv4, sim.nodes[1].ipv4, &[0x5a; 100]);
+        let mut buf = vec![0u8; wire::DATA_OVERHEAD + packet.len()];
+        buf[wire::DATA_HEADER_LEN..][..packet.len()].copy_from_slice(&packet);
+
+        // No session yet: the packet is queued (copied) and a handshake starts.
+        let now = sim.now;
+        let queued = sim.nodes[0]
+            .tunnel
+            .encapsulate_in_place(now, &mut buf.clone(), packet.len());
+        assert!(
+            matches!(queued, Ok(Encapsulated::Queued { .. })),
+            "{queued:?}"
+        );
+        while let Some(t) = sim.nodes[0].tunnel.poll_transmit() {
+            sim.put_on_wire(sim::Datagram {
+                from: sim.nodes[0].address,
+                to: t.destination,
+                bytes: t.bytes,
+            });
+        }
+        sim.run_for(Duration::from_millis(100));
+        assert_eq!(sim.nodes[1].received.len(), 1, "the queued packet arrived");
+
+        // With a session: sealed in place, and node 1 opens exactly the packet.
+        let now = sim.now;
+        let Ok(Encapsulated::Ready { len, .. }) =
+            sim.nodes[0]
+                .tunnel
+                .encapsulate_in_place(now, &mut buf, packet.len())
+        else {
+            panic!("an established session seals");
+        };
+        assert_eq!(len, buf.len());
+        let from = sim.nodes[0].address;
+        match sim.nodes[1]
+            .tunnel
+            .handle_outside(now, from, &mut buf[..len])
+        {
+            Ok(Incoming::Packet { packet: opened, .. }) => assert_eq!(opened, &packet[..]),
+            other => panic!("{other:?}"),
+        }
+
+        // Too little room for the tag, or a length past the buffer: counted, never a panic.
+        let short = &mut vec![0u8; wire::DATA_OVERHEAD + packet.len() - 1];
+        for (buf, len) in [(short, packet.len()), (&mut vec![0u8; 8], usize::MAX)] {
+            let r = sim.nodes[0].tunnel.encapsulate_in_place(now, buf, len);
+            assert_eq!(r, Err(DropReason::PacketTooLarge));
+        }
+        assert_eq!(
+            sim.nodes[0]
+                .tunnel
+                .stats()
+                .dropped(DropReason::PacketTooLarge),
+            2
+        );
+    }
 
     #[test]
     fn owns_index_follows_the_receiver_indices_it_issued() {

@@ -121,6 +121,8 @@ mod tests {
             node_id: "89e92ceee5".parse().unwrap(),
             version: "0.1.0".into(),
             online: true,
+            controller: None,
+            controllers_unreachable_for_s: None,
             dataplane_attached: true,
             controllers: vec![],
             networks: vec![],
@@ -138,6 +140,7 @@ mod tests {
             last_handshake_s: Some(12),
             rx_bytes: 1_234_567,
             tx_bytes: 512,
+            addresses: vec![],
         });
         let text = render(&s);
         let lines: Vec<&str> = text.lines().collect();

@@ -1,8 +1,9 @@
 //! `meshd status`: what this node is and which networks it is in.
 //!
 //! The human form is a compact summary in the spirit of ZeroTier's `info` + `listnetworks`
-//! and Tailscale's `status`: one line for the node, one per controller, a block per
-//! network. `--json` prints the daemon's `GET /v1/status` answer as it comes.
+//! and Tailscale's `status`: one line for the node, one for the controller replica in use
+//! and one for the others (while none answers: how long, then one line per controller with
+//! why), a block per network. `--json` prints the daemon's `GET /v1/status` answer as it comes.
 
 use std::fmt::Write as _;
 
@@ -12,7 +13,7 @@ use meshd_proto::NodeId;
 use super::StateArgs;
 use super::controller::admin::print;
 use super::daemon::with_daemon;
-use crate::daemon::api::{NetworkStatus, NetworkView, PeerPath, StatusView};
+use crate::daemon::api::{ControllerView, NetworkStatus, NetworkView, PeerPath, StatusView};
 
 /// Show this node: node id, controllers, networks, addresses, routes, peers
 ///
@@ -71,33 +72,7 @@ pub(super) fn render(s: &StatusView) -> String {
     for problem in &s.forwarding.problems {
         let _ = writeln!(out, "warning: {problem}");
     }
-    if s.controllers.is_empty() {
-        let _ = writeln!(
-            out,
-            "no controller: join with `meshd join <network-id> --controller HOST:PORT`"
-        );
-    }
-    let width = s
-        .controllers
-        .iter()
-        .map(|c| c.address.len())
-        .max()
-        .unwrap_or(0);
-    for c in &s.controllers {
-        let state = match (c.connected_since_s, c.unreachable_for_s) {
-            (Some(s), _) => format!("connected for {}", duration(s)),
-            (None, Some(s)) => format!(
-                "unreachable for {}{}",
-                duration(s),
-                c.error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            ),
-            (None, None) => "connecting".to_owned(),
-        };
-        let _ = writeln!(out, "controller {:width$}  {state}", c.address);
-    }
+    controller_lines(s, &mut out);
     if s.networks.is_empty() {
         let _ = writeln!(
             out,
@@ -120,6 +95,94 @@ pub(super) fn render(s: &StatusView) -> String {
         );
     }
     out
+}
+
+/// Most other controllers named on the line after the connected one.
+const MAX_OTHER_CONTROLLERS_SHOWN: usize = 4;
+
+/// The controllers: while connected, the replica in use and one line for the others; while
+/// none answers, how long the node has been on its own, then each address and why it fails.
+fn controller_lines(s: &StatusView, out: &mut String) {
+    if s.controllers.is_empty() {
+        let _ = writeln!(
+            out,
+            "no controller: join with `meshd join <network-id> --controller HOST:PORT`"
+        );
+        return;
+    }
+    let connected: Vec<&ControllerView> = s.controllers.iter().filter(|c| c.connected).collect();
+    if !connected.is_empty() {
+        let width = connected.iter().map(|c| c.address.len()).max().unwrap_or(0);
+        for c in &connected {
+            let since = c
+                .connected_since_s
+                .map(|s| format!("  connected for {}", duration(s)))
+                .unwrap_or_default();
+            let _ = writeln!(out, "controller {:width$}{since}", c.address);
+        }
+        let others: Vec<String> = s
+            .controllers
+            .iter()
+            .filter(|c| !c.connected)
+            .map(|c| {
+                if c.unreachable_for_s.is_some() {
+                    format!("{} (unreachable)", c.address)
+                } else {
+                    c.address.clone()
+                }
+            })
+            .collect();
+        if !others.is_empty() {
+            let mut shown = others[..others.len().min(MAX_OTHER_CONTROLLERS_SHOWN)].join(", ");
+            if others.len() > MAX_OTHER_CONTROLLERS_SHOWN {
+                let _ = write!(
+                    shown,
+                    " and {} more",
+                    others.len() - MAX_OTHER_CONTROLLERS_SHOWN
+                );
+            }
+            let _ = writeln!(
+                out,
+                "controllers {} known, also {shown}",
+                s.controllers.len()
+            );
+        }
+        return;
+    }
+    // Said once an attempt failed, not in the moment before the first one ends.
+    let tried = s.controllers.iter().any(|c| c.unreachable_for_s.is_some());
+    if let (Some(for_s), true) = (s.controllers_unreachable_for_s, tried) {
+        let cached = if s.networks.iter().any(|n| n.revision.is_some()) {
+            "; running on cached configs"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "controllers unreachable for {}{cached}",
+            duration(for_s)
+        );
+    }
+    let width = s
+        .controllers
+        .iter()
+        .map(|c| c.address.len())
+        .max()
+        .unwrap_or(0);
+    for c in &s.controllers {
+        let state = match c.unreachable_for_s {
+            Some(s) => format!(
+                "unreachable for {}{}",
+                duration(s),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            None => "connecting".to_owned(),
+        };
+        let _ = writeln!(out, "controller {:width$}  {state}", c.address);
+    }
 }
 
 /// One network: its status line, then addresses, container subnets and routes.
@@ -273,10 +336,14 @@ mod tests {
             node_id: "89e92ceee5".parse().unwrap(),
             version: "0.1.0".into(),
             online: false,
+            controller: None,
+            controllers_unreachable_for_s: Some(3 * 3600 + 12 * 60 + 7),
             dataplane_attached: true,
             controllers: vec![ControllerView {
                 address: "127.0.0.1:9994".into(),
                 reachable: false,
+                connected: false,
+                learned: false,
                 connected_since_s: None,
                 unreachable_for_s: Some(3 * 3600 + 12 * 60),
                 error: Some("no answer from 127.0.0.1:9994 within 5 s".into()),
@@ -299,6 +366,7 @@ mod tests {
         assert_eq!(
             text,
             "node 89e92ceee5  meshd 0.1.0  OFFLINE\n\
+             controllers unreachable for 3h12m; running on cached configs\n\
              controller 127.0.0.1:9994  unreachable for 3h12m: no answer from 127.0.0.1:9994 within 5 s\n\
              \n\
              network 8056c2e21c000001  prod  OK  revision 42\n\
@@ -356,8 +424,108 @@ mod tests {
                  over IPv4 from other hosts; run `sysctl -w net.ipv4.ip_forward=1` or start the \
                  daemon with --configure-forwarding\n\
                  warning: iptables FORWARD policy is DROP and no rule accepts the mesh interfaces\n\
+                 controllers unreachable for 3h12m; running on cached configs\n\
                  controller 127.0.0.1:9994"
             ),
+            "{text}"
+        );
+    }
+
+    fn controller(address: &str, connected_since_s: Option<u64>, learned: bool) -> ControllerView {
+        ControllerView {
+            address: address.into(),
+            reachable: connected_since_s.is_some(),
+            connected: connected_since_s.is_some(),
+            learned,
+            connected_since_s,
+            unreachable_for_s: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_connected_replica_comes_first_and_the_others_on_one_line() {
+        let mut s = status(vec![network(NetworkStatus::Ok)]);
+        s.online = true;
+        s.controller = Some("10.0.0.2:9994".into());
+        s.controllers_unreachable_for_s = None;
+        let mut dead = controller("10.0.0.1:9994", None, false);
+        dead.unreachable_for_s = Some(12);
+        dead.error = Some("no answer".into());
+        s.controllers = vec![
+            dead,
+            controller("10.0.0.2:9994", Some(3), true),
+            controller("10.0.0.3:9994", None, true),
+        ];
+        let text = render(&s);
+        assert!(
+            text.starts_with(
+                "node 89e92ceee5  meshd 0.1.0  ONLINE\n\
+                 controller 10.0.0.2:9994  connected for 3s\n\
+                 controllers 3 known, also 10.0.0.1:9994 (unreachable), 10.0.0.3:9994\n\
+                 \n\
+                 network 8056c2e21c000001  prod  OK  revision 42\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("unreachable for"), "{text}");
+
+        // Many replicas: the line stays short.
+        s.controllers
+            .extend((4..10).map(|i| controller(&format!("10.0.0.{i}:9994"), None, true)));
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "controllers 9 known, also 10.0.0.1:9994 (unreachable), 10.0.0.3:9994, \
+                 10.0.0.4:9994, 10.0.0.5:9994 and 4 more\n"
+            ),
+            "{text}"
+        );
+
+        // A single controller, connected: one line.
+        s.controllers = vec![controller("10.0.0.2:9994", Some(75), false)];
+        let text = render(&s);
+        assert!(
+            text.starts_with(
+                "node 89e92ceee5  meshd 0.1.0  ONLINE\n\
+                 controller 10.0.0.2:9994  connected for 1m15s\n\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_any_controller_session_the_node_says_how_long() {
+        let mut s = status(vec![]);
+        s.controllers_unreachable_for_s = Some(130);
+        s.controllers = vec![
+            controller("10.0.0.1:9994", None, false),
+            controller("10.0.0.2:9994", None, true),
+        ];
+        // Before the first attempt fails: only "connecting".
+        let text = render(&s);
+        assert!(!text.contains("controllers unreachable"), "{text}");
+        assert!(
+            text.contains("controller 10.0.0.1:9994  connecting\n"),
+            "{text}"
+        );
+        s.controllers[0].unreachable_for_s = Some(130);
+        s.controllers[0].error = Some("no answer".into());
+        s.controllers[1].unreachable_for_s = Some(125);
+        let text = render(&s);
+        // No network holds a config: nothing is "running on cached configs".
+        assert!(
+            text.contains(
+                "controllers unreachable for 2m10s\n\
+                 controller 10.0.0.1:9994  unreachable for 2m10s: no answer\n\
+                 controller 10.0.0.2:9994  unreachable for 2m05s\n"
+            ),
+            "{text}"
+        );
+        s.networks = vec![network(NetworkStatus::Ok)];
+        let text = render(&s);
+        assert!(
+            text.contains("controllers unreachable for 2m10s; running on cached configs\n"),
             "{text}"
         );
     }

@@ -4,6 +4,7 @@
 //! ```text
 //! GET    /v1/status            StatusView: node, controllers, networks, peers, forwarding
 //! GET    /v1/peers             [PeerView]
+//! GET    /v1/cpu               {"cpu_ms": N}: the daemon's CPU time (`meshd bench`)
 //! POST   /v1/networks/{nwid}   {"controller": "HOST:PORT"}? -> 201 (new) or 200: JoinView
 //! DELETE /v1/networks/{nwid}   -> 200 {"left": nwid}
 //! ```
@@ -13,7 +14,7 @@
 //! `meshd status --json` prints them as they come.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,12 +29,12 @@ use axum::routing::{get, post};
 use ipnet::{IpNet, Ipv4Net};
 use meshd_controller::api::ErrorBody;
 use meshd_proto::tunnel::PeerStatus;
-use meshd_proto::{NetworkConfig, NetworkId, NodeId};
+use meshd_proto::{NetworkConfig, NetworkId, NodeId, addr};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tracing::warn;
 
-use super::controller_link::{AddrState, ControllerAddr};
+use super::controller_link::{AddrState, ControllerAddr, LinkAddr};
 use super::forwarding::{ForwardingReport, Needs};
 use super::{Daemon, RequestError, stopped};
 
@@ -44,6 +45,13 @@ pub struct StatusView {
     pub version: String,
     /// Connected to at least one controller.
     pub online: bool,
+    /// The controller replica the node is connected to (`HOST:PORT`); null when none.
+    #[serde(default)]
+    pub controller: Option<String>,
+    /// Seconds since the node last had a controller session (or since the daemon started,
+    /// if it has had none); null while connected, and when no controller is known.
+    #[serde(default)]
+    pub controllers_unreachable_for_s: Option<u64>,
     /// Whether the data plane moves packets; false while it is not attached (then
     /// interfaces and routes are what it would set up).
     pub dataplane_attached: bool,
@@ -58,9 +66,15 @@ pub struct StatusView {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerView {
-    /// As given: `HOST:PORT`.
+    /// As given, or as a controller reported it: `HOST:PORT`.
     pub address: String,
     pub reachable: bool,
+    /// The node is connected to this replica right now.
+    #[serde(default)]
+    pub connected: bool,
+    /// A replica the controller reported, not one given with `--controller`.
+    #[serde(default)]
+    pub learned: bool,
     /// Seconds since the connection was made, while connected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_since_s: Option<u64>,
@@ -175,6 +189,10 @@ pub struct PeerView {
     pub last_handshake_s: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// The peer's addresses on the network, as its member entry in the config gives
+    /// them: IPv4, RFC4193, 6PLANE (the `::1` of its /80). Empty from older daemons.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// `POST /v1/networks/{nwid}`.
@@ -232,6 +250,7 @@ fn router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/cpu", get(super::bench::cpu))
         .route("/v1/networks/{nwid}", post(join).delete(leave))
         .fallback(|| async {
             Failure(
@@ -364,17 +383,25 @@ impl Daemon {
     pub(super) fn status_view(&self) -> StatusView {
         let node = self.node_id();
         // A snapshot under the lock; the data plane is asked without it.
-        let (controllers, networks) = {
+        let (controllers, controller, controllers_unreachable_for_s, networks) = {
             let inner = self.lock();
             let mut controllers: Vec<ControllerView> = Vec::new();
-            for (addrs, link) in &inner.links {
-                for (addr, state) in addrs.iter().zip(&link.addrs) {
-                    let address = addr.to_string();
-                    if !controllers.iter().any(|c| c.address == address) {
-                        controllers.push(controller_view(address, state));
+            for link in inner.links.values() {
+                for a in &link.addrs {
+                    let view = controller_view(a);
+                    match controllers.iter_mut().find(|c| c.address == view.address) {
+                        // In two links (two controller sets sharing an address): the
+                        // connected one tells more.
+                        Some(c) if view.connected && !c.connected => *c = view,
+                        Some(_) => {}
+                        None => controllers.push(view),
                     }
                 }
             }
+            let connected = controllers.iter().find(|c| c.connected);
+            let controller = connected.map(|c| c.address.clone());
+            let unreachable_for = (connected.is_none() && !controllers.is_empty())
+                .then(|| inner.offline_since.elapsed().as_secs());
             let networks: Vec<(NetworkView, Option<Arc<NetworkConfig>>, bool)> = inner
                 .networks
                 .iter()
@@ -390,7 +417,7 @@ impl Daemon {
                     (view, n.config.clone(), n.up)
                 })
                 .collect();
-            (controllers, networks)
+            (controllers, controller, unreachable_for, networks)
         };
         let mut peers = Vec::new();
         let mut views = Vec::with_capacity(networks.len());
@@ -420,6 +447,8 @@ impl Daemon {
             node_id: node,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             online: controllers.iter().any(|c| c.reachable),
+            controller,
+            controllers_unreachable_for_s,
             dataplane_attached: self.dataplane.attached(),
             controllers,
             networks: views,
@@ -429,18 +458,21 @@ impl Daemon {
     }
 }
 
-fn controller_view(address: String, state: &AddrState) -> ControllerView {
+fn controller_view(a: &LinkAddr) -> ControllerView {
     let mut view = ControllerView {
-        address,
+        address: a.addr.to_string(),
         reachable: false,
+        connected: false,
+        learned: a.learned,
         connected_since_s: None,
         unreachable_for_s: None,
         error: None,
     };
-    match state {
+    match &a.state {
         AddrState::Idle => {}
         AddrState::Connected { since } => {
             view.reachable = true;
+            view.connected = true;
             view.connected_since_s = Some(since.elapsed().as_secs());
         }
         AddrState::Unreachable { since, error } => {
@@ -524,5 +556,22 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
         last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
         rx_bytes: p.rx_bytes,
         tx_bytes: p.tx_bytes,
+        addresses: member_addresses(cfg, p.node_id),
     }
+}
+
+/// A member's addresses on a network: its IPv4 addresses, then RFC4193 and 6PLANE when
+/// the network has them.
+fn member_addresses(cfg: &NetworkConfig, node: NodeId) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = cfg
+        .member(node)
+        .map(|m| m.ipv4.iter().map(|&a| IpAddr::V4(a)).collect())
+        .unwrap_or_default();
+    if cfg.rfc4193 {
+        out.push(IpAddr::V6(addr::rfc4193_addr(cfg.network_id, node)));
+    }
+    if cfg.sixplane {
+        out.push(IpAddr::V6(addr::sixplane_addr(cfg.network_id, node)));
+    }
+    out
 }

@@ -1,16 +1,23 @@
 //! The daemon's side of the node channel: one task per set of controller replicas, keeping
 //! one [`ChannelClient`] connected and every network of that set joined.
 //!
-//! A link tries its addresses in turn (the one that worked last first), backs off between
-//! rounds (1 s doubling to 30 s, with jitter, reset after a session that lasted), and wakes
-//! early when a network is joined or left. Once connected it says `Hello` with the host's
-//! local endpoints, joins each network with the revision it holds, and then:
+//! A link's addresses are the user's (`--controller`, in order), then the replicas the
+//! controller reported (`Replicas`) that are not among them; the learned ones are saved in
+//! the state directory, so a restarted daemon knows every replica even when it was given only
+//! one. A link tries its addresses in turn (the one that worked last first; the next one
+//! as soon as an attempt fails or has had no answer for a second), backs off between rounds
+//! (1 s doubling to 30 s, with jitter, reset after a session that lasted), and wakes early
+//! when a network is joined or left. When a session that lasted breaks, the next round
+//! starts within half a second, with the replica that broke tried last: the node fails over
+//! to another replica rather than waiting out a backoff. Once connected it says `Hello` with
+//! the host's local endpoints, joins each network with the revision it holds, and then:
 //! - `Config`: checked by [`accept_config`] (signature against the network id, strictly
 //!   newer than the revision held) and handed to the daemon, which caches it and gives it
 //!   to the data plane;
 //! - `Status`: recorded; `NOT_FOUND` is asked again every 30 s;
 //! - `Error`: answers the oldest join still waiting for an answer; that join is retried
-//!   after 5 s.
+//!   after 5 s;
+//! - `Replicas`: the addresses of every replica, merged into the link's and saved.
 //!
 //! A status never tears a network down: statuses are not signed, so a spoofed
 //! `ACCESS_DENIED` must not be able to stop a node that runs on a verified config. Peers
@@ -23,6 +30,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use meshd_controller::channel::{ChannelClient, ControllerMessage, JoinStatus};
 use meshd_proto::config::VerifyError;
 use meshd_proto::{NetworkConfig, NetworkId, SignedConfig};
@@ -38,6 +47,8 @@ use super::{Daemon, Wanted, stopped};
 pub const DEFAULT_CONTROLLER_PORT: u16 = 9994;
 /// How long one connection attempt (name lookup, then QUIC handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an attempt goes unanswered before the next address is tried alongside it.
+const STAGGER: Duration = Duration::from_secs(1);
 /// Backoff between rounds of connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -49,6 +60,16 @@ const ERROR_RETRY: Duration = Duration::from_secs(5);
 const NOT_FOUND_RETRY: Duration = Duration::from_secs(30);
 /// Most local endpoints a controller keeps (`MAX_LOCAL_ENDPOINTS` in the controller).
 const MAX_LOCAL_ENDPOINTS: usize = 8;
+/// A session that lasted this long and then broke is followed by a new round at once (after
+/// [`FAILOVER_JITTER`] at most) rather than after the backoff: the replica most likely died
+/// and another one serves. A shorter one (a controller that accepts and then closes at once)
+/// waits out the backoff, so it cannot make the link spin.
+const FAILOVER_MIN_SESSION: Duration = Duration::from_secs(2);
+/// Longest wait before failing over, so that the nodes of a replica that died do not all
+/// knock on the next one in the same millisecond.
+const FAILOVER_JITTER: Duration = Duration::from_millis(500);
+/// Most learned addresses a link keeps (what a controller may send).
+const MAX_LEARNED: usize = meshd_controller::channel::protocol::MAX_REPLICAS;
 
 /// A controller replica's node-channel address as the user wrote it: `HOST:PORT`,
 /// `[IPv6]:PORT`, or a bare host or IP for the default port. Names are resolved at each
@@ -201,6 +222,104 @@ pub enum AddrState {
     },
 }
 
+/// One address of a link, as the link tries it and the daemon shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkAddr {
+    pub addr: ControllerAddr,
+    /// Reported by a controller (`Replicas`) rather than given by the user.
+    pub learned: bool,
+    pub state: AddrState,
+}
+
+/// A link's addresses: the user's in their order, then the learned ones not among them,
+/// without duplicates. States carry over from `old` by address; an address `old` has
+/// connected stays (as learned) until its session ends, even when no longer reported.
+pub fn merge_addresses(
+    user: &[ControllerAddr],
+    learned: &[ControllerAddr],
+    old: &[LinkAddr],
+) -> Vec<LinkAddr> {
+    let mut out: Vec<LinkAddr> = Vec::with_capacity(user.len() + learned.len());
+    let candidates = user
+        .iter()
+        .map(|a| (a, false))
+        .chain(learned.iter().map(|a| (a, true)))
+        .chain(
+            old.iter()
+                .filter(|o| matches!(o.state, AddrState::Connected { .. }))
+                .map(|o| (&o.addr, true)),
+        );
+    for (addr, is_learned) in candidates {
+        if out.iter().any(|o| o.addr == *addr) {
+            continue;
+        }
+        let state = old
+            .iter()
+            .find(|o| o.addr == *addr)
+            .map_or(AddrState::Idle, |o| o.state.clone());
+        out.push(LinkAddr {
+            addr: addr.clone(),
+            learned: is_learned,
+            state,
+        });
+    }
+    out
+}
+
+/// The replicas learned for a link whose user-given addresses are `user`: what each of them
+/// led to, in order, without duplicates.
+pub fn learned_for(
+    learned: &BTreeMap<ControllerAddr, Vec<ControllerAddr>>,
+    user: &[ControllerAddr],
+) -> Vec<ControllerAddr> {
+    let mut out: Vec<ControllerAddr> = Vec::new();
+    for addr in user.iter().filter_map(|u| learned.get(u)).flatten() {
+        if !out.contains(addr) {
+            out.push(addr.clone());
+        }
+    }
+    out
+}
+
+/// The addresses of a `Replicas` message that the link can use: those that parse as
+/// controller addresses, without duplicates, at most [`MAX_LEARNED`].
+pub fn parse_replicas(addresses: &[String]) -> Vec<ControllerAddr> {
+    let mut out: Vec<ControllerAddr> = Vec::new();
+    for text in addresses {
+        match text.parse::<ControllerAddr>() {
+            Ok(addr) if !out.contains(&addr) => out.push(addr),
+            Ok(_) => {}
+            Err(e) => debug!(error = %e, "a controller reported an unusable replica address"),
+        }
+    }
+    out.truncate(MAX_LEARNED);
+    out
+}
+
+/// The order of a round of attempts: from the address that worked `last` on, in the list's
+/// order, with the one whose session just `broke` moved to the end.
+fn attempt_order(
+    addrs: &[ControllerAddr],
+    last: Option<&ControllerAddr>,
+    broke: Option<&ControllerAddr>,
+) -> Vec<ControllerAddr> {
+    let first = last
+        .and_then(|l| addrs.iter().position(|a| a == l))
+        .unwrap_or(0);
+    let mut order: Vec<ControllerAddr> = addrs[first..]
+        .iter()
+        .chain(&addrs[..first])
+        .cloned()
+        .collect();
+    if let Some(broke) = broke
+        && let Some(i) = order.iter().position(|a| a == broke)
+    {
+        let addr = order.remove(i);
+        order.push(addr);
+    }
+    order
+}
+
 impl AddrState {
     fn failed(&self, now: Instant, error: String) -> Self {
         let since = match self {
@@ -223,37 +342,28 @@ pub(super) struct LinkKey {
 pub(super) async fn run(daemon: Arc<Daemon>, key: LinkKey, wake: Arc<Notify>) {
     let mut stop = daemon.stop.clone();
     let mut backoff = Backoff::new();
-    let mut first = 0;
+    // The address that worked last (tried first), and the one whose session just broke
+    // (tried last).
+    let mut last: Option<ControllerAddr> = None;
+    let mut broke: Option<ControllerAddr> = None;
     loop {
         if *stop.borrow() || daemon.link_networks(&key).is_none() {
             return;
         }
-        let mut connected = None;
-        for step in 0..key.controllers.len() {
-            let idx = (first + step) % key.controllers.len();
-            let addr = &key.controllers[idx];
-            let started = Instant::now();
-            let attempt = tokio::select! {
-                r = connect(&daemon, addr) => r,
-                () = stopped(&mut stop) => return,
-            };
-            match attempt {
-                Ok(client) => {
-                    connected = Some((idx, client));
-                    break;
-                }
-                Err(error) => {
-                    debug!(controller = %addr, %error, "cannot connect to controller");
-                    daemon.set_controller_state(&key, idx, |s| s.failed(started, error));
-                }
-            }
-        }
-        if let Some((idx, client)) = connected {
-            first = idx;
-            let addr = &key.controllers[idx];
+        // Read each round: the learned addresses change while connected.
+        let Some(addrs) = daemon.link_addresses(&key) else {
+            return;
+        };
+        let order = attempt_order(&addrs, last.as_ref(), broke.take().as_ref());
+        let connected = tokio::select! {
+            c = connect_any(&daemon, &key, order) => c,
+            () = stopped(&mut stop) => return,
+        };
+        let mut failover = false;
+        if let Some((addr, client)) = connected {
             info!(controller = %addr, remote = %client.remote_address(), "connected to controller");
             let began = Instant::now();
-            daemon.set_controller_state(&key, idx, |_| AddrState::Connected { since: began });
+            daemon.set_controller_state(&key, &addr, |_| AddrState::Connected { since: began });
             let session = Session {
                 daemon: &daemon,
                 key: &key,
@@ -263,23 +373,73 @@ pub(super) async fn run(daemon: Arc<Daemon>, key: LinkKey, wake: Arc<Notify>) {
                 pending: VecDeque::new(),
                 retry: BTreeMap::new(),
             };
-            match session.run(&wake, &mut stop).await {
+            let end = session.run(&wake, &mut stop).await;
+            daemon.session_ended();
+            match end {
                 SessionEnd::Stop => return,
                 SessionEnd::Failed(error) => {
                     warn!(controller = %addr, %error, "controller channel lost");
-                    daemon.set_controller_state(&key, idx, |s| s.failed(Instant::now(), error));
+                    daemon.set_controller_state(&key, &addr, |s| s.failed(Instant::now(), error));
                 }
             }
-            if began.elapsed() >= STABLE_SESSION {
+            let lasted = began.elapsed();
+            if lasted >= STABLE_SESSION {
                 backoff = Backoff::new();
             }
+            failover = lasted >= FAILOVER_MIN_SESSION;
+            broke = Some(addr.clone());
+            last = Some(addr);
         }
-        let delay = backoff.next_delay();
+        let delay = if failover {
+            jitter(FAILOVER_JITTER)
+        } else {
+            backoff.next_delay()
+        };
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             // A join or leave: try now rather than at the end of the backoff.
             () = wake.notified() => {}
             () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// One round: tries `order` in turn, starting the next attempt when one fails or after
+/// [`STAGGER`] without an answer (so a dead replica first in line costs a second, not
+/// [`CONNECT_TIMEOUT`]). The first connection made wins; failures are recorded.
+async fn connect_any(
+    daemon: &Daemon,
+    key: &LinkKey,
+    order: Vec<ControllerAddr>,
+) -> Option<(ControllerAddr, ChannelClient)> {
+    let mut waiting = order.into_iter();
+    let mut running = FuturesUnordered::new();
+    let attempt = |addr: ControllerAddr| async move {
+        let started = Instant::now();
+        let result = connect(daemon, &addr).await;
+        (addr, started, result)
+    };
+    loop {
+        if running.is_empty() {
+            running.push(attempt(waiting.next()?));
+        }
+        let stagger = tokio::time::sleep(STAGGER);
+        tokio::select! {
+            Some((addr, started, result)) = running.next() => match result {
+                Ok(client) => return Some((addr, client)),
+                Err(error) => {
+                    debug!(controller = %addr, %error, "cannot connect to controller");
+                    daemon.set_controller_state(key, &addr, |s| s.failed(started, error));
+                    if let Some(next) = waiting.next() {
+                        running.push(attempt(next));
+                    }
+                }
+            },
+            () = stagger, if waiting.len() > 0 => {
+                if let Some(next) = waiting.next() {
+                    running.push(attempt(next));
+                }
+            }
         }
     }
 }
@@ -423,6 +583,9 @@ impl Session<'_> {
                     .on_config(network, revision, SignedConfig::from_bytes(signed))
                     .await;
             }
+            ControllerMessage::Replicas { addresses } => {
+                self.daemon.on_replicas(self.key, &addresses).await;
+            }
             ControllerMessage::Error { message } => match self.pending.pop_front() {
                 Some(network) => {
                     warn!(%network, error = %message, "the controller refused the join; retrying");
@@ -441,6 +604,11 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// A random duration up to `max`.
+fn jitter(max: Duration) -> Duration {
+    max.mul_f64(f64::from(getrandom::u32().unwrap_or(0) % 1001) / 1000.0)
 }
 
 /// Exponential backoff with ±20 % jitter, so that nodes cut off together do not all come
@@ -532,6 +700,128 @@ mod tests {
             accept_config(nwid, None, &SignedConfig::from_bytes(bytes)),
             Err(ConfigRefused::Invalid(VerifyError::BadSignature))
         ));
+    }
+
+    fn addrs(list: &[&str]) -> Vec<ControllerAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    fn shown(list: &[LinkAddr]) -> Vec<(String, bool)> {
+        list.iter()
+            .map(|a| (a.addr.to_string(), a.learned))
+            .collect()
+    }
+
+    #[test]
+    fn learned_addresses_follow_the_users_without_duplicates() {
+        let user = addrs(&["ctl.example.com:9994", "10.0.0.1:9994"]);
+        let learned = addrs(&["10.0.0.1:9994", "10.0.0.2:9994", "10.0.0.3:9994"]);
+        let merged = merge_addresses(&user, &learned, &[]);
+        assert_eq!(
+            shown(&merged),
+            vec![
+                ("ctl.example.com:9994".to_owned(), false),
+                ("10.0.0.1:9994".to_owned(), false),
+                ("10.0.0.2:9994".to_owned(), true),
+                ("10.0.0.3:9994".to_owned(), true),
+            ]
+        );
+        assert!(merged.iter().all(|a| a.state == AddrState::Idle));
+
+        // States carry over by address; a connected replica no longer reported stays
+        // until its session ends, one that is not connected goes.
+        let now = Instant::now();
+        let mut old = merged;
+        old[2].state = AddrState::Connected { since: now };
+        old[3].state = AddrState::Unreachable {
+            since: now,
+            error: "down".into(),
+        };
+        old[1].state = AddrState::Unreachable {
+            since: now,
+            error: "down".into(),
+        };
+        let merged = merge_addresses(&user, &addrs(&["10.0.0.4:9994"]), &old);
+        assert_eq!(
+            shown(&merged),
+            vec![
+                ("ctl.example.com:9994".to_owned(), false),
+                ("10.0.0.1:9994".to_owned(), false),
+                ("10.0.0.4:9994".to_owned(), true),
+                ("10.0.0.2:9994".to_owned(), true),
+            ]
+        );
+        assert_eq!(merged[1].state, old[1].state);
+        assert_eq!(merged[2].state, AddrState::Idle);
+        assert_eq!(merged[3].state, AddrState::Connected { since: now });
+        // Once that session is over, it drops out.
+        let mut old = merged;
+        old[3].state = AddrState::Idle;
+        let merged = merge_addresses(&user, &addrs(&["10.0.0.4:9994"]), &old);
+        assert_eq!(merged.len(), 3);
+    }
+
+    #[test]
+    fn learned_lists_are_kept_per_user_address() {
+        let mut map = BTreeMap::new();
+        map.insert("a:1".parse().unwrap(), addrs(&["a:1", "b:1", "c:1"]));
+        map.insert("z:1".parse().unwrap(), addrs(&["c:1", "y:1"]));
+        assert_eq!(
+            learned_for(&map, &addrs(&["a:1"])),
+            addrs(&["a:1", "b:1", "c:1"])
+        );
+        assert_eq!(
+            learned_for(&map, &addrs(&["z:1", "a:1"])),
+            addrs(&["c:1", "y:1", "a:1", "b:1"])
+        );
+        assert!(learned_for(&map, &addrs(&["q:1"])).is_empty());
+    }
+
+    #[test]
+    fn reported_replicas_are_parsed_deduplicated_and_bounded() {
+        let reported: Vec<String> = [
+            "10.0.0.1:9994",
+            "http://10.0.0.9:9994",
+            "10.0.0.1:9994",
+            "Ctl-2.Example.com:9994",
+            "[::1]:9994",
+            "",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        assert_eq!(
+            parse_replicas(&reported),
+            addrs(&["10.0.0.1:9994", "ctl-2.example.com:9994", "[::1]:9994"])
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("10.0.1.{i}:9994")).collect();
+        assert_eq!(parse_replicas(&many).len(), MAX_LEARNED);
+    }
+
+    #[test]
+    fn a_round_starts_with_the_last_good_address_and_ends_with_the_broken_one() {
+        let list = addrs(&["a:1", "b:1", "c:1", "d:1"]);
+        assert_eq!(attempt_order(&list, None, None), list);
+        let b = "b:1".parse().unwrap();
+        assert_eq!(
+            attempt_order(&list, Some(&b), None),
+            addrs(&["b:1", "c:1", "d:1", "a:1"])
+        );
+        // b's session broke: the next round starts with c, and b is tried last.
+        assert_eq!(
+            attempt_order(&list, Some(&b), Some(&b)),
+            addrs(&["c:1", "d:1", "a:1", "b:1"])
+        );
+        // Gone from the list (a learned address no longer reported): from the start.
+        let gone = "x:1".parse().unwrap();
+        assert_eq!(attempt_order(&list, Some(&gone), Some(&gone)), list);
+    }
+
+    #[test]
+    fn failover_waits_less_than_a_second() {
+        let waits: Vec<Duration> = (0..200).map(|_| jitter(FAILOVER_JITTER)).collect();
+        assert!(waits.iter().all(|w| *w <= FAILOVER_JITTER));
+        assert!(waits.iter().any(|w| *w != waits[0]), "spread out");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   identity.secret         mode 0600: `<node id>:<x25519 secret><ed25519 seed>` in hex
 //!   daemon.lock             locked (flock) by the daemon running on DIR
 //!   meshd.sock              the local API (HTTP+JSON), mode 0600; see `api`
+//!   controllers.json        mode 0600: the replicas each user-given controller address led
+//!                           to: {"learned": {"HOST:PORT": ["HOST:PORT", ...]}}
 //!   networks/               mode 0700
 //!     <nwid>.json           {"controllers": ["HOST:PORT", ...], "joined_at": <unix seconds>}
 //!     <nwid>.config         the last verified signed config, as the controller sent it
@@ -15,6 +17,7 @@
 //! leaves the old or the new content, never half of one. Cached configs are verified again
 //! when loaded: the directory is trusted to keep them, not to vouch for them.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, Permissions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -31,8 +34,11 @@ pub const IDENTITY_FILE: &str = "identity.secret";
 pub const SOCKET_FILE: &str = "meshd.sock";
 pub const LOCK_FILE: &str = "daemon.lock";
 pub const NETWORKS_DIR: &str = "networks";
+pub const CONTROLLERS_FILE: &str = "controllers.json";
 
 const DIR_MODE: u32 = 0o700;
+/// Most learned replicas kept per controller address (what one `Replicas` message may hold).
+const MAX_LEARNED_PER_ADDRESS: usize = meshd_controller::channel::protocol::MAX_REPLICAS;
 const SECRET_MODE: u32 = 0o600;
 
 /// Where the daemon of state directory `dir` serves its local API.
@@ -48,6 +54,15 @@ pub struct NetworkRecord {
     pub controllers: Vec<ControllerAddr>,
     /// When the network was first joined, in seconds since the Unix epoch.
     pub joined_at: u64,
+}
+
+/// What `controllers.json` holds: the controller replicas learned from controllers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedControllers {
+    /// For each controller address the user gave, the node-channel addresses of every
+    /// replica its controller reported, as reported.
+    #[serde(default)]
+    pub learned: BTreeMap<ControllerAddr, Vec<ControllerAddr>>,
 }
 
 /// A joined network as found in the state directory.
@@ -182,6 +197,38 @@ impl StateDir {
                 None
             }
         }
+    }
+
+    /// The learned controller replicas; none when the file is missing or damaged (they are
+    /// learned again at the next connection).
+    pub fn load_learned_controllers(&self) -> LearnedControllers {
+        let path = self.dir.join(CONTROLLERS_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return LearnedControllers::default(),
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "cannot read the learned controllers");
+                return LearnedControllers::default();
+            }
+        };
+        match serde_json::from_slice::<LearnedControllers>(&bytes) {
+            Ok(mut learned) => {
+                for replicas in learned.learned.values_mut() {
+                    replicas.truncate(MAX_LEARNED_PER_ADDRESS);
+                }
+                learned
+            }
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "damaged list of learned controllers; ignored");
+                LearnedControllers::default()
+            }
+        }
+    }
+
+    /// Writes `controllers.json`.
+    pub fn save_learned_controllers(&self, learned: &LearnedControllers) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(learned).map_err(io::Error::other)?;
+        write_atomically(&self.dir.join(CONTROLLERS_FILE), &json, SECRET_MODE)
     }
 
     /// Writes `networks/<nwid>.json`.
@@ -368,6 +415,47 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["f".to_owned()]);
+    }
+
+    #[test]
+    fn learned_controllers_round_trip_privately_and_damage_is_ignored() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        assert_eq!(
+            state.load_learned_controllers(),
+            LearnedControllers::default()
+        );
+        let addr = |s: &str| s.parse::<ControllerAddr>().unwrap();
+        let learned = LearnedControllers {
+            learned: BTreeMap::from([(
+                addr("ctl.example.com:9994"),
+                vec![addr("10.0.0.1:9994"), addr("[fd00::2]:9994")],
+            )]),
+        };
+        state.save_learned_controllers(&learned).unwrap();
+        let path = tmp.path().join(CONTROLLERS_FILE);
+        assert_eq!(mode(&path), 0o600);
+        let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"learned": {"ctl.example.com:9994": ["10.0.0.1:9994", "[fd00::2]:9994"]}})
+        );
+        assert_eq!(state.load_learned_controllers(), learned);
+
+        // Too many (by hand): cut to what a controller may report.
+        let many: Vec<String> = (0..40).map(|i| format!("10.0.1.{i}:9994")).collect();
+        let text = serde_json::json!({"learned": {"a:1": many}}).to_string();
+        fs::write(&path, text).unwrap();
+        let loaded = state.load_learned_controllers();
+        assert_eq!(loaded.learned[&addr("a:1")].len(), MAX_LEARNED_PER_ADDRESS);
+
+        for damaged in ["{", r#"{"learned": {"a:1": ["not an address"]}}"#] {
+            fs::write(&path, damaged).unwrap();
+            assert_eq!(
+                state.load_learned_controllers(),
+                LearnedControllers::default()
+            );
+        }
     }
 
     #[test]

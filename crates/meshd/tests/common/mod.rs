@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -22,21 +22,45 @@ pub fn free_ports() -> (u16, u16) {
     )
 }
 
+/// A port on `ip` that is free for both UDP and TCP (a replica's --listen takes both).
+pub fn free_dual_port(ip: IpAddr) -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind((ip, 0)).expect("a UDP port");
+        let port = udp.local_addr().expect("bound").port();
+        if TcpListener::bind((ip, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on {ip}");
+}
+
 /// One `meshd controller` replica process with its own data dir.
 pub struct ReplicaProcess {
     pub dir: tempfile::TempDir,
     pub api: SocketAddr,
+    /// The node channel (UDP) and replication (TCP) address.
     pub channel: SocketAddr,
+    /// What `init` printed.
+    pub init_stdout: String,
     child: Option<Child>,
 }
 
 impl ReplicaProcess {
     /// `meshd controller init` on fresh loopback ports.
     pub fn init() -> Self {
+        Self::init_at(Ipv4Addr::LOCALHOST, &[])
+    }
+
+    /// `meshd controller init` on fresh ports of `ip` (any of 127.0.0.0/8 works on Linux),
+    /// with `extra` arguments (e.g. `--join URL --token T`).
+    pub fn init_at(ip: Ipv4Addr, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
-        let (api_port, channel_port) = free_ports();
-        let api = SocketAddr::from(([127, 0, 0, 1], api_port));
-        let channel = SocketAddr::from(([127, 0, 0, 1], channel_port));
+        let api_port = TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a TCP port")
+            .port();
+        let api = SocketAddr::from((ip, api_port));
+        let channel = SocketAddr::from((ip, free_dual_port(ip.into())));
         let out = meshd()
             .args(["controller", "init", "--data"])
             .arg(dir.path())
@@ -46,6 +70,7 @@ impl ReplicaProcess {
                 "--api-listen",
                 &api.to_string(),
             ])
+            .args(extra)
             .output()
             .expect("meshd runs");
         assert!(
@@ -57,6 +82,7 @@ impl ReplicaProcess {
             dir,
             api,
             channel,
+            init_stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             child: None,
         }
     }
@@ -103,6 +129,11 @@ impl ReplicaProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("replica did not come up: {}", self.log());
+    }
+
+    /// The PID of the running `meshd controller run`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no chance to flush or clean up.

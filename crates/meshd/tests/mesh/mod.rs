@@ -84,9 +84,15 @@ pub struct Mesh {
 impl Mesh {
     /// A lab with the controller host [`CTL`] and one host per node role; nothing runs yet.
     pub fn new(node_roles: &[&'static str]) -> Self {
+        Self::with_hosts(node_roles, &[])
+    }
+
+    /// The same with `extra` hosts that run no node (more controller replicas, say).
+    pub fn with_hosts(node_roles: &[&'static str], extra: &[&'static str]) -> Self {
         let start = Instant::now();
         let tmp = tempfile::tempdir().expect("a temp dir");
         let mut roles = vec![CTL];
+        roles.extend(extra);
         roles.extend(node_roles);
         let lab = Lab::new(&roles);
         let nodes = node_roles
@@ -294,46 +300,7 @@ impl Mesh {
                 network_status(s, nwid) == Some("OK")
             });
             let net = network(&status, nwid).expect("joined");
-            let node = self.nodes[i].id();
-            let addresses: Vec<IpNet> = net["addresses"]
-                .as_array()
-                .expect("addresses")
-                .iter()
-                .map(|a| a.as_str().expect("text").parse().expect("address/prefix"))
-                .collect();
-            let v4 = addresses
-                .iter()
-                .find_map(|a| match a {
-                    IpNet::V4(n) => Some(*n),
-                    IpNet::V6(_) => None,
-                })
-                .unwrap_or_else(|| panic!("no IPv4 address: {net:#}"));
-            assert_eq!(
-                v4.trunc().to_string(),
-                "10.147.0.0/16",
-                "from the default pool, with its prefix"
-            );
-            let v6 = |want: Ipv6Addr| {
-                addresses
-                    .iter()
-                    .find_map(|a| match a {
-                        IpNet::V6(n) if n.addr() == want => Some(*n),
-                        _ => None,
-                    })
-                    .unwrap_or_else(|| panic!("{want} missing from {net:#}"))
-            };
-            let rfc4193 = v6(addr::rfc4193_addr(nwid, node));
-            assert_eq!(rfc4193.prefix_len(), addr::RFC4193_NETWORK_PREFIX);
-            // 6PLANE: the ::1 host of the node's /80, carried with the network's /40 (the
-            // interface too: see `check_interface`).
-            let sixplane = v6(addr::sixplane_addr(nwid, node));
-            assert_eq!(sixplane.prefix_len(), addr::SIXPLANE_NETWORK_PREFIX);
-            self.nodes[i].addrs = Some(Addresses {
-                v4: v4.addr(),
-                v4_prefix: v4.prefix_len(),
-                rfc4193: rfc4193.addr(),
-                sixplane: sixplane.addr(),
-            });
+            self.nodes[i].addrs = Some(addresses_from(nwid, self.nodes[i].id(), net));
         }
     }
 
@@ -418,6 +385,50 @@ impl Mesh {
                 n.role
             );
         }
+    }
+}
+
+/// A node's addresses on the network from its `status --json` network entry: IPv4 from the
+/// default pool, RFC4193 /88, 6PLANE `::1/40`; checked against the address math.
+pub fn addresses_from(nwid: NetworkId, node: NodeId, net: &Value) -> Addresses {
+    let addresses: Vec<IpNet> = net["addresses"]
+        .as_array()
+        .expect("addresses")
+        .iter()
+        .map(|a| a.as_str().expect("text").parse().expect("address/prefix"))
+        .collect();
+    let v4 = addresses
+        .iter()
+        .find_map(|a| match a {
+            IpNet::V4(n) => Some(*n),
+            IpNet::V6(_) => None,
+        })
+        .unwrap_or_else(|| panic!("no IPv4 address: {net:#}"));
+    assert_eq!(
+        v4.trunc().to_string(),
+        "10.147.0.0/16",
+        "from the default pool, with its prefix"
+    );
+    let v6 = |want: Ipv6Addr| {
+        addresses
+            .iter()
+            .find_map(|a| match a {
+                IpNet::V6(n) if n.addr() == want => Some(*n),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{want} missing from {net:#}"))
+    };
+    let rfc4193 = v6(addr::rfc4193_addr(nwid, node));
+    assert_eq!(rfc4193.prefix_len(), addr::RFC4193_NETWORK_PREFIX);
+    // 6PLANE: the ::1 host of the node's /80, carried with the network's /40 (the
+    // interface too: see `check_interface`).
+    let sixplane = v6(addr::sixplane_addr(nwid, node));
+    assert_eq!(sixplane.prefix_len(), addr::SIXPLANE_NETWORK_PREFIX);
+    Addresses {
+        v4: v4.addr(),
+        v4_prefix: v4.prefix_len(),
+        rfc4193: rfc4193.addr(),
+        sixplane: sixplane.addr(),
     }
 }
 

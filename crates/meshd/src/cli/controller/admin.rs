@@ -1,4 +1,5 @@
-//! The admin commands (`network`, `member`, `route`): clients of a replica's admin API.
+//! The admin commands (`network`, `member`, `route`, `replica`): clients of a replica's
+//! admin API.
 //!
 //! Values the user typed are checked before anything is sent, with the same parsers the
 //! API uses, so a bad CIDR fails the same way with or without a reachable controller.
@@ -14,12 +15,13 @@ use meshd_controller::api::requests::{
     CreateNetwork, parse_route_target, parse_v4_cidr, parse_via,
 };
 use meshd_controller::datadir;
+use meshd_controller::replica::parse_replica_address;
 use serde::Serialize;
 
 use super::output;
 use super::{
-    ApiArgs, MemberArgs, MemberCommand, NetworkArgs, NetworkCommand, NetworkCreateArgs, RouteArgs,
-    RouteCommand,
+    ApiArgs, MemberArgs, MemberCommand, NetworkArgs, NetworkCommand, NetworkCreateArgs,
+    ReplicaArgs, ReplicaCommand, RouteArgs, RouteCommand,
 };
 
 /// Runs `meshd controller network ...`.
@@ -123,6 +125,45 @@ pub(super) fn route(args: RouteArgs) -> anyhow::Result<()> {
                 c.remove_route(remove.network, target).await
             })?;
             print(&format!("removed route {}\n", output::route_text(&route)))
+        }
+    }
+}
+
+/// Runs `meshd controller replica ...`.
+pub(super) fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
+    match args.command {
+        ReplicaCommand::Add(add) => {
+            let address = parse_replica_address(&add.address)
+                .map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+            let view = run(&args.api, |c| async move {
+                c.add_replica(add.id, &address).await
+            })?;
+            print(&format!(
+                "replica {} at {} is a voter of the cluster\n{}",
+                add.id,
+                add.address.trim(),
+                output::replica_table(&view)
+            ))
+        }
+        ReplicaCommand::Remove(remove) => {
+            let view = run(
+                &args.api,
+                |c| async move { c.remove_replica(remove.id).await },
+            )?;
+            print(&format!(
+                "removed replica {}; stop its `meshd controller run` (its data directory is no \
+                 longer needed)\n{}",
+                remove.id,
+                output::replica_table(&view)
+            ))
+        }
+        ReplicaCommand::List(list) => {
+            let view = run(&args.api, |c| async move { c.replicas().await })?;
+            if list.json {
+                print_json(&view)
+            } else {
+                print(&output::replica_table(&view))
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! controller.
 
 use meshd_controller::api::views::{MemberView, NetworkView, RouteView};
+use meshd_controller::replica::{ClusterView, ReplicaRole};
 
 /// Printed for an absent value.
 const NONE: &str = "-";
@@ -133,6 +134,69 @@ pub(super) fn authorized(network: &str, m: &MemberView) -> String {
     )
 }
 
+/// `replica list` (and after `replica add`/`remove`): a summary line, then one row a replica.
+pub(super) fn replica_table(view: &ClusterView) -> String {
+    let mut out = match (view.leader, &view.note) {
+        (Some(leader), _) => format!(
+            "leader: replica {leader}, term {}, last log index {}\n",
+            view.term,
+            opt(view.last_log_index)
+        ),
+        (None, Some(note)) => format!(
+            "leader: unknown ({note}); as replica {} sees it:\n",
+            view.reported_by
+        ),
+        (None, None) => format!(
+            "leader: unknown; as replica {} sees it:\n",
+            view.reported_by
+        ),
+    };
+    if view.replicas.is_empty() {
+        out.push_str("no replicas\n");
+        return out;
+    }
+    out.push_str(&table(
+        &[
+            "ID",
+            "ADDRESS",
+            "ROLE",
+            "MATCHED",
+            "LAG",
+            "HEALTHY",
+            "LAST CONTACT",
+        ],
+        view.replicas
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.to_string(),
+                    r.address.clone(),
+                    role_text(r.role).to_owned(),
+                    opt(r.matched_index),
+                    opt(r.lag),
+                    r.healthy
+                        .map_or(NONE, |h| if h { "yes" } else { "no" })
+                        .to_owned(),
+                    r.last_contact_ms
+                        .map_or_else(|| NONE.to_owned(), |ms| format!("{ms}ms ago")),
+                ]
+            })
+            .collect(),
+    ));
+    out
+}
+
+fn role_text(role: ReplicaRole) -> &'static str {
+    match role {
+        ReplicaRole::Leader => "leader",
+        ReplicaRole::Follower => "follower",
+        ReplicaRole::Candidate => "candidate",
+        ReplicaRole::Learner => "learner",
+        ReplicaRole::ShuttingDown => "shutting-down",
+        ReplicaRole::Voter => "voter",
+    }
+}
+
 pub(super) fn route_text(r: &RouteView) -> String {
     match r.gateway {
         Some(g) => format!("{} via {} (gateway {g})", r.target, r.via),
@@ -246,6 +310,49 @@ mod tests {
             last_deauthorized_ms: None,
             last_seen_ms: seen,
         }
+    }
+
+    #[test]
+    fn replica_table_shows_roles_and_progress() {
+        use meshd_controller::replica::ReplicaStatus;
+        let status = |id, role, lag: Option<u64>, healthy| ReplicaStatus {
+            id,
+            address: format!("10.0.0.{id}:9994"),
+            role,
+            matched_index: lag.map(|l| 42 - l),
+            lag,
+            healthy,
+            last_contact_ms: healthy.map(|_| 120),
+        };
+        let mut view = ClusterView {
+            leader: Some(1),
+            term: 3,
+            reported_by: 1,
+            last_log_index: Some(42),
+            replicas: vec![
+                status(1, ReplicaRole::Leader, Some(0), Some(true)),
+                status(2, ReplicaRole::Follower, Some(0), Some(true)),
+                status(3, ReplicaRole::Learner, Some(40), Some(false)),
+            ],
+            note: None,
+        };
+        assert_eq!(
+            replica_table(&view),
+            "leader: replica 1, term 3, last log index 42\n\
+             ID  ADDRESS        ROLE      MATCHED  LAG  HEALTHY  LAST CONTACT\n\
+             1   10.0.0.1:9994  leader    42       0    yes      120ms ago\n\
+             2   10.0.0.2:9994  follower  42       0    yes      120ms ago\n\
+             3   10.0.0.3:9994  learner   2        40   no       120ms ago\n"
+        );
+        view.leader = None;
+        view.note = Some("no replica is leader right now".into());
+        view.replicas = vec![status(2, ReplicaRole::Voter, None, None)];
+        assert_eq!(
+            replica_table(&view),
+            "leader: unknown (no replica is leader right now); as replica 1 sees it:\n\
+             ID  ADDRESS        ROLE   MATCHED  LAG  HEALTHY  LAST CONTACT\n\
+             2   10.0.0.2:9994  voter  -        -    -        -\n"
+        );
     }
 
     #[test]
