@@ -325,11 +325,7 @@ impl Demo<'_> {
             .collect();
         let from = joined[0].role;
         let pairs: Vec<(&str, IpAddr)> = targets.iter().map(|(_, _, a)| (from, *a)).collect();
-        let converged = demo::wait_for(Duration::from_secs(20), || {
-            let results = self.pings(&pairs, 1)?;
-            Ok(results.iter().all(Option::is_some).then_some(()))
-        })?;
-        let results = self.pings(&pairs, 3)?;
+        let (converged, results) = self.converge(&pairs, 3)?;
         let ok = results.iter().filter(|r| r.is_some()).count();
         self.step(
             7,
@@ -365,11 +361,7 @@ impl Demo<'_> {
                     .flat_map(|d| d.addrs.iter().map(|a| (c.name.as_str(), *a)))
             })
             .collect();
-        let containers_converged = demo::wait_for(Duration::from_secs(20), || {
-            let results = self.pings(&pairs, 1)?;
-            Ok(results.iter().all(Option::is_some).then_some(()))
-        })?;
-        let container_results = self.pings(&pairs, 2)?;
+        let (containers_converged, container_results) = self.converge(&pairs, 2)?;
         let container_ok = container_results.iter().filter(|r| r.is_some()).count();
         self.step(
             9,
@@ -410,10 +402,10 @@ impl Demo<'_> {
             pids.join(" "),
             self.lab.dir.display()
         );
-        if ok != targets.len() || converged.is_none() {
+        if ok != targets.len() || !converged {
             bail!("{} of {} pings failed", targets.len() - ok, targets.len());
         }
-        if container_ok != pairs.len() || containers_converged.is_none() {
+        if container_ok != pairs.len() || !containers_converged {
             bail!(
                 "{} of {} container pings failed",
                 pairs.len() - container_ok,
@@ -482,6 +474,21 @@ impl Demo<'_> {
             }
         }
         Ok(containers)
+    }
+
+    /// Pings every pair once until all answer (sessions come up with the first packet), for
+    /// up to 20 s; then `count` echoes each, measured. Whether they all answered in time, and
+    /// the measured results.
+    fn converge(
+        &self,
+        pairs: &[(&str, IpAddr)],
+        count: u32,
+    ) -> anyhow::Result<(bool, Vec<Option<f64>>)> {
+        let converged = demo::wait_for(Duration::from_secs(20), || {
+            let results = self.pings(pairs, 1)?;
+            Ok(results.iter().all(Option::is_some).then_some(()))
+        })?;
+        Ok((converged.is_some(), self.pings(pairs, count)?))
     }
 
     /// Pings each `(from, to)` at once (`count` echoes, 0.2 s apart): the average RTT in ms
