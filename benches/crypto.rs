@@ -1,27 +1,20 @@
-//! Packet crypto, handshake and per-packet tunnel path.
+//! Packet crypto and handshakes (the per-packet tunnel path is in `per_packet.rs`).
 //!
 //! * `seal/<size>`, `open/<size>`: [`Session::seal_in_place`] / [`Session::open_in_place`] on
 //!   one data message of `size` payload bytes, in preallocated buffers.
 //! * `handshake/full`: both sides of Noise IKpsk2 (initiate, read_initiation, respond,
 //!   finish), with message parsing and mac1 checks; `handshake/responder`: what a responder
 //!   spends on one valid initiation (parse, mac1, read_initiation, respond).
-//! * `tunnel/encapsulate`, `tunnel/handle_outside`: one 1420-byte IPv4 packet through
-//!   [`Tunnel::encapsulate`] (route lookup, seal, frame) and [`Tunnel::handle_outside`]
-//!   (parse, session lookup, open, replay window, source check), on two tunnels whose
-//!   session was established by the simulator.
 //!
 //! The replay window accepts each counter once, so the opening benches seal fresh messages
 //! in untimed chunks (`iter_custom`) and time only the opening of each chunk.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use meshd_proto::handshake::{self, InitiationParams, MacKeys};
 use meshd_proto::session::Session;
-use meshd_proto::sim::{self, LinkModel, Simulation};
-use meshd_proto::tunnel::{Encapsulated, Incoming, Tunnel};
 use meshd_proto::wire::{self, Message};
 use meshd_proto::{Identity, NetworkId};
 
@@ -30,8 +23,6 @@ const SIZES: [usize; 4] = [64, 512, 1420, 8192];
 /// that the chunk is still in L2 when it is opened, large enough that the two clock reads
 /// per chunk are noise.
 const CHUNK_BYTES: usize = 256 * 1024;
-/// The IPv4 packet size of the tunnel benches (a 1420-byte MTU, as WireGuard's default).
-const TUNNEL_PACKET: usize = 1420;
 
 fn chunk_len(message_len: usize) -> usize {
     (CHUNK_BYTES / message_len).clamp(16, 4096)
@@ -208,99 +199,5 @@ fn handshakes(c: &mut Criterion) {
     group.finish();
 }
 
-/// Two tunnels with an established session, node 0 → node 1, and a packet between them.
-struct TunnelPair {
-    now: Instant,
-    sender: Tunnel,
-    receiver: Tunnel,
-    sender_address: SocketAddr,
-    packet: Vec<u8>,
-}
-
-impl TunnelPair {
-    fn new() -> Self {
-        let mut sim = Simulation::new(2, LinkModel::default(), 1);
-        sim.send(0, 1, b"hello")
-            .expect("a packet to a member queues behind the handshake");
-        sim.run_for(Duration::from_secs(1));
-        assert_eq!(
-            sim.nodes[1].received.len(),
-            1,
-            "the simulator established a session and delivered the queued packet"
-        );
-        let packet = sim::ipv4_packet(
-            sim.nodes[0].ipv4,
-            sim.nodes[1].ipv4,
-            &[0x5a; TUNNEL_PACKET - 20],
-        );
-        assert_eq!(packet.len(), TUNNEL_PACKET);
-        let now = sim.now;
-        let mut nodes = std::mem::take(&mut sim.nodes).into_iter();
-        let (Some(sender), Some(receiver)) = (nodes.next(), nodes.next()) else {
-            panic!("the simulation has two nodes");
-        };
-        Self {
-            now,
-            sender_address: sender.address,
-            sender: sender.tunnel,
-            receiver: receiver.tunnel,
-            packet,
-        }
-    }
-
-    /// Seals the packet into `out`; returns the datagram length.
-    fn encapsulate(&mut self, out: &mut [u8]) -> usize {
-        match self.sender.encapsulate(self.now, &self.packet, out) {
-            Ok(Encapsulated::Ready { len, .. }) => len,
-            other => panic!("the session is established, yet encapsulate gave {other:?}"),
-        }
-    }
-}
-
-fn tunnel(c: &mut Criterion) {
-    let mut pair = TunnelPair::new();
-    let datagram_len = TUNNEL_PACKET + wire::DATA_OVERHEAD;
-    let mut group = c.benchmark_group("tunnel");
-    group.throughput(Throughput::Bytes(TUNNEL_PACKET as u64));
-
-    group.bench_function("encapsulate", |b| {
-        let mut out = vec![0u8; datagram_len];
-        b.iter(|| {
-            let n = pair.encapsulate(black_box(&mut out));
-            black_box(n)
-        });
-    });
-
-    group.bench_function("handle_outside", |b| {
-        let mut chunk = vec![vec![0u8; datagram_len]; chunk_len(datagram_len)];
-        b.iter_custom(|iters| {
-            let mut elapsed = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let k = usize::try_from(left).map_or(chunk.len(), |l| l.min(chunk.len()));
-                // Untimed: the sender seals k datagrams with fresh counters.
-                for d in &mut chunk[..k] {
-                    let n = pair.encapsulate(d);
-                    debug_assert_eq!(n, datagram_len);
-                }
-                let (now, from) = (pair.now, pair.sender_address);
-                let start = Instant::now();
-                for d in &mut chunk[..k] {
-                    match pair.receiver.handle_outside(now, from, black_box(d)) {
-                        Ok(Incoming::Packet { packet, .. }) => {
-                            assert_eq!(packet.len(), TUNNEL_PACKET);
-                        }
-                        other => panic!("a sealed data packet did not come out: {other:?}"),
-                    }
-                }
-                elapsed += start.elapsed();
-                left -= k as u64;
-            }
-            elapsed
-        });
-    });
-    group.finish();
-}
-
-criterion_group!(benches, seal_open, handshakes, tunnel);
+criterion_group!(benches, seal_open, handshakes);
 criterion_main!(benches);

@@ -2,7 +2,7 @@
 //!
 //! What it does: opens one TUN device per joined network, mirrors the network's address
 //! plan into the kernel over rtnetlink (addresses, routes, MTU, link state), owns the one UDP
-//! socket every network shares, and runs the tasks that move packets between them:
+//! socket every network shares, and runs the packet worker that moves packets between them:
 //!
 //! ```text
 //!  TUN "mesh-…"  ──read──▶ Tunnel::encapsulate_in_place ──sendmsg──▶ UDP [::]:port (inside → outside)
@@ -15,16 +15,17 @@
 //! refuses it ([`dataplane::Offloads`]).
 //!
 //! What it does not do: talk to controllers, verify or cache configs (the daemon hands it
-//! verified [`meshd_proto::NetworkConfig`]s), or use several queues and cores per network (a
-//! later step: DESIGN.md section 5).
+//! verified [`meshd_proto::NetworkConfig`]s), or use several queues and cores per network: one
+//! worker thread moves every packet (a later step: DESIGN.md section 5).
 //!
 //! Layout:
 //! - [`plan`](mod@plan): pure. Which addresses and routes a node's TUN carries, and the diff between
 //!   two plans.
 //! - [`kernel`]: applies a plan diff with rtnetlink; routes carry protocol [`kernel::RTPROT_MESHD`].
 //! - [`tun`]: opens the TUN device; batched reads and writes on it.
-//! - [`dataplane`]: the shared UDP socket, per-network state and tasks, status and counters.
-//! - [`sys`]: the only module with `unsafe` (network namespaces, socket options).
+//! - [`dataplane`]: the shared UDP socket, the packet worker, per-network state, timers,
+//!   status and counters.
+//! - [`sys`]: the only module with `unsafe` (network namespaces, socket options, epoll).
 //! - [`error`]: the one error type, [`EngineError`].
 
 pub mod dataplane;

@@ -11,8 +11,9 @@
 //! addresses and routes, so a crashed node leaves nothing behind.
 
 use std::io;
+use std::time::{Duration, Instant};
 
-use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, Layer, VIRTIO_NET_HDR_LEN};
+use tun_rs::{DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, Layer, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::EngineError;
 use crate::plan::MAX_INTERFACE_NAME;
@@ -24,13 +25,16 @@ pub const READ_SLOTS: usize = 128;
 const REFILL_SLOTS: usize = 64;
 /// Packets one [`Writer`] batch holds: tun-rs's GRO tables are sized for this many.
 pub const WRITE_BATCH: usize = IDEAL_BATCH_SIZE;
+/// A gap between batches longer than this, and the traffic is not a stream: see
+/// [`Reader::read`].
+const QUIET: Duration = Duration::from_micros(100);
 /// The largest read: a virtio-net header and an IP packet of up to 64 KB.
 const MAX_READ: usize = VIRTIO_NET_HDR_LEN + 65_535;
 
-/// Creates the TUN `name` with `mtu` and brings it up, with offloads if the kernel accepts
-/// them (logged once if not). It must run inside a tokio runtime (the device registers with
-/// its reactor), on a thread in the network namespace the device belongs in.
-pub fn open(name: &str, mtu: u16) -> Result<AsyncDevice, EngineError> {
+/// Creates the TUN `name` with `mtu` and brings it up, non-blocking, with offloads if the
+/// kernel accepts them (logged once if not). It must run on a thread in the network
+/// namespace the device belongs in.
+pub fn open(name: &str, mtu: u16) -> Result<SyncDevice, EngineError> {
     let fail = |source| EngineError::Tun {
         name: name.to_owned(),
         source,
@@ -57,8 +61,8 @@ pub fn open(name: &str, mtu: u16) -> Result<AsyncDevice, EngineError> {
     Ok(device)
 }
 
-fn build(name: &str, mtu: u16, offload: bool) -> io::Result<AsyncDevice> {
-    DeviceBuilder::new()
+fn build(name: &str, mtu: u16, offload: bool) -> io::Result<SyncDevice> {
+    let device = DeviceBuilder::new()
         .name(name)
         .layer(Layer::L3)
         .packet_information(false)
@@ -66,7 +70,9 @@ fn build(name: &str, mtu: u16, offload: bool) -> io::Result<AsyncDevice> {
         .multi_queue(false)
         .mtu(mtu)
         .enable(true)
-        .build_async()
+        .build_sync()?;
+    device.set_nonblocking(true)?;
+    Ok(device)
 }
 
 /// Batched TUN reads into fixed slots of one contiguous buffer.
@@ -88,6 +94,8 @@ pub struct Reader {
     sizes: [usize; READ_SLOTS],
     /// Packets in the current batch.
     len: usize,
+    /// When the previous batch was read.
+    previous: Option<Instant>,
 }
 
 /// What one [`Reader::read`] got.
@@ -111,6 +119,7 @@ impl Reader {
             mtu: 0,
             sizes: [0; READ_SLOTS],
             len: 0,
+            previous: None,
         };
         reader.set_mtu(mtu);
         reader
@@ -127,10 +136,15 @@ impl Reader {
         self.len = 0;
     }
 
-    /// Waits for the device to have a packet, then reads what else it has queued while at
-    /// least [`REFILL_SLOTS`] slots are free. Replaces the previous batch. An error is the
-    /// device's own (it was deleted, the descriptor broke): nothing more will come.
-    pub async fn read(&mut self, device: &AsyncDevice) -> io::Result<Read> {
+    /// Reads what the device has queued while at least [`REFILL_SLOTS`] slots are free
+    /// (nothing queued: `packets` is 0). Replaces the previous batch.
+    ///
+    /// A lone packet after a quiet spell (a ping, a request: traffic that waits for its
+    /// answer) is returned at once: reading on would only find the queue empty, one system
+    /// call later on that packet's way out. Under load batches follow each other closely,
+    /// and each reads on. An error is the device's own (it was deleted, the descriptor broke):
+    /// nothing more will come.
+    pub fn read(&mut self, device: &SyncDevice) -> io::Result<Read> {
         let Self {
             raw,
             slots,
@@ -138,6 +152,7 @@ impl Reader {
             headroom,
             sizes,
             len,
+            previous,
             ..
         } = self;
         let mut chunks = slots.chunks_mut(*slot_len);
@@ -146,14 +161,24 @@ impl Reader {
         *len = 0;
         let mut malformed = 0;
         while *len == 0 {
-            match device.recv_multiple(raw, &mut bufs, sizes, *headroom).await {
+            match device.recv_multiple(raw, &mut bufs, sizes, *headroom) {
                 Ok(n) => *len = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(Read {
+                        packets: 0,
+                        malformed,
+                    });
+                }
                 Err(e) => malformed += unsplittable(e)?,
             }
         }
-        while READ_SLOTS - *len >= REFILL_SLOTS {
+        let now = Instant::now();
+        let quiet = previous.is_none_or(|at| now.duration_since(at) > QUIET);
+        *previous = Some(now);
+        let lone = *len == 1 && quiet;
+        while !lone && READ_SLOTS - *len >= REFILL_SLOTS {
             let at = *len;
-            match device.try_recv_multiple(raw, &mut bufs[at..], &mut sizes[at..], *headroom) {
+            match device.recv_multiple(raw, &mut bufs[at..], &mut sizes[at..], *headroom) {
                 Ok(n) => *len += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => malformed += unsplittable(e)?,
@@ -252,7 +277,7 @@ impl Writer {
     }
 
     /// Writes the batch and empties it. On an error some packets may not have been written.
-    pub async fn flush(&mut self, device: &AsyncDevice) -> io::Result<()> {
+    pub fn flush(&mut self, device: &SyncDevice) -> io::Result<()> {
         if self.len == 0 {
             return Ok(());
         }
@@ -260,7 +285,6 @@ impl Writer {
         self.len = 0;
         device
             .send_multiple(&mut self.gro.0, bufs, VIRTIO_NET_HDR_LEN)
-            .await
             .map(drop)
     }
 }

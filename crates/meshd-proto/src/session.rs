@@ -38,11 +38,54 @@ pub enum SessionError {
     BufferTooSmall,
 }
 
+/// The AEAD key of one direction of a session. Not boxed: the key is used on every packet,
+/// and the null variant exists only in benchmark builds.
+#[allow(clippy::large_enum_variant)]
+enum PacketKey {
+    ChaCha(LessSafeKey),
+    /// Seals nothing and writes a zero tag; opens anything whose tag is zero. Only the
+    /// benchmarks build it (feature `null-crypto`), to show the packet path's cost without
+    /// the cipher; no code path of the node can create one.
+    #[cfg(feature = "null-crypto")]
+    Null,
+}
+
+impl PacketKey {
+    fn seal(&self, counter: u64, aad: [u8; 4], payload: &mut [u8], tag: &mut [u8]) -> bool {
+        match self {
+            PacketKey::ChaCha(key) => key
+                .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), payload)
+                .map(|t| tag.copy_from_slice(t.as_ref()))
+                .is_ok(),
+            #[cfg(feature = "null-crypto")]
+            PacketKey::Null => {
+                tag.fill(0);
+                true
+            }
+        }
+    }
+
+    /// `sealed` is ciphertext and tag; returns the plaintext length.
+    fn open(&self, counter: u64, aad: [u8; 4], sealed: &mut [u8]) -> Option<usize> {
+        match self {
+            PacketKey::ChaCha(key) => key
+                .open_in_place(nonce(counter), Aad::from(aad), sealed)
+                .ok()
+                .map(|plain| plain.len()),
+            #[cfg(feature = "null-crypto")]
+            PacketKey::Null => {
+                let plain = sealed.len().checked_sub(wire::TAG_LEN)?;
+                sealed[plain..].iter().all(|&b| b == 0).then_some(plain)
+            }
+        }
+    }
+}
+
 pub struct Session {
     local_index: u32,
     remote_index: u32,
-    send_key: LessSafeKey,
-    recv_key: LessSafeKey,
+    send_key: PacketKey,
+    recv_key: PacketKey,
     send_counter: u64,
     replay: ReplayWindow,
     established_at: Instant,
@@ -60,9 +103,11 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn key(bytes: &[u8; 32]) -> LessSafeKey {
+fn key(bytes: &[u8; 32]) -> PacketKey {
     // A 32-byte key is exactly what CHACHA20_POLY1305 takes.
-    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, bytes).expect("32-byte ChaCha20 key"))
+    PacketKey::ChaCha(LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, bytes).expect("32-byte ChaCha20 key"),
+    ))
 }
 
 fn nonce(counter: u64) -> Nonce {
@@ -90,6 +135,13 @@ impl Session {
             established_at: now,
             initiator,
         }
+    }
+
+    /// Replaces both keys with the null cipher (see `PacketKey::Null`): benchmarks only.
+    #[cfg(feature = "null-crypto")]
+    pub fn disable_crypto(&mut self) {
+        self.send_key = PacketKey::Null;
+        self.recv_key = PacketKey::Null;
     }
 
     pub fn local_index(&self) -> u32 {
@@ -137,12 +189,10 @@ impl Session {
         self.send_counter += 1;
         wire::put_data_header(buf, kind, self.remote_index, counter);
         let aad = [kind, 0, 0, 0];
-        let (payload, tail) = buf[wire::DATA_HEADER_LEN..total].split_at_mut(payload_len);
-        let tag = self
-            .send_key
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), payload)
-            .map_err(|_| SessionError::Unauthentic)?;
-        tail.copy_from_slice(tag.as_ref());
+        let (payload, tag) = buf[wire::DATA_HEADER_LEN..total].split_at_mut(payload_len);
+        if !self.send_key.seal(counter, aad, payload, tag) {
+            return Err(SessionError::Unauthentic);
+        }
         Ok(total)
     }
 
@@ -171,13 +221,8 @@ impl Session {
         let aad = [msg[0], msg[1], msg[2], msg[3]];
         let plain = self
             .recv_key
-            .open_in_place(
-                nonce(counter),
-                Aad::from(aad),
-                &mut msg[wire::DATA_HEADER_LEN..],
-            )
-            .map_err(|_| SessionError::Unauthentic)?
-            .len();
+            .open(counter, aad, &mut msg[wire::DATA_HEADER_LEN..])
+            .ok_or(SessionError::Unauthentic)?;
         // Cannot fail: checked above and nothing ran in between.
         self.replay.update(counter);
         Ok(plain)

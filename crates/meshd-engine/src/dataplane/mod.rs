@@ -1,18 +1,18 @@
 //! The data plane of one node: one UDP socket shared by every joined network, and per
-//! network a TUN device, a [`Tunnel`] and the tasks between them.
+//! network a TUN device and a [`Tunnel`]; one packet worker thread moves the packets of all
+//! of them (module `worker`).
 //!
 //! ```text
-//!  per network (a TUN, a Tunnel, two tasks)                         shared
-//!  TUN ──read batch──▶ inside_to_outside: seal in place ──GSO send──▶ UDP [::]:port
-//!                      timers: handle_timeout per tick ───send─────▶ UDP [::]:port
-//!  TUN ◀──GRO write── handle_outside ◀── demux ◀──────recvmmsg + GRO── UDP [::]:port
-//!                                         (outside_to_inside: one task for all networks)
+//!  per network (a TUN, a Tunnel)                  the packet worker         shared
+//!  TUN ──read batch──▶ Sender: seal in place ──────────GSO send──────────▶ UDP [::]:port
+//!  TUN ◀──GRO write── Receiver: handle_outside ◀── demux ◀─recvmmsg + GRO── UDP [::]:port
+//!                     timers: handle_timeout per tick (a task on the node's runtime) ──▶ UDP
 //! ```
 //!
 //! Call order: [`Dataplane::bind`], then [`Dataplane::join`] each network with its verified
 //! config, [`Dataplane::update`] on every new revision, [`Dataplane::leave`] to remove it.
-//! Dropping the `Dataplane` stops every task; the TUN devices close with them and take their
-//! addresses and routes along.
+//! Dropping the `Dataplane` stops the worker and every task; the TUN devices close with them
+//! and take their addresses and routes along.
 //!
 //! Batching (see [`Offloads`]): a TUN read returns up to 64 KB of one flow when the device has
 //! offloads, and the reader keeps reading what is queued, up to
@@ -23,16 +23,18 @@
 //!
 //! Locking: each network's `Tunnel` sits behind a `std::sync::Mutex`, held for one batch of
 //! `encapsulate_in_place`/`handle_outside` calls or one `handle_timeout`, and never across an
-//! `.await`. The network map is a `RwLock`, read once per receive batch. Control operations
+//! `.await`; the worker and the timers are its only contenders. The network map is a
+//! `RwLock`, read once per receive batch. Control operations
 //! (join, update, leave) are serialized by an async mutex because they await the kernel
 //! between reading and storing the plan.
 
 mod gso;
 mod outside;
 mod tasks;
+mod worker;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,14 +42,16 @@ use ipnet::IpNet;
 use meshd_proto::tunnel::{DropReason, PeerStatus, Tunnel};
 use meshd_proto::{Identity, NetworkConfig, NetworkId, NodeId};
 use rustc_hash::FxHashMap;
+use std::os::fd::{AsFd, AsRawFd};
 use tokio::task::JoinHandle;
-use tun_rs::AsyncDevice;
+use tun_rs::SyncDevice;
 
 pub use outside::SOCKET_BUFFER;
 use outside::{Outside, get};
 
 use crate::plan::{InterfacePlan, plan};
 use crate::{EngineError, Kernel, tun};
+use worker::Worker;
 
 /// A node's data plane: see the module docs.
 pub struct Dataplane {
@@ -57,8 +61,10 @@ pub struct Dataplane {
     networks: Networks,
     /// Serializes join, update and leave.
     control: tokio::sync::Mutex<()>,
-    /// The shared UDP → TUN task.
-    receiver: JoinHandle<()>,
+    /// Moves the packets of every network (see [`worker`]).
+    packets: Worker,
+    /// The epoll token the next joined network's TUN gets.
+    next_token: AtomicU64,
 }
 
 type Networks = Arc<RwLock<FxHashMap<NetworkId, Arc<Network>>>>;
@@ -68,12 +74,15 @@ struct Network {
     id: NetworkId,
     me: NodeId,
     interface: String,
-    tun: AsyncDevice,
+    /// Non-blocking; read by the packet worker, written by it and by nothing else.
+    tun: SyncDevice,
+    /// Tells the packet worker's events for this TUN apart.
+    token: u64,
     tunnel: Mutex<Tunnel>,
     /// What the kernel was last successfully given.
     plan: Mutex<InterfacePlan>,
     counters: NetworkCounters,
-    /// `inside_to_outside` and `timers`; aborted on leave and on drop.
+    /// `timers`; aborted on leave and on drop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -146,7 +155,6 @@ impl std::fmt::Debug for Dataplane {
 
 impl Drop for Dataplane {
     fn drop(&mut self) {
-        self.receiver.abort();
         for net in read(&self.networks).values() {
             for task in lock(&net.tasks).iter() {
                 task.abort();
@@ -165,17 +173,16 @@ impl Dataplane {
         let local_addr = outside.socket.local_addr().map_err(EngineError::Socket)?;
         let kernel = Kernel::connect().await?;
         let networks: Networks = Arc::default();
-        let receiver = tokio::spawn(tasks::outside_to_inside(
-            Arc::clone(&outside),
-            Arc::clone(&networks),
-        ));
+        let packets = Worker::start(Arc::clone(&outside), Arc::clone(&networks))
+            .map_err(EngineError::Socket)?;
         Ok(Dataplane {
             outside,
             local_addr,
             kernel,
             networks,
             control: tokio::sync::Mutex::new(()),
-            receiver,
+            packets,
+            next_token: AtomicU64::new(worker::FIRST_NETWORK_TOKEN),
         })
     }
 
@@ -217,6 +224,7 @@ impl Dataplane {
             me,
             interface: interface.clone(),
             tun,
+            token: self.next_token.fetch_add(1, Ordering::Relaxed),
             tunnel: Mutex::new(tunnel),
             plan: Mutex::new(wanted),
             counters: NetworkCounters::default(),
@@ -224,13 +232,19 @@ impl Dataplane {
         });
         // Visible to the receiver before the first handshake leaves, so its answer finds us.
         write(&self.networks).insert(id, Arc::clone(&net));
-        *lock(&net.tasks) = vec![
-            tokio::spawn(tasks::inside_to_outside(
-                Arc::clone(&net),
-                Arc::clone(&self.outside),
-            )),
-            tokio::spawn(tasks::timers(Arc::clone(&net), Arc::clone(&self.outside))),
-        ];
+        if let Err(e) = self.packets.add(net.tun.as_fd(), net.token) {
+            write(&self.networks).remove(&id);
+            drop(net);
+            let _ = self.kernel.remove(&interface).await;
+            return Err(EngineError::Tun {
+                name: interface,
+                source: e,
+            });
+        }
+        *lock(&net.tasks) = vec![tokio::spawn(tasks::timers(
+            Arc::clone(&net),
+            Arc::clone(&self.outside),
+        ))];
         tracing::info!(network = %id, interface = %interface, "joined");
         Ok(())
     }
@@ -257,6 +271,7 @@ impl Dataplane {
         let net = write(&self.networks)
             .remove(&id)
             .ok_or(EngineError::NotJoined(id))?;
+        self.packets.remove(net.tun.as_raw_fd());
         let tasks = std::mem::take(&mut *lock(&net.tasks));
         for task in &tasks {
             task.abort();
@@ -265,8 +280,8 @@ impl Dataplane {
             let _ = task.await; // cancelled: nothing to report
         }
         let interface = net.interface.clone();
-        // The receiver may hold the network for one more packet; deleting the link does not
-        // wait for the descriptor to close.
+        // The packet worker may hold the network until it handles the wake-up; deleting the
+        // link does not wait for the descriptor to close.
         drop(net);
         self.kernel.remove(&interface).await?;
         tracing::info!(network = %id, interface = %interface, "left");

@@ -18,7 +18,7 @@
 //! that batch one datagram at a time, counted and logged once.
 
 use std::io::{self, IoSliceMut};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use meshd_proto::NetworkId;
 use meshd_proto::tunnel::Transmit;
 use meshd_proto::wire::{self, Message};
+
 use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use super::NetworkCounters;
+use crate::sys::poll;
 use crate::sys::sockopt::{self, Buffer};
 
 /// Receive and send buffer size asked of the kernel. Drops at a full receive buffer are what
@@ -39,6 +39,10 @@ use crate::sys::sockopt::{self, Buffer};
 pub const SOCKET_BUFFER: usize = 4 << 20;
 /// Reads per receive (quinn-udp's `recvmmsg` batch).
 pub(crate) const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
+/// How long a send waits for room in a full socket buffer before its datagrams are dropped
+/// (and counted): the packet worker stops reading its TUN for that long, which is the
+/// backpressure a full link should give.
+const SEND_WAIT_MS: i32 = 5;
 /// Bytes per read: a GRO batch stays below 64 KB (the kernel's `gro_max_size`), and so does
 /// any one datagram.
 const RECV_BUF: usize = 1 << 16;
@@ -147,7 +151,8 @@ impl Received {
 
 impl Outside {
     /// Binds `[::]:port` dual-stack (or `0.0.0.0:port` on a host without IPv6) with large
-    /// buffers, GRO on, and the kernel's path-MTU behaviour. Must run inside a tokio runtime.
+    /// buffers, GRO on, and the kernel's path-MTU behaviour. The socket is non-blocking: the
+    /// packet worker polls it, and anyone may send on it.
     pub fn bind(port: u16) -> io::Result<Outside> {
         let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
         {
@@ -190,7 +195,7 @@ impl Outside {
             "outside socket bound"
         );
         Ok(Outside {
-            socket: UdpSocket::from_std(socket.into())?,
+            socket: socket.into(),
             state,
             dual_stack,
             counters: SocketCounters::default(),
@@ -218,33 +223,28 @@ impl Outside {
         self.state.gro_segments()
     }
 
-    /// Receives the next batch into `rx`, waiting for the first datagram.
-    pub async fn recv(&self, rx: &mut Received) -> io::Result<()> {
-        loop {
-            self.socket.readable().await?;
-            let mut chunks = rx.buf.chunks_mut(RECV_BUF);
-            let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            let meta = &mut rx.meta;
-            match self.socket.try_io(Interest::READABLE, || {
-                self.state.recv((&self.socket).into(), &mut bufs, meta)
-            }) {
-                Ok(reads) => {
-                    rx.reads = reads;
-                    return Ok(());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => {
-                    rx.reads = 0;
-                    return Err(e);
-                }
+    /// Receives what is queued into `rx`, up to one batch; `false` when nothing was.
+    pub fn recv(&self, rx: &mut Received) -> io::Result<bool> {
+        let mut chunks = rx.buf.chunks_mut(RECV_BUF);
+        let mut bufs: [IoSliceMut<'_>; RECV_BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        rx.reads = 0;
+        match self
+            .state
+            .recv((&self.socket).into(), &mut bufs, &mut rx.meta)
+        {
+            Ok(reads) => {
+                rx.reads = reads;
+                Ok(true)
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
     /// Sends one datagram; a failure (no route, a full queue) is counted, not returned.
-    pub async fn send(&self, bytes: &[u8], destination: SocketAddr, counters: &NetworkCounters) {
-        if self.transmit(bytes, destination, None).await.is_err() {
+    pub fn send(&self, bytes: &[u8], destination: SocketAddr, counters: &NetworkCounters) {
+        if self.transmit(bytes, destination, None).is_err() {
             bump(&counters.udp_send_error);
         }
     }
@@ -252,7 +252,7 @@ impl Outside {
     /// Sends `datagrams`, laid back to back and each `segment` bytes long but the last, in
     /// one segmented send (at most [`Outside::max_gso_segments`] of them). Failures are
     /// counted per datagram.
-    pub async fn send_segments(
+    pub fn send_segments(
         &self,
         datagrams: &[u8],
         segment: usize,
@@ -261,9 +261,9 @@ impl Outside {
     ) {
         let count = datagrams.len().div_ceil(segment.max(1));
         if count <= 1 {
-            return self.send(datagrams, destination, counters).await;
+            return self.send(datagrams, destination, counters);
         }
-        match self.transmit(datagrams, destination, Some(segment)).await {
+        match self.transmit(datagrams, destination, Some(segment)) {
             Ok(()) => {}
             Err(e) if self.max_gso_segments() <= 1 => {
                 // quinn-udp turned segmentation off on this error; resend one by one.
@@ -273,7 +273,7 @@ impl Outside {
                 }
                 bump(&self.gso_refused);
                 for datagram in datagrams.chunks(segment) {
-                    self.send(datagram, destination, counters).await;
+                    self.send(datagram, destination, counters);
                 }
             }
             Err(_) => add(&counters.udp_send_error, count as u64),
@@ -281,13 +281,13 @@ impl Outside {
     }
 
     /// Sends and empties `transmits`.
-    pub async fn send_all(&self, transmits: &mut Vec<Transmit>, counters: &NetworkCounters) {
+    pub fn send_all(&self, transmits: &mut Vec<Transmit>, counters: &NetworkCounters) {
         for t in transmits.drain(..) {
-            self.send(&t.bytes, t.destination, counters).await;
+            self.send(&t.bytes, t.destination, counters);
         }
     }
 
-    async fn transmit(
+    fn transmit(
         &self,
         contents: &[u8],
         destination: SocketAddr,
@@ -300,14 +300,12 @@ impl Outside {
             segment_size,
             src_ip: None,
         };
-        loop {
-            self.socket.writable().await?;
-            match self.socket.try_io(Interest::WRITABLE, || {
+        match self.state.try_send((&self.socket).into(), &transmit) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                poll::wait_writable(self.socket.as_fd(), SEND_WAIT_MS)?;
                 self.state.try_send((&self.socket).into(), &transmit)
-            }) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return result,
             }
+            result => result,
         }
     }
 }
@@ -411,8 +409,24 @@ mod tests {
         assert_eq!(owner(&init), None);
     }
 
-    #[tokio::test]
-    async fn one_dual_stack_socket_with_large_buffers() {
+    /// Retries a non-blocking call until it has something (loopback delivers at once; the
+    /// deadline keeps a bug from hanging the test).
+    fn soon<T>(mut f: impl FnMut() -> io::Result<Option<T>>) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match f() {
+                Ok(Some(v)) => return v,
+                Ok(None) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing arrived");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn one_dual_stack_socket_with_large_buffers() {
         let outside = Outside::bind(0).unwrap();
         let local = outside.socket.local_addr().unwrap();
         assert!(local.ip().is_unspecified() && local.port() != 0);
@@ -425,21 +439,21 @@ mod tests {
         assert!(sock.send_buffer_size().unwrap() >= SOCKET_BUFFER);
 
         // An IPv4 peer reaches it, and its address comes back as plain IPv4.
-        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.send_to(b"hi", ("127.0.0.1", local.port())).unwrap();
         let mut buf = [0u8; 8];
-        let (n, from) = outside.socket.recv_from(&mut buf).await.unwrap();
+        let (n, from) = soon(|| outside.socket.recv_from(&mut buf).map(Some));
         assert_eq!(&buf[..n], b"hi");
         assert_eq!(from_wire(from), peer.local_addr().unwrap());
         let back = outside.to_wire(peer.local_addr().unwrap());
         assert!(back.is_ipv6());
-        outside.socket.send_to(b"yo", back).await.unwrap();
+        outside.socket.send_to(b"yo", back).unwrap();
         let (n, _) = peer.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"yo");
     }
 
-    #[tokio::test]
-    async fn segmented_sends_arrive_whole_and_in_order() {
+    #[test]
+    fn segmented_sends_arrive_whole_and_in_order() {
         let outside = Outside::bind(0).unwrap();
         assert!(outside.max_gso_segments() > 1, "loopback segments");
         assert_eq!(outside.gro_segments(), 64, "the kernel has UDP GRO");
@@ -461,14 +475,14 @@ mod tests {
             let len = if i == 10 { 40 } else { 100 };
             datagrams.extend((0..len).map(|j| if j == 0 { i } else { 0xa5 }));
         }
-        outside.send_segments(&datagrams, 100, to, &counters).await;
-        outside.send(b"one", to, &counters).await;
+        outside.send_segments(&datagrams, 100, to, &counters);
+        outside.send(b"one", to, &counters);
         assert_eq!(get(&counters.udp_send_error), 0);
 
         let mut rx = Received::default();
         let mut got: Vec<Vec<u8>> = Vec::new();
         while got.len() < 12 {
-            outside.recv(&mut rx).await.unwrap();
+            soon(|| outside.recv(&mut rx).map(|got| got.then_some(())));
             got.extend(rx.datagrams().map(|(from, at)| {
                 assert_eq!(from, to, "the sender, as plain IPv4");
                 rx.bytes(at).to_vec()

@@ -1,6 +1,9 @@
-//! The three loops of the data plane. Each owns its buffers for its whole life and works in
-//! batches: one lock of the tunnel per batch, not per packet. Nothing here allocates or logs
-//! per packet: drops are counted by the tunnel or in the network's counters.
+//! The work of the data plane: a TUN → UDP batch per network ([`Sender`]), a UDP → TUN
+//! batch for all networks ([`Receiver`]), both run by the packet worker when their descriptor
+//! is readable, and the timers of each network (a task on the node's runtime). Each owns its
+//! buffers for its whole life and works in batches: one lock of the tunnel per batch, not per
+//! packet. Nothing here allocates or logs per packet: drops are counted by the tunnel or in
+//! the network's counters.
 //!
 //! Copies: inside → outside none (a packet is read into its slot and sealed there; see
 //! [`super::gso`]); outside → inside one (the opened packet into the TUN write batch, which
@@ -21,28 +24,40 @@ use super::outside::{Outside, Owner, Received, add, bump, owner};
 use super::{Network, Networks, lock, read};
 use crate::tun;
 
-/// TUN → UDP for one network: read a batch of packets (one read can hold a 64 KB TCP
-/// super-packet), seal them in place under one lock, send the datagrams for each destination
-/// in segmented sends; then send whatever the tunnel queued (a handshake initiation when
-/// there was no session, a rekey).
-pub(super) async fn inside_to_outside(net: Arc<Network>, outside: Arc<Outside>) {
-    let mut reader = tun::Reader::new(wire::DATA_HEADER_LEN, wire::TAG_LEN, mtu(&net));
-    let mut sealed: Vec<Sealed> = Vec::with_capacity(tun::READ_SLOTS);
-    let mut transmits: Vec<Transmit> = Vec::new();
-    loop {
-        reader.set_mtu(mtu(&net));
-        let read = match reader.read(&net.tun).await {
-            Ok(read) => read,
-            Err(e) => {
-                // The link was deleted under us, or the descriptor broke: nothing to read ever
-                // again. Said once, not per packet.
-                bump(&net.counters.tun_read_error);
-                tracing::warn!(network = %net.id, interface = %net.interface, error = %e,
-                    "TUN read failed; this network stops sending");
-                return;
-            }
-        };
+/// TUN → UDP state of one network on the packet worker: the read slots and what a batch
+/// produced.
+#[derive(Debug)]
+pub(super) struct Sender {
+    reader: tun::Reader,
+    sealed: Vec<Sealed>,
+    transmits: Vec<Transmit>,
+}
+
+impl Sender {
+    pub fn new(net: &Network) -> Self {
+        Self {
+            reader: tun::Reader::new(wire::DATA_HEADER_LEN, wire::TAG_LEN, mtu(net)),
+            sealed: Vec::with_capacity(tun::READ_SLOTS),
+            transmits: Vec::new(),
+        }
+    }
+
+    /// One batch: read what the TUN has queued (one read can hold a 64 KB TCP super-packet),
+    /// seal it in place under one lock, send the datagrams for each destination in segmented
+    /// sends; then send whatever the tunnel queued (a handshake initiation when there was no
+    /// session, a rekey). An error is the device's: it is gone.
+    pub fn run_once(&mut self, net: &Network, outside: &Outside) -> std::io::Result<()> {
+        let Self {
+            reader,
+            sealed,
+            transmits,
+        } = self;
+        reader.set_mtu(mtu(net));
+        let read = reader.read(&net.tun)?;
         add(&net.counters.tun_malformed, read.malformed);
+        if read.packets == 0 {
+            return Ok(());
+        }
         {
             let mut tunnel = lock(&net.tunnel);
             let now = Instant::now();
@@ -60,7 +75,7 @@ pub(super) async fn inside_to_outside(net: Arc<Network>, outside: Arc<Outside>) 
                     });
                 }
             }
-            drain(&mut tunnel, &mut transmits);
+            drain(&mut tunnel, transmits);
         }
         let slot_len = reader.slot_len();
         let slots = reader.slots_mut();
@@ -68,13 +83,12 @@ pub(super) async fn inside_to_outside(net: Arc<Network>, outside: Arc<Outside>) 
         while !rest.is_empty() {
             let (run, next) = rest.split_at(gso::run_len(rest, outside.max_gso_segments()));
             let at = gso::pack(slots, slot_len, run);
-            outside
-                .send_segments(&slots[at], run[0].len, run[0].destination, &net.counters)
-                .await;
+            outside.send_segments(&slots[at], run[0].len, run[0].destination, &net.counters);
             rest = next;
         }
         sealed.clear();
-        outside.send_all(&mut transmits, &net.counters).await;
+        outside.send_all(transmits, &net.counters);
+        Ok(())
     }
 }
 
@@ -92,25 +106,42 @@ struct Routed {
     network: usize,
 }
 
-/// UDP → TUN for every network: receive a batch of datagrams (GRO batches split at their
-/// stride), find each one's network, open the datagrams of one network under one lock of its
-/// tunnel, write the packets to its TUN in one batch, send whatever the tunnel answered.
-pub(super) async fn outside_to_inside(outside: Arc<Outside>, networks: Networks) {
-    let mut rx = Received::default();
-    let mut routed: Vec<Routed> = Vec::new();
-    // The networks of the current batch (usually one), each cloned out of the map once.
-    let mut batch_networks: Vec<Arc<Network>> = Vec::new();
-    let mut writer = tun::Writer::default();
-    let mut transmits: Vec<Transmit> = Vec::new();
-    loop {
-        if outside.recv(&mut rx).await.is_err() {
-            bump(&outside.counters.udp_recv_error);
-            continue;
+/// UDP → TUN state for every network: the receive buffers and the TUN write batch.
+#[derive(Default)]
+pub(super) struct Receiver {
+    rx: Received,
+    routed: Vec<Routed>,
+    /// The networks of the current batch (usually one), each cloned out of the map once.
+    batch_networks: Vec<Arc<Network>>,
+    writer: tun::Writer,
+    transmits: Vec<Transmit>,
+}
+
+impl Receiver {
+    /// One batch: receive what the socket has queued (GRO batches split at their stride),
+    /// find each datagram's network, open the datagrams of one network under one lock of
+    /// its tunnel, write the packets to its TUN in one batch, send whatever the tunnel
+    /// answered.
+    pub fn run_once(&mut self, outside: &Outside, networks: &Networks) {
+        let Self {
+            rx,
+            routed,
+            batch_networks,
+            writer,
+            transmits,
+        } = self;
+        match outside.recv(rx) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                bump(&outside.counters.udp_recv_error);
+                return;
+            }
         }
         {
-            let networks = read(&networks);
+            let networks = read(networks);
             for (from, at) in rx.datagrams() {
-                let Some(net) = demux(&outside, &networks, rx.bytes(at.clone())) else {
+                let Some(net) = demux(outside, &networks, rx.bytes(at.clone())) else {
                     continue;
                 };
                 let network = match batch_networks.iter().position(|n| Arc::ptr_eq(n, net)) {
@@ -143,13 +174,13 @@ pub(super) async fn outside_to_inside(outside: Arc<Outside>, networks: Networks)
                         writer.push(packet);
                     }
                 }
-                drain(&mut tunnel, &mut transmits);
+                drain(&mut tunnel, transmits);
             }
             rest = &rest[taken..];
-            if writer.flush(&net.tun).await.is_err() {
+            if writer.flush(&net.tun).is_err() {
                 bump(&net.counters.tun_write_error);
             }
-            outside.send_all(&mut transmits, &net.counters).await;
+            outside.send_all(transmits, &net.counters);
         }
         routed.clear();
         batch_networks.clear();
@@ -201,7 +232,7 @@ pub(super) async fn timers(net: Arc<Network>, outside: Arc<Outside>) {
         for event in events.drain(..) {
             log_event(net.id, event);
         }
-        outside.send_all(&mut transmits, &net.counters).await;
+        outside.send_all(&mut transmits, &net.counters);
     }
 }
 

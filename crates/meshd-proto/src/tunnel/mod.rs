@@ -293,6 +293,18 @@ impl Tunnel {
         self.peers.get(&node).map(|p| p.status(now))
     }
 
+    /// Puts every established session on the null cipher: benchmarks only (feature
+    /// `null-crypto`), so that they show the packet path's cost apart from the cipher's.
+    #[cfg(feature = "null-crypto")]
+    pub fn disable_crypto(&mut self) {
+        for peer in self.peers.values_mut() {
+            let sessions = [&mut peer.current, &mut peer.previous, &mut peer.next];
+            for session in sessions.into_iter().flatten() {
+                session.disable_crypto();
+            }
+        }
+    }
+
     /// Whether `index` is one of this tunnel's live local indices (a session or a pending
     /// handshake). An engine running several networks on one UDP socket uses it to hand a
     /// response, cookie reply or data message to the tunnel that issued its receiver index.
