@@ -410,6 +410,18 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
     except BenchError as e:
         raise BenchError(f"{e}; b's status: {json.dumps(meshd_status(lab, exe, 'b'))}") from None
     log(f"  meshd: ping across ({time.monotonic() - t0:.1f} s)")
+
+    # The numbers are for the direct path: a relayed start would measure the controller.
+    def direct() -> bool:
+        peers = (meshd_status(lab, exe, "a") or {}).get("peers", [])
+        return bool(peers) and all(p.get("path") == "direct" for p in peers)
+
+    try:
+        wait_for("a direct path from a to b", 30, direct)
+    except BenchError as e:
+        peers = (meshd_status(lab, exe, "a") or {}).get("peers")
+        raise BenchError(f"{e}; a's peers: {json.dumps(peers)}") from None
+    log(f"  meshd: direct path ({time.monotonic() - t0:.1f} s)")
     return addrs["b"]
 
 
