@@ -213,7 +213,8 @@ impl Reader {
 /// error of splitting what was read (tun-rs's own, without one) drops that read only.
 fn unsplittable(e: io::Error) -> io::Result<u64> {
     match e.raw_os_error() {
-        Some(code) if code == libc::EINTR || code == libc::EAGAIN => Ok(0),
+        // EAGAIN never gets here: `Reader::read` takes it as "nothing queued" first.
+        Some(code) if code == libc::EINTR => Ok(0),
         Some(_) => Err(e),
         None => Ok(1),
     }

@@ -18,7 +18,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, JoinHandle};
 
 use std::collections::hash_map::Entry;
 
@@ -40,7 +40,6 @@ pub(super) const FIRST_NETWORK_TOKEN: Token = 2;
 pub(super) struct Worker {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
-    thread_id: ThreadId,
 }
 
 #[derive(Debug)]
@@ -67,7 +66,6 @@ impl Worker {
         })?;
         Ok(Worker {
             shared,
-            thread_id: thread.thread().id(),
             thread: Some(thread),
         })
     }
@@ -91,9 +89,8 @@ impl Drop for Worker {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake.notify();
-        if let Some(thread) = self.thread.take()
-            && thread::current().id() != self.thread_id
-        {
+        // The worker thread never holds a `Worker`, so this is never a join of itself.
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }

@@ -15,3 +15,12 @@ pub(crate) mod sockopt;
 pub fn force_recv_buffer(socket: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std::io::Result<()> {
     sockopt::force_buffer_size(socket, sockopt::Buffer::Receive, bytes)
 }
+
+/// A system call's return value, or the error it left in `errno` when it returned -1 (or any
+/// negative value: the calls here return -1 and nothing else below zero).
+pub(crate) fn check(rc: libc::c_int) -> std::io::Result<libc::c_int> {
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(rc)
+}

@@ -31,11 +31,7 @@ pub fn enter_fd(ns: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: `ns` is an open descriptor for the whole call (a `BorrowedFd` cannot outlive
     // its owner); setns(2) only reads it, and with CLONE_NEWNET the kernel checks that it
     // refers to a network namespace (EINVAL otherwise). It changes no memory of ours.
-    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
 }
 
 /// The calling thread's current network namespace, to come back to with [`enter_fd`].

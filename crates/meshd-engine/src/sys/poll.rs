@@ -5,11 +5,11 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use super::check;
+
 /// Takes ownership of a descriptor a system call just returned, or its error.
 fn owned(fd: RawFd) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = check(fd)?;
     // SAFETY: only called on a descriptor the kernel just created for us, which nothing else
     // holds.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -46,11 +46,7 @@ impl Epoll {
         };
         // SAFETY: `event` lives for the call and the kernel copies it (DEL ignores it). A
         // stale `fd` is rejected by the kernel (EBADF/ENOENT), not undefined behaviour.
-        let rc = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut event) };
-        if rc == -1 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        check(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut event) }).map(drop)
     }
 
     /// Waits until something is readable; returns the tokens in `tokens` (replaced).
@@ -69,15 +65,11 @@ impl Epoll {
                 -1,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
-        let n = usize::try_from(n).unwrap_or(0).min(EVENTS);
+        let n = match check(n) {
+            Ok(n) => usize::try_from(n).unwrap_or(0).min(EVENTS),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        };
         tokens.extend(events[..n].iter().map(|e| e.u64));
         Ok(())
     }
@@ -121,9 +113,7 @@ pub fn wait_writable(fd: BorrowedFd<'_>, ms: i32) -> io::Result<()> {
         revents: 0,
     };
     // SAFETY: one valid pollfd for the length of the call; poll(2) only writes `revents`.
-    let rc = unsafe { libc::poll(&mut poll, 1, ms) };
-    match rc {
-        -1 => Err(io::Error::last_os_error()),
+    match check(unsafe { libc::poll(&mut poll, 1, ms) })? {
         0 => Err(io::ErrorKind::WouldBlock.into()),
         _ => Ok(()),
     }

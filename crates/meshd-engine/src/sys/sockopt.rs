@@ -23,21 +23,7 @@ pub(crate) fn force_buffer_size(
         Buffer::Send => libc::SO_SNDBUFFORCE,
     };
     let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `socket` is an open descriptor for the whole call; the option value is a
-    // `c_int` on our stack, and we pass its exact size, so the kernel reads only that int.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&raw const value).cast::<libc::c_void>(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_option(socket, libc::SOL_SOCKET, option, value)
 }
 
 /// Reads an integer socket option.
@@ -59,10 +45,7 @@ pub(crate) fn int_option(
             &raw mut len,
         )
     };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
+    super::check(rc).map(|_| value)
 }
 
 /// Sets an integer socket option.
@@ -72,8 +55,8 @@ pub(crate) fn set_int_option(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
-    // SAFETY: as in `force_buffer_size`: an open descriptor, and a `c_int` of the exact size
-    // we pass.
+    // SAFETY: `socket` is an open descriptor for the whole call; the option value is a
+    // `c_int` on our stack, and we pass its exact size, so the kernel reads only that int.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
@@ -83,8 +66,5 @@ pub(crate) fn set_int_option(
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::check(rc).map(drop)
 }
