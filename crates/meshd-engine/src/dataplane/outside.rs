@@ -41,7 +41,8 @@ pub const SOCKET_BUFFER: usize = 4 << 20;
 pub(crate) const RECV_BATCH: usize = quinn_udp::BATCH_SIZE;
 /// How long a send waits for room in a full socket buffer before its datagrams are dropped
 /// (and counted): the packet worker stops reading its TUN for that long, which is the
-/// backpressure a full link should give.
+/// backpressure a full link should give. A timers task sending then holds its runtime thread
+/// as long; its few datagrams per tick rarely meet a full buffer.
 const SEND_WAIT_MS: i32 = 5;
 /// Bytes per read: a GRO batch stays below 64 KB (the kernel's `gro_max_size`), and so does
 /// any one datagram.
