@@ -366,9 +366,10 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
         raise BenchError(f"`meshd controller network create` printed {nwid!r}")
     log(f"  meshd: controller up, network {nwid} ({time.monotonic() - t0:.1f} s)")
 
+    workers = ["--workers", str(args.meshd_workers)] if args.meshd_workers else []
     daemons = {
         side: lab.spawn(side, [exe, "daemon", "--state", state(side), "--port",
-                               str(MESHD_NODE_PORT), "--controller", channel],
+                               str(MESHD_NODE_PORT), "--controller", channel, *workers],
                         f"daemon-{side}.log")
         for side in "ab"
     }
@@ -764,6 +765,8 @@ def parse_args() -> argparse.Namespace:
                    help="1 round of 2 s, and a byte-exact 20 MB transfer over meshd (for CI)")
     p.add_argument("--meshd", default=str(REPO / "target" / "release" / "meshd"),
                    help="meshd binary (default: target/release/meshd)")
+    p.add_argument("--meshd-workers", type=int,
+                   help="packet workers per meshd daemon (default: meshd's, one per core)")
     p.add_argument("--boringtun-threads", type=int, default=4,
                    help="boringtun-cli --threads (default 4, boringtun's own default)")
     p.add_argument("--json", metavar="FILE", help="write every sample and the medians here")

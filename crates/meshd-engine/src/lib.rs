@@ -1,8 +1,9 @@
 //! meshd's Linux I/O layer: the edge around the sans-IO [`meshd_proto::tunnel::Tunnel`].
 //!
-//! What it does: opens one TUN device per joined network, mirrors the network's address
-//! plan into the kernel over rtnetlink (addresses, routes, MTU, link state), owns the one UDP
-//! socket every network shares, and runs the packet worker that moves packets between them:
+//! What it does: opens one TUN device per joined network (one queue per packet worker), mirrors
+//! the network's address plan into the kernel over rtnetlink (addresses, routes, MTU, link
+//! state), owns the UDP sockets every network shares (one per worker, all on the node's port),
+//! and runs the packet workers (one per core) that move packets between them:
 //!
 //! ```text
 //!  TUN "mesh-…"  ──read──▶ Tunnel::encapsulate_in_place ──sendmsg──▶ UDP [::]:port (inside → outside)
@@ -14,16 +15,17 @@
 //! write), UDP GSO on send and GRO on receive, each falling back on its own when the kernel
 //! refuses it ([`dataplane::Offloads`]).
 //!
-//! What it does not do: talk to controllers, verify or cache configs (the daemon hands it
-//! verified [`meshd_proto::NetworkConfig`]s), or use several queues and cores per network: one
-//! worker thread moves every packet (a later step: DESIGN.md section 5).
+//! What it does not do: talk to controllers, or verify or cache configs (the daemon hands it
+//! verified [`meshd_proto::NetworkConfig`]s). Nor does it spread one peer's packets over
+//! several cores: the kernel gives all datagrams from one peer to one worker's socket
+//! (see [`dataplane`]).
 //!
 //! Layout:
 //! - [`plan`](mod@plan): pure. Which addresses and routes a node's TUN carries, and the diff between
 //!   two plans.
 //! - [`kernel`]: applies a plan diff with rtnetlink; routes carry protocol [`kernel::RTPROT_MESHD`].
 //! - [`tun`]: opens the TUN device; batched reads and writes on it.
-//! - [`dataplane`]: the shared UDP socket, the packet worker, per-network state, timers,
+//! - [`dataplane`]: the UDP sockets, the packet workers, per-network state, timers,
 //!   status and counters.
 //! - [`sys`]: the only module with `unsafe` (network namespaces, socket options, epoll).
 //! - [`error`]: the one error type, [`EngineError`].
@@ -38,7 +40,7 @@ pub mod plan;
 pub mod sys;
 pub mod tun;
 
-pub use dataplane::{Dataplane, NetworkStatus, Offloads};
+pub use dataplane::{Dataplane, NetworkStatus, Offloads, WorkerPackets, default_workers};
 pub use error::EngineError;
 pub use kernel::Kernel;
 pub use plan::{InterfacePlan, PlanDiff, diff, interface_name, plan};

@@ -1,6 +1,8 @@
 //! The TUN device of one network, and batched reads and writes on it.
 //!
-//! Layer 3, no packet-information header, one queue. When the kernel allows it the device has
+//! Layer 3, no packet-information header, one queue per packet worker (IFF_MULTI_QUEUE when
+//! there are several: the kernel keeps each flow on one queue, and sends a flow's outgoing
+//! packets to the queue its incoming ones were written to). When the kernel allows it the device has
 //! virtio-net headers with TSO (and USO on Linux ≥ 6.2) offloads: one read then returns up to
 //! 64 KB of one TCP or UDP flow, which [`Reader`] splits into packets of at most the MTU, and
 //! [`Writer`] coalesces the packets of one flow back into one write (GRO). Where the kernel
@@ -31,10 +33,10 @@ const QUIET: Duration = Duration::from_micros(100);
 /// The largest read: a virtio-net header and an IP packet of up to 64 KB.
 const MAX_READ: usize = VIRTIO_NET_HDR_LEN + 65_535;
 
-/// Creates the TUN `name` with `mtu` and brings it up, non-blocking, with offloads if the
-/// kernel accepts them (logged once if not). It must run on a thread in the network
-/// namespace the device belongs in.
-pub fn open(name: &str, mtu: u16) -> Result<SyncDevice, EngineError> {
+/// Creates the TUN `name` with `mtu` and `queues` queues (at least one) and brings it up,
+/// every queue non-blocking, with offloads if the kernel accepts them (logged once if not).
+/// It must run on a thread in the network namespace the device belongs in.
+pub fn open(name: &str, mtu: u16, queues: usize) -> Result<Vec<SyncDevice>, EngineError> {
     let fail = |source| EngineError::Tun {
         name: name.to_owned(),
         source,
@@ -45,29 +47,38 @@ pub fn open(name: &str, mtu: u16) -> Result<SyncDevice, EngineError> {
             format!("interface names have 1 to {MAX_INTERFACE_NAME} bytes"),
         )));
     }
-    let device = match build(name, mtu, true) {
+    let multi_queue = queues > 1;
+    let device = match build(name, mtu, true, multi_queue) {
         Ok(device) => device,
         Err(refused) => {
             // Without IFF_VNET_HDR/TUNSETOFFLOAD (an old kernel, a seccomp filter) the device
             // still works, one packet per read and per write. Any other problem fails again.
-            let device = build(name, mtu, false).map_err(fail)?;
+            let device = build(name, mtu, false, multi_queue).map_err(fail)?;
             tracing::warn!(interface = %name, error = %refused,
                 "TUN offloads refused; this network moves one packet per TUN read and write");
             device
         }
     };
     tracing::debug!(interface = %name, tcp = device.tcp_gso(), udp = device.udp_gso(),
-        "TUN offloads");
-    Ok(device)
+        queues, "TUN offloads");
+    let mut all = Vec::with_capacity(queues);
+    for _ in 1..queues {
+        // Each further queue is a descriptor attached to the same link, with its offloads.
+        let queue = device.try_clone().map_err(fail)?;
+        queue.set_nonblocking(true).map_err(fail)?;
+        all.push(queue);
+    }
+    all.insert(0, device);
+    Ok(all)
 }
 
-fn build(name: &str, mtu: u16, offload: bool) -> io::Result<SyncDevice> {
+fn build(name: &str, mtu: u16, offload: bool, multi_queue: bool) -> io::Result<SyncDevice> {
     let device = DeviceBuilder::new()
         .name(name)
         .layer(Layer::L3)
         .packet_information(false)
         .offload(offload)
-        .multi_queue(false)
+        .multi_queue(multi_queue)
         .mtu(mtu)
         .enable(true)
         .build_sync()?;
@@ -136,7 +147,7 @@ impl Reader {
         self.len = 0;
     }
 
-    /// Reads what the device has queued while at least [`REFILL_SLOTS`] slots are free
+    /// Reads what the device has queued while at least `REFILL_SLOTS` (64) slots are free
     /// (nothing queued: `packets` is 0). Replaces the previous batch.
     ///
     /// A lone packet after a quiet spell (a ping, a request: traffic that waits for its

@@ -5,11 +5,11 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Netns, Node, config, member, veth};
-use meshd_engine::interface_name;
+use common::{Netns, Node, WORKERS, config, member, veth};
+use meshd_engine::{Dataplane, interface_name};
 use meshd_proto::addr::{rfc4193_addr, sixplane_addr};
 use meshd_proto::{Identity, NetworkKey};
 
@@ -176,6 +176,60 @@ fn two_namespaces_ping_and_transfer_through_the_mesh() {
     let small = payload(256 * 1024);
     let (received, _) = transfer(&a, &b, server6, small.clone());
     assert!(received == small, "6PLANE TCP stream differs");
+
+    // Many flows spread over the packet workers: each flow goes to one TUN queue by its hash,
+    // so with 32 flows every one of the two workers of A sends some (all on one: 2^-31).
+    let before = dp_a.workers();
+    assert_eq!(before.len(), WORKERS);
+    let flows = a
+        .thread(|| -> io::Result<()> {
+            let to = SocketAddr::from((Ipv4Addr::new(10, 147, 17, 11), 9));
+            for _ in 0..32 {
+                let socket = UdpSocket::bind((Ipv4Addr::new(10, 147, 17, 10), 0))?;
+                for _ in 0..20 {
+                    socket.send_to(b"one flow of many", to)?;
+                }
+            }
+            Ok(())
+        })
+        .join()
+        .expect("UDP flows thread");
+    flows.expect("send UDP flows");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let spread = loop {
+        let after = dp_a.workers();
+        let sent: Vec<u64> = after
+            .iter()
+            .zip(&before)
+            .map(|(now, then)| now.to_peers - then.to_peers)
+            .collect();
+        if sent.iter().sum::<u64>() >= 32 * 20 || Instant::now() > deadline {
+            break sent;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    println!("32 UDP flows from A: packets sent per worker {spread:?}");
+    assert!(spread.iter().sum::<u64>() >= 32 * 20, "{spread:?}");
+    assert!(
+        spread.iter().all(|&n| n > 0),
+        "one worker sent all: {spread:?}"
+    );
+    assert!(
+        dp_b.workers().iter().any(|w| w.from_peers >= 32 * 20),
+        "B's worker for A's socket opened them: {:?}",
+        dp_b.workers()
+    );
+    let flags = a.exec(&["cat", &format!("/sys/class/net/{ifname}/tun_flags")]);
+    let flags = String::from_utf8_lossy(&flags.stdout);
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_ne!(flags & 0x100, 0, "IFF_MULTI_QUEUE: {flags:#x}");
+
+    // The port is the node's: a second data plane cannot share it, even though the workers'
+    // sockets share it among themselves.
+    let port = dp_a.port;
+    let second = a.block_on(move || async move { Dataplane::bind(port, WORKERS).await.err() });
+    let second = second.expect("a second data plane on the same port must fail");
+    assert!(second.to_string().contains("in use"), "{second}");
 
     // Both sides see one established session, and nothing was forged, replayed or lost to
     // I/O errors.

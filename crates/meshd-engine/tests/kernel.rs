@@ -72,7 +72,7 @@ fn kernel_applies_plans_as_diffs_and_removes_the_link() {
     let (p1, p2) = (plan1.clone(), plan2.clone());
     ns.block_on(move || async move {
         let ifname = p1.name.clone();
-        let device = tun::open(&ifname, 1500).unwrap();
+        let device = tun::open(&ifname, 1500, 1).unwrap();
         let kernel = Kernel::connect().await.unwrap();
         kernel
             .apply(&ifname, &InterfacePlan::unconfigured(ifname.clone()), &p1)
@@ -135,15 +135,21 @@ fn kernel_applies_plans_as_diffs_and_removes_the_link() {
 }
 
 #[test]
-fn closing_the_tun_removes_the_link() {
+fn closing_the_last_tun_queue_removes_the_link() {
     let ns = Netns::new();
     let check = ns.clone();
     ns.block_on(move || async move {
-        let device = tun::open("mesh-closetest", 1420).unwrap();
+        let mut queues = tun::open("mesh-closetest", 1420, 3).unwrap();
+        assert_eq!(queues.len(), 3);
         assert!(check.link_exists("mesh-closetest"));
-        drop(device);
+        // Every queue holds the link: it goes with the last one.
+        while queues.len() > 1 {
+            drop(queues.pop());
+            assert!(check.link_exists("mesh-closetest"));
+        }
+        drop(queues);
         assert!(!check.link_exists("mesh-closetest"));
         // Not a valid interface name: refused before the kernel sees it.
-        assert!(tun::open("mesh-this-name-is-too-long", 1420).is_err());
+        assert!(tun::open("mesh-this-name-is-too-long", 1420, 1).is_err());
     });
 }

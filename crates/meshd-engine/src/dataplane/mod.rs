@@ -1,17 +1,25 @@
-//! The data plane of one node: one UDP socket shared by every joined network, and per
-//! network a TUN device and a [`Tunnel`]; one packet worker thread moves the packets of all
-//! of them (module `worker`).
+//! The data plane of one node: packet workers (one per core by default, module `worker`),
+//! each with its own UDP socket on the node's port and its own queue of every joined
+//! network's TUN; per network a [`Tunnel`] the workers share.
 //!
 //! ```text
-//!  per network (a TUN, a Tunnel)                  the packet worker         shared
-//!  TUN ──read batch──▶ Sender: seal in place ──────────GSO send──────────▶ UDP [::]:port
-//!  TUN ◀──GRO write── Receiver: handle_outside ◀── demux ◀─recvmmsg + GRO── UDP [::]:port
-//!                     timers: handle_timeout per tick (a task on the node's runtime) ──▶ UDP
+//!  per network: a Tunnel,          packet worker k (one thread)               per worker
+//!  a TUN of N queues
+//!  TUN queue k ──read batch──▶ Sender: seal in place ──────GSO send──────▶ UDP socket k
+//!  TUN queue k ◀──GRO write── Receiver: handle_outside ◀─ demux ◀─ recvmmsg + GRO ─┘
+//!               timers: handle_timeout per tick (a task on the node's runtime) ──▶ socket 0
 //! ```
+//!
+//! Spreading the work: the sockets share the port with SO_REUSEPORT, and the kernel gives all
+//! datagrams of one sender (address and port) to one socket; a TUN queue gets whole flows
+//! (by their hash), except that the kernel sends a flow to the queue its incoming packets were
+//! last written to. So a flow is moved by one worker on each node, in order; flows that only
+//! leave spread over the workers, and a conversation with a peer follows the worker that
+//! receives from that peer. Several peers use several cores; one busy peer uses one.
 //!
 //! Call order: [`Dataplane::bind`], then [`Dataplane::join`] each network with its verified
 //! config, [`Dataplane::update`] on every new revision, [`Dataplane::leave`] to remove it.
-//! Dropping the `Dataplane` stops the worker and every task; the TUN devices close with them
+//! Dropping the `Dataplane` stops the workers and every task; the TUN devices close with them
 //! and take their addresses and routes along.
 //!
 //! Batching (see [`Offloads`]): a TUN read returns up to 64 KB of one flow when the device has
@@ -23,7 +31,7 @@
 //!
 //! Locking: each network's `Tunnel` sits behind a `std::sync::Mutex`, held for one batch of
 //! `encapsulate_in_place`/`handle_outside` calls or one `handle_timeout`, and never across an
-//! `.await`; the worker and the timers are its only contenders. The network map is a
+//! `.await`; the workers and the timers are its only contenders. The network map is a
 //! `RwLock`, read once per receive batch. Control operations
 //! (join, update, leave) are serialized by an async mutex because they await the kernel
 //! between reading and storing the plan.
@@ -52,17 +60,20 @@ use outside::{Outside, get};
 use crate::plan::{InterfacePlan, plan};
 use crate::{EngineError, Kernel, tun};
 use worker::Worker;
+pub use worker::WorkerPackets;
 
 /// A node's data plane: see the module docs.
 pub struct Dataplane {
-    outside: Arc<Outside>,
+    /// One socket per packet worker, all on `local_addr`'s port.
+    outside: Vec<Arc<Outside>>,
     local_addr: SocketAddr,
     kernel: Kernel,
     networks: Networks,
     /// Serializes join, update and leave.
     control: tokio::sync::Mutex<()>,
-    /// Moves the packets of every network (see [`worker`]).
-    packets: Worker,
+    /// Move the packets of every network (see [`worker`]); worker `k` reads socket `k` and
+    /// queue `k` of every TUN.
+    workers: Vec<Worker>,
     /// The epoll token the next joined network's TUN gets.
     next_token: AtomicU64,
 }
@@ -74,9 +85,10 @@ struct Network {
     id: NetworkId,
     me: NodeId,
     interface: String,
-    /// Non-blocking; read by the packet worker, written by it and by nothing else.
-    tun: SyncDevice,
-    /// Tells the packet worker's events for this TUN apart.
+    /// The TUN's queues, one per packet worker, non-blocking; queue `k` is read and written
+    /// by worker `k` and by nothing else.
+    queues: Vec<SyncDevice>,
+    /// Tells the packet workers' events for this TUN apart.
     token: u64,
     tunnel: Mutex<Tunnel>,
     /// What the kernel was last successfully given.
@@ -126,6 +138,11 @@ pub struct Offloads {
     pub udp_gso_refused: u64,
 }
 
+/// One packet worker per core the node may run on (at least one).
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// What `meshd status` shows about one network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkStatus {
@@ -164,16 +181,28 @@ impl Drop for Dataplane {
 }
 
 impl Dataplane {
-    /// Binds the shared UDP socket on `[::]:port` (dual-stack; `0` picks a port) and
-    /// connects to the kernel. Runs inside a tokio runtime, in the network namespace the node
-    /// lives in: the socket, TUN devices and netlink socket all belong to the namespace of
+    /// Starts `workers` packet workers (at least one; [`default_workers`] is one per core)
+    /// with their UDP sockets on `[::]:port` (dual-stack; `0` picks a port) and connects to
+    /// the kernel. Runs inside a tokio runtime, in the network namespace the node lives in:
+    /// the sockets, TUN devices, netlink socket and workers all belong to the namespace of
     /// the thread that creates them.
-    pub async fn bind(port: u16) -> Result<Dataplane, EngineError> {
-        let outside = Arc::new(Outside::bind(port).map_err(EngineError::Socket)?);
-        let local_addr = outside.socket.local_addr().map_err(EngineError::Socket)?;
+    pub async fn bind(port: u16, workers: usize) -> Result<Dataplane, EngineError> {
+        let outside: Vec<Arc<Outside>> = Outside::bind(port, workers.max(1))
+            .map_err(EngineError::Socket)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let local_addr = outside[0]
+            .socket
+            .local_addr()
+            .map_err(EngineError::Socket)?;
         let kernel = Kernel::connect().await?;
         let networks: Networks = Arc::default();
-        let packets = Worker::start(Arc::clone(&outside), Arc::clone(&networks))
+        let workers = outside
+            .iter()
+            .enumerate()
+            .map(|(queue, socket)| Worker::start(queue, Arc::clone(socket), Arc::clone(&networks)))
+            .collect::<std::io::Result<Vec<Worker>>>()
             .map_err(EngineError::Socket)?;
         Ok(Dataplane {
             outside,
@@ -181,9 +210,15 @@ impl Dataplane {
             kernel,
             networks,
             control: tokio::sync::Mutex::new(()),
-            packets,
+            workers,
             next_token: AtomicU64::new(worker::FIRST_NETWORK_TOKEN),
         })
+    }
+
+    /// The packets each worker moved, in worker order (one entry per worker, UDP socket
+    /// and TUN queue).
+    pub fn workers(&self) -> Vec<WorkerPackets> {
+        self.workers.iter().map(Worker::moved).collect()
     }
 
     /// The bound UDP address (`[::]:port`): peers reach this node on `port`.
@@ -202,10 +237,10 @@ impl Dataplane {
         let me = identity.node_id();
         let wanted = plan(cfg, me);
         let interface = wanted.name.clone();
-        let tun = tun::open(&interface, cfg.mtu)?;
+        let queues = tun::open(&interface, cfg.mtu, self.workers.len())?;
         let unconfigured = InterfacePlan::unconfigured(interface.clone());
         if let Err(e) = self.kernel.apply(&interface, &unconfigured, &wanted).await {
-            drop(tun); // closing the only descriptor removes the link
+            drop(queues); // closing the last descriptor removes the link
             let _ = self.kernel.remove(&interface).await;
             return Err(e);
         }
@@ -223,7 +258,7 @@ impl Dataplane {
             id,
             me,
             interface: interface.clone(),
-            tun,
+            queues,
             token: self.next_token.fetch_add(1, Ordering::Relaxed),
             tunnel: Mutex::new(tunnel),
             plan: Mutex::new(wanted),
@@ -232,7 +267,13 @@ impl Dataplane {
         });
         // Visible to the receiver before the first handshake leaves, so its answer finds us.
         write(&self.networks).insert(id, Arc::clone(&net));
-        if let Err(e) = self.packets.add(net.tun.as_fd(), net.token) {
+        let added = self
+            .workers
+            .iter()
+            .zip(&net.queues)
+            .try_for_each(|(worker, queue)| worker.add(queue.as_fd(), net.token));
+        if let Err(e) = added {
+            self.unregister(&net);
             write(&self.networks).remove(&id);
             drop(net);
             let _ = self.kernel.remove(&interface).await;
@@ -243,7 +284,7 @@ impl Dataplane {
         }
         *lock(&net.tasks) = vec![tokio::spawn(tasks::timers(
             Arc::clone(&net),
-            Arc::clone(&self.outside),
+            Arc::clone(&self.outside[0]),
         ))];
         tracing::info!(network = %id, interface = %interface, "joined");
         Ok(())
@@ -271,7 +312,7 @@ impl Dataplane {
         let net = write(&self.networks)
             .remove(&id)
             .ok_or(EngineError::NotJoined(id))?;
-        self.packets.remove(net.tun.as_raw_fd());
+        self.unregister(&net);
         let tasks = std::mem::take(&mut *lock(&net.tasks));
         for task in &tasks {
             task.abort();
@@ -280,7 +321,7 @@ impl Dataplane {
             let _ = task.await; // cancelled: nothing to report
         }
         let interface = net.interface.clone();
-        // The packet worker may hold the network until it handles the wake-up; deleting the
+        // A packet worker may hold the network until it handles the wake-up; deleting the
         // link does not wait for the descriptor to close.
         drop(net);
         self.kernel.remove(&interface).await?;
@@ -310,11 +351,11 @@ impl Dataplane {
             peers,
             drops,
             offloads: Offloads {
-                tun_tcp: net.tun.tcp_gso(),
-                tun_udp: net.tun.udp_gso(),
-                udp_gso_segments: self.outside.max_gso_segments(),
-                udp_gro_segments: self.outside.gro_segments(),
-                udp_gso_refused: get(&self.outside.gso_refused),
+                tun_tcp: net.queues[0].tcp_gso(),
+                tun_udp: net.queues[0].udp_gso(),
+                udp_gso_segments: self.outside[0].max_gso_segments(),
+                udp_gro_segments: self.outside[0].gro_segments(),
+                udp_gso_refused: self.outside.iter().map(|o| get(&o.gso_refused)).sum(),
             },
         })
     }
@@ -331,7 +372,20 @@ impl Dataplane {
     /// joined), `unknown_index` (several networks joined, none issued the index; with one
     /// network joined its tunnel counts these as its own `unknown_index`).
     pub fn socket_drops(&self) -> Vec<(&'static str, u64)> {
-        self.outside.counters.list()
+        let mut total = self.outside[0].counters.list();
+        for other in &self.outside[1..] {
+            for ((_, sum), (_, n)) in total.iter_mut().zip(other.counters.list()) {
+                *sum += n;
+            }
+        }
+        total
+    }
+
+    /// Takes a network's TUN queues off the workers' lists.
+    fn unregister(&self, net: &Network) {
+        for (worker, queue) in self.workers.iter().zip(&net.queues) {
+            worker.remove(queue.as_raw_fd());
+        }
     }
 
     fn network(&self, id: NetworkId) -> Option<Arc<Network>> {

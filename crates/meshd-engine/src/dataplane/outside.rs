@@ -1,5 +1,6 @@
-//! The outside: the one UDP socket every joined network shares, and the demultiplexer that
-//! hands each datagram to the network it belongs to.
+//! The outside: the UDP sockets every joined network shares (one per packet worker, all on
+//! the node's port), and the demultiplexer that hands each datagram to the network it
+//! belongs to.
 //!
 //! ```text
 //! message                 carries                     goes to
@@ -56,7 +57,7 @@ const PATH_MTU_OPTIONS: [(libc::c_int, libc::c_int); 3] = [
     (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG),
 ];
 
-/// The shared socket and the counters of datagrams no network could take.
+/// One packet worker's socket and the counters of datagrams no network could take.
 #[derive(Debug)]
 pub(crate) struct Outside {
     pub socket: UdpSocket,
@@ -151,30 +152,48 @@ impl Received {
 }
 
 impl Outside {
-    /// Binds `[::]:port` dual-stack (or `0.0.0.0:port` on a host without IPv6) with large
-    /// buffers, GRO on, and the kernel's path-MTU behaviour. The socket is non-blocking: the
-    /// packet worker polls it, and anyone may send on it.
-    pub fn bind(port: u16) -> io::Result<Outside> {
-        let (socket, dual_stack) = match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
-        {
-            Ok(s) => {
-                s.set_only_v6(false)?;
-                (s, true)
+    /// Binds `count` sockets on one port, `[::]:port` dual-stack (or `0.0.0.0:port` on a host
+    /// without IPv6), one per packet worker; `0` picks a free port. Several sockets share the
+    /// port with SO_REUSEPORT and the kernel hands each sender's datagrams to one of them.
+    ///
+    /// SO_REUSEPORT would also let a second daemon on this host share the port and take part
+    /// of our traffic, so the port is first bound once without it: taken, and the bind fails
+    /// as it would with a single socket.
+    pub fn bind(port: u16, count: usize) -> io::Result<Vec<Outside>> {
+        if count <= 1 {
+            return Ok(vec![Outside::bind_one(port, false)?]);
+        }
+        // A port the kernel picked is free again between the probe and the group's first
+        // bind; another process taking it in those microseconds is retried.
+        let attempts = if port == 0 { 3 } else { 1 };
+        let mut failure = None;
+        for _ in 0..attempts {
+            let (probe, dual_stack) = new_socket()?;
+            probe.bind(&any(dual_stack, port).into())?;
+            let chosen = probe.local_addr()?.as_socket().map_or(port, |a| a.port());
+            drop(probe);
+            match (0..count)
+                .map(|_| Outside::bind_one(chosen, true))
+                .collect::<io::Result<Vec<_>>>()
+            {
+                Ok(group) => return Ok(group),
+                Err(e) => failure = Some(e),
             }
-            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => (
-                Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?,
-                false,
-            ),
-            Err(e) => return Err(e),
-        };
+        }
+        Err(failure.unwrap_or_else(|| io::Error::other("no socket bound")))
+    }
+
+    /// One socket with large buffers, GRO on and the kernel's path-MTU behaviour,
+    /// non-blocking: a packet worker polls it, and anyone may send on it.
+    fn bind_one(port: u16, reuse_port: bool) -> io::Result<Outside> {
+        let (socket, dual_stack) = new_socket()?;
         socket.set_nonblocking(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         size_buffer(&socket, Buffer::Receive);
         size_buffer(&socket, Buffer::Send);
-        let address: SocketAddr = if dual_stack {
-            (Ipv6Addr::UNSPECIFIED, port).into()
-        } else {
-            (Ipv4Addr::UNSPECIFIED, port).into()
-        };
+        let address = any(dual_stack, port);
         socket.bind(&address.into())?;
         // An option the socket's family lacks reads as an error and is left alone.
         let fd = socket.as_fd();
@@ -311,6 +330,31 @@ impl Outside {
     }
 }
 
+/// An IPv6 UDP socket that takes IPv4 too, or an IPv4 one where the host has no IPv6
+/// (`true`: dual-stack).
+fn new_socket() -> io::Result<(Socket, bool)> {
+    match Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)) {
+        Ok(s) => {
+            s.set_only_v6(false)?;
+            Ok((s, true))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Ok((
+            Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?,
+            false,
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// The wildcard address of the socket's family.
+fn any(dual_stack: bool, port: u16) -> SocketAddr {
+    if dual_stack {
+        (Ipv6Addr::UNSPECIFIED, port).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, port).into()
+    }
+}
+
 /// Asks for [`SOCKET_BUFFER`]: forced past `net.core.rmem_max`/`wmem_max` when we hold
 /// CAP_NET_ADMIN, else as much as those limits allow (the kernel caps silently).
 fn size_buffer(socket: &Socket, buffer: Buffer) {
@@ -428,7 +472,7 @@ mod tests {
 
     #[test]
     fn one_dual_stack_socket_with_large_buffers() {
-        let outside = Outside::bind(0).unwrap();
+        let outside = Outside::bind(0, 1).unwrap().remove(0);
         let local = outside.socket.local_addr().unwrap();
         assert!(local.ip().is_unspecified() && local.port() != 0);
         let sock = socket2::SockRef::from(&outside.socket);
@@ -454,8 +498,43 @@ mod tests {
     }
 
     #[test]
+    fn a_group_shares_its_port_and_no_one_else_can() {
+        let group = Outside::bind(0, 3).unwrap();
+        let port = group[0].socket.local_addr().unwrap().port();
+        for outside in &group {
+            assert_eq!(outside.socket.local_addr().unwrap().port(), port);
+        }
+        for count in [1, 2] {
+            let err = Outside::bind(port, count).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::AddrInUse,
+                "{count} sockets: {err}"
+            );
+        }
+        // Every sender reaches the group: each datagram arrives on exactly one socket.
+        let senders: Vec<UdpSocket> = (0..16)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for s in &senders {
+            s.send_to(b"x", ("127.0.0.1", port)).unwrap();
+        }
+        let mut rx = Received::default();
+        let mut got = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while got < senders.len() && std::time::Instant::now() < deadline {
+            for outside in &group {
+                if outside.recv(&mut rx).unwrap() {
+                    got += rx.datagrams().count();
+                }
+            }
+        }
+        assert_eq!(got, senders.len());
+    }
+
+    #[test]
     fn segmented_sends_arrive_whole_and_in_order() {
-        let outside = Outside::bind(0).unwrap();
+        let outside = Outside::bind(0, 1).unwrap().remove(0);
         assert!(outside.max_gso_segments() > 1, "loopback segments");
         assert_eq!(outside.gro_segments(), 64, "the kernel has UDP GRO");
         // The path-MTU options are the kernel's, not quinn-udp's.

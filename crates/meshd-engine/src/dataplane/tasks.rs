@@ -1,5 +1,5 @@
 //! The work of the data plane: a TUN → UDP batch per network ([`Sender`]), a UDP → TUN
-//! batch for all networks ([`Receiver`]), both run by the packet worker when their descriptor
+//! batch for all networks ([`Receiver`]), both run by a packet worker when their descriptor
 //! is readable, and the timers of each network (a task on the node's runtime). Each owns its
 //! buffers for its whole life and works in batches: one lock of the tunnel per batch, not per
 //! packet. Nothing here allocates or logs per packet: drops are counted by the tunnel or in
@@ -24,18 +24,20 @@ use super::outside::{Outside, Owner, Received, add, bump, owner};
 use super::{Network, Networks, lock, read};
 use crate::tun;
 
-/// TUN → UDP state of one network on the packet worker: the read slots and what a batch
-/// produced.
+/// TUN → UDP state of one network on one packet worker: the TUN queue it reads, the read
+/// slots and what a batch produced.
 #[derive(Debug)]
 pub(super) struct Sender {
+    queue: usize,
     reader: tun::Reader,
     sealed: Vec<Sealed>,
     transmits: Vec<Transmit>,
 }
 
 impl Sender {
-    pub fn new(net: &Network) -> Self {
+    pub fn new(net: &Network, queue: usize) -> Self {
         Self {
+            queue,
             reader: tun::Reader::new(wire::DATA_HEADER_LEN, wire::TAG_LEN, mtu(net)),
             sealed: Vec::with_capacity(tun::READ_SLOTS),
             transmits: Vec::new(),
@@ -45,18 +47,20 @@ impl Sender {
     /// One batch: read what the TUN has queued (one read can hold a 64 KB TCP super-packet),
     /// seal it in place under one lock, send the datagrams for each destination in segmented
     /// sends; then send whatever the tunnel queued (a handshake initiation when there was no
-    /// session, a rekey). An error is the device's: it is gone.
-    pub fn run_once(&mut self, net: &Network, outside: &Outside) -> std::io::Result<()> {
+    /// session, a rekey). Returns the packets sealed and sent; an error is the device's: it
+    /// is gone.
+    pub fn run_once(&mut self, net: &Network, outside: &Outside) -> std::io::Result<u64> {
         let Self {
+            queue,
             reader,
             sealed,
             transmits,
         } = self;
         reader.set_mtu(mtu(net));
-        let read = reader.read(&net.tun)?;
+        let read = reader.read(&net.queues[*queue])?;
         add(&net.counters.tun_malformed, read.malformed);
         if read.packets == 0 {
-            return Ok(());
+            return Ok(0);
         }
         {
             let mut tunnel = lock(&net.tunnel);
@@ -86,9 +90,10 @@ impl Sender {
             outside.send_segments(&slots[at], run[0].len, run[0].destination, &net.counters);
             rest = next;
         }
+        let sent = sealed.len() as u64;
         sealed.clear();
         outside.send_all(transmits, &net.counters);
-        Ok(())
+        Ok(sent)
     }
 }
 
@@ -106,9 +111,11 @@ struct Routed {
     network: usize,
 }
 
-/// UDP → TUN state for every network: the receive buffers and the TUN write batch.
+/// UDP → TUN state of one packet worker for every network: the receive buffers, the TUN
+/// write batch, and which queue of each TUN it writes to.
 #[derive(Default)]
 pub(super) struct Receiver {
+    queue: usize,
     rx: Received,
     routed: Vec<Routed>,
     /// The networks of the current batch (usually one), each cloned out of the map once.
@@ -118,12 +125,22 @@ pub(super) struct Receiver {
 }
 
 impl Receiver {
+    /// Writes to queue `queue` of each TUN: the kernel then sends the replies of what it
+    /// writes back to the same queue, and so to the same worker.
+    pub fn new(queue: usize) -> Self {
+        Self {
+            queue,
+            ..Self::default()
+        }
+    }
+
     /// One batch: receive what the socket has queued (GRO batches split at their stride),
     /// find each datagram's network, open the datagrams of one network under one lock of
     /// its tunnel, write the packets to its TUN in one batch, send whatever the tunnel
-    /// answered.
-    pub fn run_once(&mut self, outside: &Outside, networks: &Networks) {
+    /// answered. Returns the packets handed to the TUNs.
+    pub fn run_once(&mut self, outside: &Outside, networks: &Networks) -> u64 {
         let Self {
+            queue,
             rx,
             routed,
             batch_networks,
@@ -132,10 +149,10 @@ impl Receiver {
         } = self;
         match outside.recv(rx) {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return 0,
             Err(_) => {
                 bump(&outside.counters.udp_recv_error);
-                return;
+                return 0;
             }
         }
         {
@@ -154,6 +171,7 @@ impl Receiver {
                 routed.push(Routed { from, at, network });
             }
         }
+        let mut opened = 0;
         let mut rest = &routed[..];
         while let Some(first) = rest.first() {
             let net = &batch_networks[first.network];
@@ -172,18 +190,20 @@ impl Receiver {
                         tunnel.handle_outside(now, d.from, datagram)
                     {
                         writer.push(packet);
+                        opened += 1;
                     }
                 }
                 drain(&mut tunnel, transmits);
             }
             rest = &rest[taken..];
-            if writer.flush(&net.tun).is_err() {
+            if writer.flush(&net.queues[*queue]).is_err() {
                 bump(&net.counters.tun_write_error);
             }
             outside.send_all(transmits, &net.counters);
         }
         routed.clear();
         batch_networks.clear();
+        opened
     }
 }
 

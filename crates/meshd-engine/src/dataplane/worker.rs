@@ -1,5 +1,6 @@
-//! The packet worker: one thread that waits in `epoll_wait` on the UDP socket and every
-//! network's TUN, and runs one batch for each descriptor that is readable.
+//! A packet worker: one thread that waits in `epoll_wait` on its UDP socket and its queue of
+//! every network's TUN, and runs one batch for each descriptor that is readable. A node runs
+//! one per core (see the module docs of `dataplane` for how the kernel spreads flows).
 //!
 //! Why a plain thread and not tasks on the node's async runtime: a ping through the tunnel
 //! crosses four wake-ups (a TUN read and a UDP receive on each side), and on an idle machine
@@ -10,21 +11,21 @@
 //! reported again by the next wait, so descriptors take turns and none is drained before
 //! another is looked at.
 //!
-//! Networks come and go while the worker runs: `join` registers the TUN ([`Worker::add`]),
-//! `leave` unregisters it ([`Worker::remove`]) and wakes the worker, which then drops what it
-//! held of that network.
+//! Networks come and go while the worker runs: `join` registers the worker's TUN queue
+//! ([`Worker::add`]), `leave` unregisters it ([`Worker::remove`]) and wakes the worker, which
+//! then drops what it held of that network.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 
 use std::collections::hash_map::Entry;
 
 use rustc_hash::FxHashMap;
 
-use super::outside::{Outside, bump};
+use super::outside::{Outside, add, bump, get};
 use super::tasks::{Receiver, Sender};
 use super::{Network, Networks, read};
 use crate::sys::poll::{Epoll, EventFd, Token};
@@ -47,32 +48,62 @@ struct Shared {
     epoll: Epoll,
     wake: EventFd,
     stop: AtomicBool,
+    moved: Moved,
+}
+
+/// Packets one worker moved, for every network together.
+#[derive(Debug, Default)]
+struct Moved {
+    /// Sealed and handed to the socket.
+    to_peers: AtomicU64,
+    /// Opened and handed to a TUN.
+    from_peers: AtomicU64,
+}
+
+/// The packets one packet worker moved ([`Dataplane::workers`](super::Dataplane::workers)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WorkerPackets {
+    /// Packets read from a TUN, sealed and handed to the socket.
+    pub to_peers: u64,
+    /// Packets received from peers, opened and handed to a TUN.
+    pub from_peers: u64,
 }
 
 impl Worker {
-    /// Starts the thread (it inherits the calling thread's network namespace) with the
-    /// socket registered.
-    pub fn start(outside: Arc<Outside>, networks: Networks) -> io::Result<Worker> {
+    /// Starts the worker for TUN queue `queue` (it inherits the calling thread's network
+    /// namespace) with its socket registered.
+    pub fn start(queue: usize, outside: Arc<Outside>, networks: Networks) -> io::Result<Worker> {
         let shared = Arc::new(Shared {
             epoll: Epoll::new()?,
             wake: EventFd::new()?,
             stop: AtomicBool::new(false),
+            moved: Moved::default(),
         });
         shared.epoll.add(outside.socket.as_fd(), SOCKET)?;
         shared.epoll.add(shared.wake.fd(), WAKE)?;
-        let thread = thread::Builder::new().name("meshd-packets".into()).spawn({
-            let shared = Arc::clone(&shared);
-            move || run(&shared, &outside, &networks)
-        })?;
+        let thread = thread::Builder::new()
+            .name(format!("meshd-packets-{queue}"))
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || run(queue, &shared, &outside, &networks)
+            })?;
         Ok(Worker {
             shared,
             thread: Some(thread),
         })
     }
 
-    /// Starts reading a network's TUN; its events carry `token`.
+    /// Starts reading a network's TUN queue; its events carry `token`.
     pub fn add(&self, tun: BorrowedFd<'_>, token: Token) -> io::Result<()> {
         self.shared.epoll.add(tun, token)
+    }
+
+    /// The packets this worker moved since it started.
+    pub fn moved(&self) -> WorkerPackets {
+        WorkerPackets {
+            to_peers: get(&self.shared.moved.to_peers),
+            from_peers: get(&self.shared.moved.from_peers),
+        }
     }
 
     /// Stops reading `tun` and has the worker let go of networks no longer joined.
@@ -102,9 +133,9 @@ struct Joined {
     sender: Sender,
 }
 
-fn run(shared: &Shared, outside: &Outside, networks: &Networks) {
+fn run(queue: usize, shared: &Shared, outside: &Outside, networks: &Networks) {
     let mut tokens: Vec<Token> = Vec::new();
-    let mut receiver = Receiver::default();
+    let mut receiver = Receiver::new(queue);
     let mut joined: FxHashMap<Token, Joined> = FxHashMap::default();
     loop {
         if let Err(e) = shared.epoll.wait(&mut tokens) {
@@ -113,7 +144,10 @@ fn run(shared: &Shared, outside: &Outside, networks: &Networks) {
         }
         for &token in &tokens {
             match token {
-                SOCKET => receiver.run_once(outside, networks),
+                SOCKET => add(
+                    &shared.moved.from_peers,
+                    receiver.run_once(outside, networks),
+                ),
                 WAKE => {
                     shared.wake.clear();
                     if shared.stop.load(Ordering::Acquire) {
@@ -127,17 +161,20 @@ fn run(shared: &Shared, outside: &Outside, networks: &Networks) {
                     });
                 }
                 token => {
-                    let Some(j) = joined_for(&mut joined, networks, token) else {
+                    let Some(j) = joined_for(&mut joined, networks, token, queue) else {
                         continue; // left between the wait and now
                     };
-                    if let Err(e) = j.sender.run_once(&j.net, outside) {
-                        // The link was deleted under us, or the descriptor broke: nothing to
-                        // read ever again. Said once, not per packet.
-                        bump(&j.net.counters.tun_read_error);
-                        tracing::warn!(network = %j.net.id, interface = %j.net.interface,
+                    match j.sender.run_once(&j.net, outside) {
+                        Ok(sent) => add(&shared.moved.to_peers, sent),
+                        Err(e) => {
+                            // The link was deleted under us, or the descriptor broke: nothing to
+                            // read ever again. Said once, not per packet.
+                            bump(&j.net.counters.tun_read_error);
+                            tracing::warn!(network = %j.net.id, interface = %j.net.interface,
                             error = %e, "TUN read failed; this network stops sending");
-                        let _ = shared.epoll.delete(j.net.tun.as_raw_fd());
-                        joined.remove(&token);
+                            let _ = shared.epoll.delete(j.net.queues[queue].as_raw_fd());
+                            joined.remove(&token);
+                        }
                     }
                 }
             }
@@ -150,6 +187,7 @@ fn joined_for<'a>(
     joined: &'a mut FxHashMap<Token, Joined>,
     networks: &Networks,
     token: Token,
+    queue: usize,
 ) -> Option<&'a mut Joined> {
     match joined.entry(token) {
         Entry::Occupied(e) => Some(e.into_mut()),
@@ -158,7 +196,7 @@ fn joined_for<'a>(
                 .values()
                 .find(|n| n.token == token)
                 .cloned()?;
-            let sender = Sender::new(&net);
+            let sender = Sender::new(&net, queue);
             Some(e.insert(Joined { net, sender }))
         }
     }

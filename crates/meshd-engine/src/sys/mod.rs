@@ -4,7 +4,7 @@
 //! - [`netns`]: move the calling thread into a named network namespace (tests, the demo).
 //! - `sockopt`: socket options socket2 does not offer (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`,
 //!   reading and restoring the path-MTU options).
-//! - `poll`: the packet worker's epoll set and eventfd, and a bounded wait to write.
+//! - `poll`: a packet worker's epoll set and eventfd, and a bounded wait to write.
 
 pub mod netns;
 pub(crate) mod poll;

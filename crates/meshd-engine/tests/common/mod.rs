@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 
 use ipnet::{IpNet, Ipv4Net};
 use meshd_engine::sys::netns;
-use meshd_engine::{Dataplane, NetworkStatus};
+use meshd_engine::{Dataplane, NetworkStatus, WorkerPackets};
 use meshd_proto::{Identity, MemberConfig, NetworkConfig, NetworkId, NetworkKey, SignedConfig};
 use serde_json::Value;
 
@@ -248,7 +248,12 @@ enum Request {
     Leave(NetworkId, Reply<Result<(), String>>),
     Status(NetworkId, Reply<Option<NetworkStatus>>),
     SocketDrops(Reply<Vec<(&'static str, u64)>>),
+    Workers(Reply<Vec<WorkerPackets>>),
 }
+
+/// Packet workers per test node: more than one, so that the tests cover multiqueue TUNs
+/// and sockets sharing a port.
+pub const WORKERS: usize = 2;
 
 /// A node: a thread inside a namespace running a multi-thread runtime (built after entering,
 /// so its workers are in the namespace too) with one `Dataplane` bound on an ephemeral port.
@@ -270,7 +275,9 @@ impl Node {
                 .build()
                 .expect("a tokio runtime");
             rt.block_on(async move {
-                let dp = Dataplane::bind(0).await.expect("bind the data plane");
+                let dp = Dataplane::bind(0, WORKERS)
+                    .await
+                    .expect("bind the data plane");
                 port_tx
                     .send(dp.local_addr().port())
                     .expect("the test waits for the port");
@@ -293,6 +300,9 @@ impl Node {
                         }
                         Request::SocketDrops(reply) => {
                             let _ = reply.send(dp.socket_drops());
+                        }
+                        Request::Workers(reply) => {
+                            let _ = reply.send(dp.workers());
                         }
                     }
                 }
@@ -336,6 +346,11 @@ impl Node {
 
     pub fn socket_drops(&self) -> Vec<(&'static str, u64)> {
         self.call(Request::SocketDrops)
+    }
+
+    /// The packets each of the node's [`WORKERS`] packet workers moved.
+    pub fn workers(&self) -> Vec<WorkerPackets> {
+        self.call(Request::Workers)
     }
 }
 

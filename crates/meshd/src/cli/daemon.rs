@@ -35,6 +35,11 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N", default_value_t = 9993)]
     pub port: u16,
 
+    /// Packet worker threads, each with its own UDP socket on --port and its own queue of
+    /// every network's TUN; flows and peers spread over them. Default: one per CPU core
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+
     /// Controller replica to use, as HOST:PORT; repeat for several replicas. Default: the
     /// controllers already saved in the state directory by earlier joins
     #[arg(long = "controller", value_name = "HOST:PORT")]
@@ -65,11 +70,14 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
         .context("cannot copy the node identity")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let engine = meshd_engine::dataplane::Dataplane::bind(args.port)
+        let workers = args
+            .workers
+            .map_or_else(meshd_engine::default_workers, usize::from);
+        let engine = meshd_engine::dataplane::Dataplane::bind(args.port, workers)
             .await
             .with_context(|| format!("cannot open the data plane on UDP port {}", args.port))?;
         let port = engine.local_addr().port();
-        eprintln!("meshd daemon: data plane on udp port {port}");
+        eprintln!("meshd daemon: data plane on udp port {port}, {workers} packet workers");
         daemon::run(
             DaemonOptions {
                 state,
