@@ -126,6 +126,23 @@ fn bench_measures_the_tunnel_to_a_peer() {
     }
     m.phase("TCP bench by node id");
 
+    // The status counts what the packet workers (one per core by default) moved: at least
+    // one sealed packet per MTU of the bench's bytes.
+    let workers = m.status(0)["packet_workers"].clone();
+    let workers = workers.as_array().expect("packet_workers is a list");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(workers.len(), cores, "{workers:?}");
+    let sum = |key: &str| -> u64 { workers.iter().map(|w| w[key].as_u64().unwrap()).sum() };
+    let bytes = r["bytes"].as_u64().unwrap();
+    assert!(
+        sum("to_peers") >= bytes / 1500,
+        "{bytes} bytes: {workers:?}"
+    );
+    assert!(
+        sum("from_peers") > 0,
+        "the bench's acknowledgements: {workers:?}"
+    );
+
     // UDP, by node id: loss is reported.
     let r = bench_json(&m, 0, &[&n2_id, "--udp", "--seconds", "1"]);
     assert_eq!(r["mode"], "udp");

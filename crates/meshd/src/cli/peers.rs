@@ -128,6 +128,7 @@ mod tests {
             networks: vec![],
             peers: vec![],
             forwarding: Default::default(),
+            packet_workers: vec![],
         };
         assert_eq!(render(&s), "no peers\n");
         s.peers.push(PeerView {

@@ -94,6 +94,19 @@ pub(super) fn render(s: &StatusView) -> String {
             count(PeerPath::None),
         );
     }
+    if !s.packet_workers.is_empty() {
+        let moved: Vec<String> = s
+            .packet_workers
+            .iter()
+            .map(|w| format!("{}/{}", w.to_peers, w.from_peers))
+            .collect();
+        let _ = writeln!(
+            out,
+            "packet workers: {} (packets to/from peers: {})",
+            s.packet_workers.len(),
+            moved.join(", ")
+        );
+    }
     out
 }
 
@@ -292,6 +305,7 @@ pub(super) fn duration(s: u64) -> String {
 #[cfg(test)]
 mod tests {
     use crate::daemon::api::{ContainerSubnets, ControllerView, RouteView};
+    use crate::daemon::dataplane::WorkerPackets;
     use crate::daemon::forwarding::ForwardingReport;
 
     use super::*;
@@ -357,6 +371,7 @@ mod tests {
                 configured: vec![],
                 problems: vec![],
             },
+            packet_workers: vec![],
         }
     }
 
@@ -397,6 +412,19 @@ mod tests {
         );
         assert!(text.contains("for a controller (127.0.0.1:9994)"), "{text}");
         let mut s = status(vec![]);
+        s.packet_workers = vec![
+            WorkerPackets {
+                to_peers: 1200,
+                from_peers: 1100,
+            },
+            WorkerPackets::default(),
+        ];
+        assert!(
+            render(&s).ends_with("packet workers: 2 (packets to/from peers: 1200/1100, 0/0)\n"),
+            "{}",
+            render(&s)
+        );
+        s.packet_workers.clear();
         s.dataplane_attached = false;
         let text = render(&s);
         assert!(text.contains("data plane not attached"), "{text}");

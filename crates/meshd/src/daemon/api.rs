@@ -35,6 +35,7 @@ use tokio::net::UnixListener;
 use tracing::warn;
 
 use super::controller_link::{AddrState, ControllerAddr, LinkAddr};
+use super::dataplane::WorkerPackets;
 use super::forwarding::{ForwardingReport, Needs};
 use super::{Daemon, RequestError, stopped};
 
@@ -62,6 +63,11 @@ pub struct StatusView {
     /// gives this host a container subnet. Default (older daemons): all false, empty.
     #[serde(default)]
     pub forwarding: ForwardingReport,
+    /// The data plane's packet workers (one per core unless `meshd daemon --workers` says
+    /// otherwise), in order; empty when the data plane is not attached (and from older
+    /// daemons).
+    #[serde(default)]
+    pub packet_workers: Vec<WorkerPackets>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -454,6 +460,7 @@ impl Daemon {
             networks: views,
             peers,
             forwarding: self.forwarding.report(needs),
+            packet_workers: self.dataplane.workers(),
         }
     }
 }

@@ -18,6 +18,7 @@ use futures::future::BoxFuture;
 use ipnet::IpNet;
 use meshd_proto::tunnel::PeerStatus;
 use meshd_proto::{NetworkConfig, NetworkId};
+use serde::{Deserialize, Serialize};
 
 /// What the daemon drives. Implemented by the engine (meshd-engine) and, for the daemon's
 /// own tests and for builds without the engine, by [`NoDataplane`].
@@ -36,6 +37,21 @@ pub trait Dataplane: Send + Sync + 'static {
     fn attached(&self) -> bool {
         true
     }
+    /// The packets each packet worker moved, in worker order; empty when nothing moves
+    /// packets.
+    fn workers(&self) -> Vec<WorkerPackets> {
+        Vec::new()
+    }
+}
+
+/// What one packet worker (a thread with its own UDP socket and TUN queues) moved since the
+/// daemon started, for every network together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WorkerPackets {
+    /// Packets read from the TUNs, sealed and sent to peers.
+    pub to_peers: u64,
+    /// Packets received from peers, opened and written to the TUNs.
+    pub from_peers: u64,
 }
 
 /// One network as the data plane has it.
@@ -71,6 +87,9 @@ impl<D: Dataplane + ?Sized> Dataplane for Arc<D> {
     }
     fn attached(&self) -> bool {
         (**self).attached()
+    }
+    fn workers(&self) -> Vec<WorkerPackets> {
+        (**self).workers()
     }
 }
 

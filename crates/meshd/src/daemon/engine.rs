@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use meshd_engine::dataplane::Dataplane as Engine;
 use meshd_proto::{Identity, NetworkConfig, NetworkId};
 
-use super::dataplane::{Dataplane, DataplaneStatus};
+use super::dataplane::{Dataplane, DataplaneStatus, WorkerPackets};
 
 pub struct EngineDataplane {
     engine: Engine,
@@ -56,5 +56,16 @@ impl Dataplane for EngineDataplane {
             peers: s.peers,
             drops: s.drops.into_iter().filter(|&(_, n)| n > 0).collect(),
         })
+    }
+
+    fn workers(&self) -> Vec<WorkerPackets> {
+        self.engine
+            .workers()
+            .into_iter()
+            .map(|w| WorkerPackets {
+                to_peers: w.to_peers,
+                from_peers: w.from_peers,
+            })
+            .collect()
     }
 }
