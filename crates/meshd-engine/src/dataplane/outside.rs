@@ -48,13 +48,22 @@ const SEND_WAIT_MS: i32 = 5;
 /// Bytes per read: a GRO batch stays below 64 KB (the kernel's `gro_max_size`), and so does
 /// any one datagram.
 const RECV_BUF: usize = 1 << 16;
-/// The options quinn-udp sets for QUIC's own path-MTU discovery (don't fragment, ignore the
-/// learned path MTU). meshd has none, so they go back to the kernel's defaults, which
-/// fragment a datagram larger than the path MTU instead of losing it.
-const PATH_MTU_OPTIONS: [(libc::c_int, libc::c_int); 3] = [
+/// Options quinn-udp sets for QUIC that meshd puts back to what they were before:
+/// - QUIC's own path-MTU discovery (don't fragment, ignore the learned path MTU). meshd has
+///   none, and the kernel's defaults fragment a datagram larger than the path MTU instead of
+///   losing it.
+/// - Per-datagram ancillary data meshd never reads: the destination address, the ECN bits
+///   and a receive timestamp. Each costs the kernel a control message per datagram, and
+///   timestamps switch on time-stamping of every packet the host receives.
+const RESTORED_OPTIONS: [(libc::c_int, libc::c_int); 8] = [
     (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
     (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
     (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG),
+    (libc::IPPROTO_IP, libc::IP_PKTINFO),
+    (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+    (libc::IPPROTO_IP, libc::IP_RECVTOS),
+    (libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS),
+    (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS),
 ];
 
 /// One packet worker's socket and the counters of datagrams no network could take.
@@ -197,13 +206,13 @@ impl Outside {
         socket.bind(&address.into())?;
         // An option the socket's family lacks reads as an error and is left alone.
         let fd = socket.as_fd();
-        let path_mtu = PATH_MTU_OPTIONS.map(|(level, name)| sockopt::int_option(fd, level, name));
+        let before = RESTORED_OPTIONS.map(|(level, name)| sockopt::int_option(fd, level, name));
         let state = UdpSocketState::new((&socket).into())?;
-        for ((level, name), value) in PATH_MTU_OPTIONS.into_iter().zip(path_mtu) {
+        for ((level, name), value) in RESTORED_OPTIONS.into_iter().zip(before) {
             if let Ok(value) = value
                 && let Err(e) = sockopt::set_int_option(fd, level, name, value)
             {
-                tracing::debug!(error = %e, level, name, "could not restore a path-MTU option");
+                tracing::debug!(error = %e, level, name, "could not restore a socket option");
             }
         }
         tracing::debug!(
@@ -307,23 +316,33 @@ impl Outside {
         }
     }
 
+    /// One send: a plain `sendto` for one datagram (without the ECN control message
+    /// quinn-udp adds to every send; a ping's packets go this way), quinn-udp for a segmented
+    /// one. A full buffer is waited on once, up to [`SEND_WAIT_MS`].
     fn transmit(
         &self,
         contents: &[u8],
         destination: SocketAddr,
         segment_size: Option<usize>,
     ) -> io::Result<()> {
-        let transmit = quinn_udp::Transmit {
-            destination: self.to_wire(destination),
-            ecn: None,
-            contents,
-            segment_size,
-            src_ip: None,
+        let to = self.to_wire(destination);
+        let send = || match segment_size {
+            None => self.socket.send_to(contents, to).map(drop),
+            Some(_) => {
+                let transmit = quinn_udp::Transmit {
+                    destination: to,
+                    ecn: None,
+                    contents,
+                    segment_size,
+                    src_ip: None,
+                };
+                self.state.try_send((&self.socket).into(), &transmit)
+            }
         };
-        match self.state.try_send((&self.socket).into(), &transmit) {
+        match send() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 poll::wait_writable(self.socket.as_fd(), SEND_WAIT_MS)?;
-                self.state.try_send((&self.socket).into(), &transmit)
+                send()
             }
             result => result,
         }
@@ -543,6 +562,11 @@ mod tests {
         assert_eq!(dontfrag.unwrap(), 0);
         let pmtu = sockopt::int_option(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap();
         assert_ne!(pmtu, libc::IP_PMTUDISC_PROBE);
+        // No ancillary data per datagram besides the GRO segment size.
+        for (level, name) in &RESTORED_OPTIONS[3..] {
+            let on = sockopt::int_option(fd, *level, *name).unwrap();
+            assert_eq!(on, 0, "option {level}/{name}");
+        }
 
         let to = SocketAddr::from((
             Ipv4Addr::LOCALHOST,
