@@ -6,8 +6,9 @@
 //! and runs the packet workers (one per core) that move packets between them:
 //!
 //! ```text
-//!  TUN "mesh-…"  ──read──▶ Tunnel::encapsulate_in_place ──sendmsg──▶ UDP [::]:port (inside → outside)
-//!  TUN "mesh-…"  ◀─write── Tunnel::handle_outside ◀─demux─ recvmmsg ─ UDP [::]:port (outside → inside)
+//!  TUN "mesh-…"  ──read──▶ Tunnel::prepare_in_place, Seal::seal ──sendmsg──▶ UDP [::]:port (inside → outside)
+//!  TUN "mesh-…"  ◀─write── Tunnel::begin_outside, DataJob::open, Tunnel::finish_data
+//!                          ◀─demux─ recvmmsg ─ UDP [::]:port                         (outside → inside)
 //!                          Tunnel::handle_timeout every TIMER_TICK                   (timers)
 //! ```
 //!

@@ -28,7 +28,7 @@ use crate::config::{ManagedRoute, MemberConfig, NetworkConfig, SignedConfig, cod
 use crate::handshake::{self, InitiationParams, MacKeys};
 use crate::session::Session;
 use crate::sim::ipv4_packet;
-use crate::tunnel::{Incoming, Tunnel};
+use crate::tunnel::{Begun, Incoming, Tunnel};
 use crate::wire::{self, Message};
 use crate::{Identity, NetworkKey, RouteTable, addr};
 
@@ -58,6 +58,7 @@ pub const FRAME_PROBE: u8 = 1;
 pub const FRAME_RAW: u8 = 2;
 pub const FRAME_REPLAY: u8 = 3;
 pub const FRAME_RELAYED: u8 = 4;
+pub const FRAME_IN_PARTS: u8 = 8;
 
 /// The fixed network both identities are members of.
 #[derive(Debug)]
@@ -177,8 +178,11 @@ pub fn config(data: &[u8]) {
 ///    - bit 1 ([`CTRL_SESSION`]): first complete a real handshake as the fixed initiator; each
 ///      frame is then `selector | payload`, where selector bits 0-1 pick [`FRAME_DATA`] or
 ///      [`FRAME_PROBE`] (payload sealed on the session), [`FRAME_RAW`] (payload sent as is) or
-///      [`FRAME_REPLAY`] (the previous datagram again), and bit 2 ([`FRAME_RELAYED`]) wraps
-///      the datagram in a relay envelope. Without the bit each frame is a raw datagram;
+///      [`FRAME_REPLAY`] (the previous datagram again), bit 2 ([`FRAME_RELAYED`]) wraps
+///      the datagram in a relay envelope, and bit 3 ([`FRAME_IN_PARTS`]) hands it to the
+///      tunnel as an engine's packet workers do ([`Tunnel::begin_outside`],
+///      [`DataJob::open`](crate::tunnel::DataJob::open), [`Tunnel::finish_data`]). Without
+///      the session bit each frame is a raw datagram;
 ///    - bits 4-7: seconds to advance before a last `handle_timeout` (keepalives, probes).
 pub fn responder(data: &[u8]) {
     let _ = run_responder(data);
@@ -199,8 +203,14 @@ fn run_responder(data: &[u8]) -> Reached {
     let mut reached = Reached::default();
     let mut t = fx.tunnel(now);
     let mut datagram = data.to_vec();
-    reached.note(t.handle_outside(now, FROM, &mut datagram));
+    let whole = outcome(t.handle_outside(now, FROM, &mut datagram));
     reached.drain(&mut t);
+    // The same datagram in parts, on a tunnel in the same state, ends the same way.
+    let mut t = fx.tunnel(now);
+    let mut datagram = data.to_vec();
+    let parts = in_parts(&mut t, now, &mut datagram);
+    assert_eq!(whole, parts, "handle_outside and the parts disagree");
+    reached.packets += usize::from(matches!(whole, Ok(Some(_))));
 
     let Some((&ctrl, rest)) = data.split_first() else {
         return reached;
@@ -231,13 +241,43 @@ fn run_responder(data: &[u8]) -> Reached {
                 datagram = wire::relay_envelope(to, from, &datagram);
             }
             previous.clone_from(&datagram);
-            reached.note(t.handle_outside(now, FROM, &mut datagram));
+            if selector & FRAME_IN_PARTS != 0 {
+                let packet = in_parts(&mut t, now, &mut datagram);
+                reached.packets += usize::from(matches!(packet, Ok(Some(_))));
+            } else {
+                reached.note(t.handle_outside(now, FROM, &mut datagram));
+            }
             reached.drain(&mut t);
         }
     }
     t.handle_timeout(now + Duration::from_secs(u64::from(ctrl >> 4)));
     reached.drain(&mut t);
     reached
+}
+
+/// What a datagram came to, comparably: the packet it yielded (`None`: handled), or the drop.
+fn outcome(
+    r: Result<Incoming<'_>, crate::tunnel::DropReason>,
+) -> Result<Option<Vec<u8>>, crate::tunnel::DropReason> {
+    r.map(|incoming| match incoming {
+        Incoming::Packet { packet, .. } => Some(packet.to_vec()),
+        Incoming::Handled => None,
+    })
+}
+
+/// One datagram through the tunnel the way an engine's packet workers hand it over.
+fn in_parts(
+    t: &mut Tunnel,
+    now: Instant,
+    datagram: &mut [u8],
+) -> Result<Option<Vec<u8>>, crate::tunnel::DropReason> {
+    match t.begin_outside(now, FROM, datagram)? {
+        Begun::Handled(incoming) => outcome(Ok(incoming)),
+        Begun::Data(job) => {
+            let opened = job.open(datagram);
+            outcome(t.finish_data(now, FROM, datagram, job, opened))
+        }
+    }
 }
 
 impl Reached {
@@ -398,6 +438,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         with(FRAME_PROBE, &probe),
         with(FRAME_REPLAY, &[]),
     ];
+    let in_parts_frames = [
+        with(FRAME_DATA | FRAME_IN_PARTS, &packet),
+        with(FRAME_REPLAY | FRAME_IN_PARTS, &[]),
+        with(FRAME_DATA | FRAME_IN_PARTS, &spoofed),
+    ];
     let relayed_frames = [
         with(FRAME_DATA | FRAME_RELAYED, &v6),
         with(FRAME_DATA, &spoofed),
@@ -453,6 +498,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "responder",
             "session-relayed-v6-spoofed-reinit",
             frame_refs(&relayed_frames),
+        ),
+        (
+            "responder",
+            "session-in-parts-packet-replay-spoofed",
+            frame_refs(&in_parts_frames),
         ),
     ]
 }
@@ -549,6 +599,8 @@ mod tests {
             relayed.packets, 1,
             "the relayed v6 packet only: {relayed:?}"
         );
+        let in_parts = reached("session-in-parts-packet-replay-spoofed");
+        assert_eq!(in_parts.packets, 1, "not the replay, not the spoofed one");
     }
 
     /// The committed corpus goes stale silently if the fixture or a format changes: regenerate

@@ -3,7 +3,13 @@
 //! Sealing and opening use ring's ChaCha20-Poly1305 in place: the caller leaves
 //! [`wire::DATA_HEADER_LEN`] bytes of headroom before the payload and [`wire::TAG_LEN`] after
 //! it, so the packet path copies nothing.
+//!
+//! Each also comes in two steps, so that the cipher can run while nobody holds the session:
+//! [`Session::reserve_seal`] takes a counter and writes the header, and the returned [`Seal`]
+//! does the cipher work; [`Session::check_open`] checks a message against the session, the
+//! returned [`Open`] verifies and decrypts it, and [`Session::accept`] records its counter.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ring::aead::{self, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
@@ -84,8 +90,9 @@ impl PacketKey {
 pub struct Session {
     local_index: u32,
     remote_index: u32,
-    send_key: PacketKey,
-    recv_key: PacketKey,
+    /// Shared with the [`Seal`]s and [`Open`]s in flight.
+    send_key: Arc<PacketKey>,
+    recv_key: Arc<PacketKey>,
     send_counter: u64,
     replay: ReplayWindow,
     established_at: Instant,
@@ -103,11 +110,86 @@ impl std::fmt::Debug for Session {
     }
 }
 
-fn key(bytes: &[u8; 32]) -> PacketKey {
+fn key(bytes: &[u8; 32]) -> Arc<PacketKey> {
     // A 32-byte key is exactly what CHACHA20_POLY1305 takes.
-    PacketKey::ChaCha(LessSafeKey::new(
+    Arc::new(PacketKey::ChaCha(LessSafeKey::new(
         UnboundKey::new(&CHACHA20_POLY1305, bytes).expect("32-byte ChaCha20 key"),
-    ))
+    )))
+}
+
+/// A sealing reserved on a session: its counter is taken and the header written; the cipher
+/// work is left to [`Seal::seal`], which needs no access to the session.
+pub struct Seal {
+    key: Arc<PacketKey>,
+    counter: u64,
+    kind: u8,
+    payload_len: usize,
+}
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seal")
+            .field("counter", &self.counter)
+            .field("payload_len", &self.payload_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Seal {
+    /// The message length once sealed.
+    pub fn message_len(&self) -> usize {
+        wire::DATA_OVERHEAD + self.payload_len
+    }
+
+    /// Seals the payload in the buffer [`Session::reserve_seal`] wrote the header into;
+    /// returns the message length.
+    pub fn seal(self, buf: &mut [u8]) -> Result<usize, SessionError> {
+        let total = self.message_len();
+        let Some(message) = buf.get_mut(wire::DATA_HEADER_LEN..total) else {
+            return Err(SessionError::BufferTooSmall);
+        };
+        let (payload, tag) = message.split_at_mut(self.payload_len);
+        if !self
+            .key
+            .seal(self.counter, [self.kind, 0, 0, 0], payload, tag)
+        {
+            return Err(SessionError::Unauthentic);
+        }
+        Ok(total)
+    }
+}
+
+/// A data message checked against its session (not expired, counter not seen yet); the
+/// cipher work is left to [`Open::open`], which needs no access to the session.
+pub struct Open {
+    key: Arc<PacketKey>,
+    counter: u64,
+}
+
+impl std::fmt::Debug for Open {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Open")
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Open {
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// Verifies and decrypts `msg` in place; returns the plaintext length, which starts at
+    /// `msg[DATA_HEADER_LEN]`. Records nothing: the session's [`Session::accept`] does.
+    pub fn open(&self, msg: &mut [u8]) -> Result<usize, SessionError> {
+        if msg.len() < wire::DATA_OVERHEAD {
+            return Err(SessionError::BufferTooSmall);
+        }
+        let aad = [msg[0], msg[1], msg[2], msg[3]];
+        self.key
+            .open(self.counter, aad, &mut msg[wire::DATA_HEADER_LEN..])
+            .ok_or(SessionError::Unauthentic)
+    }
 }
 
 fn nonce(counter: u64) -> Nonce {
@@ -140,8 +222,8 @@ impl Session {
     /// Replaces both keys with the null cipher (see `PacketKey::Null`): benchmarks only.
     #[cfg(feature = "null-crypto")]
     pub fn disable_crypto(&mut self) {
-        self.send_key = PacketKey::Null;
-        self.recv_key = PacketKey::Null;
+        self.send_key = Arc::new(PacketKey::Null);
+        self.recv_key = Arc::new(PacketKey::Null);
     }
 
     pub fn local_index(&self) -> u32 {
@@ -178,8 +260,19 @@ impl Session {
         buf: &mut [u8],
         payload_len: usize,
     ) -> Result<usize, SessionError> {
-        let total = wire::DATA_OVERHEAD + payload_len;
-        if buf.len() < total {
+        self.reserve_seal(now, kind, buf, payload_len)?.seal(buf)
+    }
+
+    /// The first half of [`Session::seal_in_place`]: takes the next counter and writes the
+    /// header into `buf`; [`Seal::seal`] on the same buffer finishes.
+    pub fn reserve_seal(
+        &mut self,
+        now: Instant,
+        kind: u8,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Result<Seal, SessionError> {
+        if buf.len() < wire::DATA_OVERHEAD + payload_len {
             return Err(SessionError::BufferTooSmall);
         }
         if self.is_expired(now) {
@@ -188,12 +281,12 @@ impl Session {
         let counter = self.send_counter;
         self.send_counter += 1;
         wire::put_data_header(buf, kind, self.remote_index, counter);
-        let aad = [kind, 0, 0, 0];
-        let (payload, tag) = buf[wire::DATA_HEADER_LEN..total].split_at_mut(payload_len);
-        if !self.send_key.seal(counter, aad, payload, tag) {
-            return Err(SessionError::Unauthentic);
-        }
-        Ok(total)
+        Ok(Seal {
+            key: Arc::clone(&self.send_key),
+            counter,
+            kind,
+            payload_len,
+        })
     }
 
     /// Cheap pre-check before decrypting: is this counter acceptable?
@@ -209,6 +302,15 @@ impl Session {
         msg: &mut [u8],
         counter: u64,
     ) -> Result<usize, SessionError> {
+        let plain = self.check_open(now, msg, counter)?.open(msg)?;
+        self.accept(counter)?;
+        Ok(plain)
+    }
+
+    /// The first step of [`Session::open_in_place`]: whether `msg` with `counter` may be
+    /// opened on this session now. [`Open::open`] then verifies and decrypts it, and
+    /// [`Session::accept`] records the counter.
+    pub fn check_open(&self, now: Instant, msg: &[u8], counter: u64) -> Result<Open, SessionError> {
         if msg.len() < wire::DATA_OVERHEAD {
             return Err(SessionError::BufferTooSmall);
         }
@@ -218,14 +320,20 @@ impl Session {
         if !self.replay.check(counter) {
             return Err(SessionError::Replayed);
         }
-        let aad = [msg[0], msg[1], msg[2], msg[3]];
-        let plain = self
-            .recv_key
-            .open(counter, aad, &mut msg[wire::DATA_HEADER_LEN..])
-            .ok_or(SessionError::Unauthentic)?;
-        // Cannot fail: checked above and nothing ran in between.
-        self.replay.update(counter);
-        Ok(plain)
+        Ok(Open {
+            key: Arc::clone(&self.recv_key),
+            counter,
+        })
+    }
+
+    /// Records the counter of a message that opened; fails if a copy of it was accepted
+    /// since [`Session::check_open`] (then the message is a replay and must be dropped).
+    pub fn accept(&mut self, counter: u64) -> Result<(), SessionError> {
+        if self.replay.update(counter) {
+            Ok(())
+        } else {
+            Err(SessionError::Replayed)
+        }
     }
 }
 

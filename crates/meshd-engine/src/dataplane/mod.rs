@@ -6,7 +6,7 @@
 //!  per network: a Tunnel,          packet worker k (one thread)               per worker
 //!  a TUN of N queues
 //!  TUN queue k ──read batch──▶ Sender: seal in place ──────GSO send──────▶ UDP socket k
-//!  TUN queue k ◀──GRO write── Receiver: handle_outside ◀─ demux ◀─ recvmmsg + GRO ─┘
+//!  TUN queue k ◀──GRO write── Receiver: open, source check ◀─ demux ◀─ recvmmsg + GRO ─┘
 //!               timers: handle_timeout per tick (a task on the node's runtime) ──▶ socket 0
 //! ```
 //!
@@ -29,9 +29,11 @@
 //! GRO batch of up to 64 datagrams of one sender, and the opened packets go to the TUN in one
 //! batch that coalesces each flow's segments again.
 //!
-//! Locking: each network's `Tunnel` sits behind a `std::sync::Mutex`, held for one batch of
-//! `encapsulate_in_place`/`handle_outside` calls or one `handle_timeout`, and never across an
-//! `.await`; the workers and the timers are its only contenders. The network map is a
+//! Locking: each network's `Tunnel` sits behind a `std::sync::Mutex`, held for the
+//! bookkeeping of one batch (routing, counters, replay windows: `prepare_in_place`,
+//! `begin_outside`, `finish_data`) or one `handle_timeout`, and never across an `.await` or
+//! the cipher: packets are sealed and opened without it, so several workers move one
+//! network's packets in parallel. The workers and the timers are its only contenders. The network map is a
 //! `RwLock`, read once per receive batch. Control operations
 //! (join, update, leave) are serialized by an async mutex because they await the kernel
 //! between reading and storing the plan.
@@ -108,15 +110,18 @@ struct NetworkCounters {
     tun_write_error: AtomicU64,
     /// Datagrams the socket would not send.
     udp_send_error: AtomicU64,
+    /// Packets the cipher refused to seal (it takes any packet a TUN can hold: never seen).
+    seal_error: AtomicU64,
 }
 
 impl NetworkCounters {
-    fn list(&self) -> [(&'static str, u64); 4] {
+    fn list(&self) -> [(&'static str, u64); 5] {
         [
             ("tun_read_error", get(&self.tun_read_error)),
             ("tun_malformed", get(&self.tun_malformed)),
             ("tun_write_error", get(&self.tun_write_error)),
             ("udp_send_error", get(&self.udp_send_error)),
+            ("seal_error", get(&self.seal_error)),
         ]
     }
 }
@@ -156,7 +161,8 @@ pub struct NetworkStatus {
     pub peers: Vec<PeerStatus>,
     /// Every drop counter by stable name: the tunnel's [`DropReason`]s, then the engine's
     /// `tun_read_error`, `tun_malformed` (a TUN read that could not be split into packets),
-    /// `tun_write_error` (per failed write batch), `udp_send_error`. Zeros included.
+    /// `tun_write_error` (per failed write batch), `udp_send_error`, `seal_error`. Zeros
+    /// included.
     pub drops: Vec<(&'static str, u64)>,
     pub offloads: Offloads,
 }

@@ -10,11 +10,15 @@
 //! coalesces it with its neighbours). The tunnel's handshake queue copies what waits for a
 //! session.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use meshd_proto::NetworkId;
-use meshd_proto::tunnel::{Encapsulated, Event, Incoming, TIMER_TICK, Transmit, Tunnel};
+use meshd_proto::session::{Seal, SessionError};
+use meshd_proto::tunnel::{
+    Begun, DataJob, Event, Incoming, Prepared, TIMER_TICK, Transmit, Tunnel,
+};
 use meshd_proto::wire;
 use rustc_hash::FxHashMap;
 use tokio::time::MissedTickBehavior;
@@ -30,6 +34,8 @@ use crate::tun;
 pub(super) struct Sender {
     queue: usize,
     reader: tun::Reader,
+    /// Packets with a counter and header, waiting for the cipher: (slot, destination, seal).
+    prepared: Vec<(usize, SocketAddr, Seal)>,
     sealed: Vec<Sealed>,
     transmits: Vec<Transmit>,
 }
@@ -39,20 +45,23 @@ impl Sender {
         Self {
             queue,
             reader: tun::Reader::new(wire::DATA_HEADER_LEN, wire::TAG_LEN, mtu(net)),
+            prepared: Vec::with_capacity(tun::READ_SLOTS),
             sealed: Vec::with_capacity(tun::READ_SLOTS),
             transmits: Vec::new(),
         }
     }
 
     /// One batch: read what the TUN has queued (one read can hold a 64 KB TCP super-packet),
-    /// seal it in place under one lock, send the datagrams for each destination in segmented
-    /// sends; then send whatever the tunnel queued (a handshake initiation when there was no
-    /// session, a rekey). Returns the packets sealed and sent; an error is the device's: it
+    /// route each packet and take its counter under one lock, seal them in place without the
+    /// lock (other workers use the tunnel meanwhile), send the datagrams for each destination
+    /// in segmented sends; then send whatever the tunnel queued (a handshake initiation when
+    /// there was no session, a rekey). Returns the packets sealed and sent; an error is the device's: it
     /// is gone.
     pub fn run_once(&mut self, net: &Network, outside: &Outside) -> std::io::Result<u64> {
         let Self {
             queue,
             reader,
+            prepared,
             sealed,
             transmits,
         } = self;
@@ -68,21 +77,27 @@ impl Sender {
             for (slot, (buf, len)) in reader.packets_mut().enumerate() {
                 // Err: counted by the tunnel. Queued: its handshake initiation is in
                 // `transmits`.
-                if let Ok(Encapsulated::Ready {
-                    destination, len, ..
-                }) = tunnel.encapsulate_in_place(now, buf, len)
+                if let Ok(Prepared::Ready {
+                    destination, seal, ..
+                }) = tunnel.prepare_in_place(now, buf, len)
                 {
-                    sealed.push(Sealed {
-                        slot,
-                        destination,
-                        len,
-                    });
+                    prepared.push((slot, destination, seal));
                 }
             }
             drain(&mut tunnel, transmits);
         }
         let slot_len = reader.slot_len();
         let slots = reader.slots_mut();
+        for (slot, destination, seal) in prepared.drain(..) {
+            match seal.seal(&mut slots[slot * slot_len..][..slot_len]) {
+                Ok(len) => sealed.push(Sealed {
+                    slot,
+                    destination,
+                    len,
+                }),
+                Err(_) => bump(&net.counters.seal_error),
+            }
+        }
         let mut rest = &sealed[..];
         while !rest.is_empty() {
             let (run, next) = rest.split_at(gso::run_len(rest, outside.max_gso_segments()));
@@ -105,7 +120,7 @@ fn mtu(net: &Network) -> u16 {
 /// A datagram of a receive batch and the network it goes to.
 #[derive(Debug)]
 struct Routed {
-    from: std::net::SocketAddr,
+    from: SocketAddr,
     at: std::ops::Range<usize>,
     /// Index into the batch's networks.
     network: usize,
@@ -120,6 +135,9 @@ pub(super) struct Receiver {
     routed: Vec<Routed>,
     /// The networks of the current batch (usually one), each cloned out of the map once.
     batch_networks: Vec<Arc<Network>>,
+    /// Data messages between their check and their acceptance: (index into `routed`, job,
+    /// what opening it gave).
+    jobs: Vec<(usize, DataJob, Result<usize, SessionError>)>,
     writer: tun::Writer,
     transmits: Vec<Transmit>,
 }
@@ -134,16 +152,19 @@ impl Receiver {
         }
     }
 
-    /// One batch: receive what the socket has queued (GRO batches split at their stride),
-    /// find each datagram's network, open the datagrams of one network under one lock of
-    /// its tunnel, write the packets to its TUN in one batch, send whatever the tunnel
-    /// answered. Returns the packets handed to the TUNs.
+    /// One batch: receive what the socket has queued (GRO batches split at their stride) and
+    /// find each datagram's network; then per network, check the datagrams against their
+    /// sessions under one lock of its tunnel, open the data messages without it (other
+    /// workers use the tunnel meanwhile), accept them under a second lock, and write the
+    /// packets to its TUN in one batch; send whatever the tunnel answered. Returns the
+    /// packets handed to the TUNs.
     pub fn run_once(&mut self, outside: &Outside, networks: &Networks) -> u64 {
         let Self {
             queue,
             rx,
             routed,
             batch_networks,
+            jobs,
             writer,
             transmits,
         } = self;
@@ -172,22 +193,43 @@ impl Receiver {
             }
         }
         let mut opened = 0;
-        let mut rest = &routed[..];
-        while let Some(first) = rest.first() {
+        let mut start = 0;
+        while let Some(first) = routed.get(start) {
             let net = &batch_networks[first.network];
-            let mut taken = 0;
+            // At most one TUN write batch per pass: every datagram may become a packet.
+            let end = start
+                + routed[start..]
+                    .iter()
+                    .take(tun::WRITE_BATCH)
+                    .take_while(|d| d.network == first.network)
+                    .count();
+            let now = Instant::now();
             {
                 let mut tunnel = lock(&net.tunnel);
-                let now = Instant::now();
-                for d in rest.iter().take_while(|d| d.network == first.network) {
-                    if writer.is_full() {
-                        break;
-                    }
-                    taken += 1;
+                for (k, d) in routed.iter().enumerate().take(end).skip(start) {
                     // Err: counted by the tunnel. Handled: any answer is in `transmits`.
+                    match tunnel.begin_outside(now, d.from, rx.bytes_mut(d.at.clone())) {
+                        Ok(Begun::Data(job)) => jobs.push((k, job, Ok(0))),
+                        Ok(Begun::Handled(Incoming::Packet { packet, .. })) => {
+                            writer.push(packet);
+                            opened += 1;
+                        }
+                        Ok(Begun::Handled(Incoming::Handled)) | Err(_) => {}
+                    }
+                }
+                drain(&mut tunnel, transmits);
+            }
+            for (k, job, result) in jobs.iter_mut() {
+                *result = job.open(rx.bytes_mut(routed[*k].at.clone()));
+            }
+            if !jobs.is_empty() {
+                let mut tunnel = lock(&net.tunnel);
+                for (k, job, result) in jobs.drain(..) {
+                    let d = &routed[k];
                     let datagram = rx.bytes_mut(d.at.clone());
+                    // Err: counted by the tunnel.
                     if let Ok(Incoming::Packet { packet, .. }) =
-                        tunnel.handle_outside(now, d.from, datagram)
+                        tunnel.finish_data(now, d.from, datagram, job, result)
                     {
                         writer.push(packet);
                         opened += 1;
@@ -195,7 +237,7 @@ impl Receiver {
                 }
                 drain(&mut tunnel, transmits);
             }
-            rest = &rest[taken..];
+            start = end;
             if writer.flush(&net.queues[*queue]).is_err() {
                 bump(&net.counters.tun_write_error);
             }

@@ -6,6 +6,11 @@
 //!    and send it to the returned address; or it is queued while a handshake runs.
 //! 3. Outside → inside: [`Tunnel::handle_outside`] each UDP datagram; a returned
 //!    [`Incoming::Packet`] goes to the TUN, already source-checked.
+//!
+//! Steps 2 and 3 also come in parts, so that an engine running several threads on one tunnel
+//! does the cipher work without holding it: [`Tunnel::prepare_in_place`] then
+//! [`Seal::seal`](crate::session::Seal::seal); [`Tunnel::begin_outside`], then
+//! [`DataJob::open`], then [`Tunnel::finish_data`].
 //! 4. Call [`Tunnel::handle_timeout`] when [`Tunnel::poll_timeout`] is due.
 //! 5. After each call, drain [`Tunnel::poll_transmit`] (handshakes, keepalives, probes, queued
 //!    packets) and [`Tunnel::poll_event`].
@@ -27,7 +32,7 @@ use peer::{Peer, Pending, Slot, retire};
 use crate::config::NetworkConfig;
 use crate::handshake::{self, CookieSecret, InitiationParams, MacKeys};
 use crate::routes::RouteTable;
-use crate::session::{self, Session, SessionError};
+use crate::session::{self, Open, Seal, Session, SessionError};
 use crate::wire::{self, Message};
 use crate::{Identity, NetworkId, NodeId, ip};
 
@@ -81,6 +86,45 @@ pub enum Incoming<'a> {
     Packet { peer: NodeId, packet: &'a [u8] },
     /// Protocol traffic (handshake, keepalive, probe); check `poll_transmit`.
     Handled,
+}
+
+/// Result of [`Tunnel::prepare_in_place`].
+#[derive(Debug)]
+pub enum Prepared {
+    /// Counter taken and header written: `seal.seal(buf)` seals the packet where it lies,
+    /// and `buf[..seal.message_len()]` is then the datagram for `destination`.
+    Ready {
+        peer: NodeId,
+        destination: SocketAddr,
+        seal: Seal,
+    },
+    /// Held until the handshake with `peer` completes.
+    Queued { peer: NodeId },
+}
+
+/// Result of [`Tunnel::begin_outside`].
+#[derive(Debug)]
+pub enum Begun<'a> {
+    /// A data message that passed the session's checks: [`DataJob::open`] it (no access to
+    /// the tunnel needed), then hand the result to [`Tunnel::finish_data`].
+    Data(DataJob),
+    /// Any other message, handled in full as by [`Tunnel::handle_outside`].
+    Handled(Incoming<'a>),
+}
+
+/// A data message waiting to be opened: see [`Begun::Data`].
+#[derive(Debug)]
+pub struct DataJob {
+    open: Open,
+    index: u32,
+}
+
+impl DataJob {
+    /// Verifies and decrypts the datagram [`Tunnel::begin_outside`] was given, in place;
+    /// returns the plaintext length.
+    pub fn open(&self, datagram: &mut [u8]) -> Result<usize, SessionError> {
+        self.open.open(datagram)
+    }
 }
 
 /// Result of [`Tunnel::encapsulate`].
@@ -400,19 +444,60 @@ impl Tunnel {
         buf: &mut [u8],
         len: usize,
     ) -> Result<Encapsulated, DropReason> {
+        match self.prepare_in_place(now, buf, len)? {
+            Prepared::Queued { peer } => Ok(Encapsulated::Queued { peer }),
+            Prepared::Ready {
+                peer,
+                destination,
+                seal,
+            } => {
+                let len = self.finish_seal(seal, buf)?;
+                Ok(Encapsulated::Ready {
+                    peer,
+                    destination,
+                    len,
+                })
+            }
+        }
+    }
+
+    /// The first part of [`Tunnel::encapsulate_in_place`]: routes the packet, and either
+    /// queues it or takes a counter on the peer's session and writes the header; the
+    /// returned [`Seal`] does the cipher work. Drops are counted here.
+    pub fn prepare_in_place(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<Prepared, DropReason> {
         let result = if buf.len() < len.saturating_add(wire::DATA_OVERHEAD) {
             Err(DropReason::PacketTooLarge)
         } else {
             let packet = wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len;
             self.route(&buf[packet.clone()]).and_then(|peer| {
                 if self.queues_for(now, peer)? {
-                    self.queue(now, peer, &buf[packet])
+                    self.queue(now, peer, &buf[packet])?;
+                    Ok(Prepared::Queued { peer })
                 } else {
-                    self.seal(now, peer, buf, len)
+                    let (destination, seal) = self.reserve(now, peer, buf, len)?;
+                    Ok(Prepared::Ready {
+                        peer,
+                        destination,
+                        seal,
+                    })
                 }
             })
         };
         result.inspect_err(|r| self.stats.count(*r))
+    }
+
+    /// Seals what [`Tunnel::reserve`] set up; a failure (the cipher refusing the buffer) is
+    /// counted as the session's.
+    fn finish_seal(&mut self, seal: Seal, buf: &mut [u8]) -> Result<usize, DropReason> {
+        seal.seal(buf).map_err(|_| {
+            self.stats.count(DropReason::SessionExpired);
+            DropReason::SessionExpired
+        })
     }
 
     /// The peer owning a packet's destination.
@@ -444,7 +529,13 @@ impl Tunnel {
             return self.queue(now, peer_id, packet);
         }
         out[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len].copy_from_slice(packet);
-        self.seal(now, peer_id, out, len)
+        let (destination, seal) = self.reserve(now, peer_id, out, len)?;
+        let len = seal.seal(out).map_err(|_| DropReason::SessionExpired)?;
+        Ok(Encapsulated::Ready {
+            peer: peer_id,
+            destination,
+            len,
+        })
     }
 
     /// Whether packets for `peer_id` wait for a handshake (no usable session).
@@ -471,32 +562,29 @@ impl Tunnel {
         Ok(Encapsulated::Queued { peer: peer_id })
     }
 
-    /// Seals `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` in place on the current session.
-    fn seal(
+    /// Takes a counter on the current session for `buf[DATA_HEADER_LEN..DATA_HEADER_LEN +
+    /// len]` and writes its header; the returned [`Seal`] seals it in place.
+    fn reserve(
         &mut self,
         now: Instant,
         peer_id: NodeId,
         buf: &mut [u8],
         len: usize,
-    ) -> Result<Encapsulated, DropReason> {
+    ) -> Result<(SocketAddr, Seal), DropReason> {
         let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
         let destination = peer.destination().ok_or(DropReason::NoEndpoint)?;
         let session = peer.current.as_mut().ok_or(DropReason::SessionExpired)?;
-        let n = session
-            .seal_in_place(now, wire::TYPE_DATA, buf, len)
+        let seal = session
+            .reserve_seal(now, wire::TYPE_DATA, buf, len)
             .map_err(|_| DropReason::SessionExpired)?;
         let rekey = wants_rekey_on_send(session, now) && peer.pending.is_none();
-        peer.tx_bytes += n as u64;
+        peer.tx_bytes += seal.message_len() as u64;
         peer.last_sent = Some(now);
         peer.unanswered_since.get_or_insert(now);
         if rekey {
             self.initiate(now, peer_id);
         }
-        Ok(Encapsulated::Ready {
-            peer: peer_id,
-            destination,
-            len: n,
-        })
+        Ok((destination, seal))
     }
 
     /// Convenience for callers without their own buffers (the simulator, control traffic):
@@ -527,6 +615,54 @@ impl Tunnel {
         datagram: &'a mut [u8],
     ) -> Result<Incoming<'a>, DropReason> {
         let result = self.handle_message(now, from, datagram, false);
+        result.inspect_err(|r| self.stats.count(*r))
+    }
+
+    /// The first part of [`Tunnel::handle_outside`]: a data message (not relayed) is checked
+    /// against its session and returned as a [`DataJob`] to open; anything else is handled in
+    /// full. Drops are counted here.
+    pub fn begin_outside<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+    ) -> Result<Begun<'a>, DropReason> {
+        if datagram.first() == Some(&wire::TYPE_DATA)
+            && let Ok(Message::Data(d)) = wire::parse(datagram)
+        {
+            let (index, counter) = (d.receiver_index, d.counter);
+            let job = self.session_of(index).and_then(|(peer_id, slot)| {
+                let session = self.session(peer_id, slot)?;
+                let open = session
+                    .check_open(now, datagram, counter)
+                    .map_err(session_drop)?;
+                Ok(DataJob { open, index })
+            });
+            return job.map(Begun::Data).inspect_err(|r| self.stats.count(*r));
+        }
+        self.handle_outside(now, from, datagram).map(Begun::Handled)
+    }
+
+    /// The last part of [`Tunnel::handle_outside`] for a [`Begun::Data`]: `opened` is what
+    /// [`DataJob::open`] returned for `datagram`. Records the counter (a copy accepted in the
+    /// meantime makes this one a replay) and goes on as for any data message. Drops are
+    /// counted here.
+    pub fn finish_data<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+        job: DataJob,
+        opened: Result<usize, SessionError>,
+    ) -> Result<Incoming<'a>, DropReason> {
+        let result = opened.map_err(session_drop).and_then(|len| {
+            // The session may have been retired while the message was opened.
+            let (peer_id, slot) = self.session_of(job.index)?;
+            self.session_mut(peer_id, slot)?
+                .accept(job.open.counter())
+                .map_err(session_drop)?;
+            self.opened(now, from, datagram, peer_id, slot, len, false)
+        });
         result.inspect_err(|r| self.stats.count(*r))
     }
 
@@ -729,20 +865,54 @@ impl Tunnel {
         counter: u64,
         relayed: bool,
     ) -> Result<Incoming<'a>, DropReason> {
+        let (peer_id, slot) = self.session_of(index)?;
+        let len = self
+            .session_mut(peer_id, slot)?
+            .open_in_place(now, datagram, counter)
+            .map_err(session_drop)?;
+        self.opened(now, from, datagram, peer_id, slot, len, relayed)
+    }
+
+    /// The peer and slot of the session with local index `index`.
+    fn session_of(&self, index: u32) -> Result<(NodeId, Slot), DropReason> {
         let peer_id = *self.by_index.get(&index).ok_or(DropReason::UnknownIndex)?;
+        let peer = self.peers.get(&peer_id).ok_or(DropReason::UnknownIndex)?;
+        let slot = peer.slot_of(index).ok_or(DropReason::UnknownIndex)?;
+        Ok((peer_id, slot))
+    }
+
+    fn session(&self, peer_id: NodeId, slot: Slot) -> Result<&Session, DropReason> {
+        self.peers
+            .get(&peer_id)
+            .and_then(|p| p.session(slot))
+            .ok_or(DropReason::UnknownIndex)
+    }
+
+    fn session_mut(&mut self, peer_id: NodeId, slot: Slot) -> Result<&mut Session, DropReason> {
+        self.peers
+            .get_mut(&peer_id)
+            .and_then(|p| p.session_mut(slot))
+            .ok_or(DropReason::UnknownIndex)
+    }
+
+    /// A data or probe message that opened on `peer_id`'s session in `slot`: confirms a new
+    /// session, updates the peer, and hands out the packet if it is one and its source is
+    /// the peer's.
+    #[allow(clippy::too_many_arguments)]
+    fn opened<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &'a mut [u8],
+        peer_id: NodeId,
+        slot: Slot,
+        len: usize,
+        relayed: bool,
+    ) -> Result<Incoming<'a>, DropReason> {
         let peer = self
             .peers
             .get_mut(&peer_id)
             .ok_or(DropReason::UnknownIndex)?;
-        let slot = peer.slot_of(index).ok_or(DropReason::UnknownIndex)?;
-        let session = peer.session_mut(slot).ok_or(DropReason::UnknownIndex)?;
-        let len = session
-            .open_in_place(now, datagram, counter)
-            .map_err(|e| match e {
-                SessionError::Replayed => DropReason::Replayed,
-                SessionError::Expired => DropReason::SessionExpired,
-                SessionError::Unauthentic | SessionError::BufferTooSmall => DropReason::Unauthentic,
-            })?;
         if slot == Slot::Next {
             // The initiator used the session we answered: it is confirmed, make it current.
             let next = peer.next.take();
@@ -1035,6 +1205,15 @@ fn is_multicast_or_broadcast(dst: std::net::IpAddr) -> bool {
     dst.is_multicast() || dst == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
 }
 
+/// The drop a session's refusal counts as.
+fn session_drop(e: SessionError) -> DropReason {
+    match e {
+        SessionError::Replayed => DropReason::Replayed,
+        SessionError::Expired => DropReason::SessionExpired,
+        SessionError::Unauthentic | SessionError::BufferTooSmall => DropReason::Unauthentic,
+    }
+}
+
 fn wants_rekey_on_send(s: &Session, now: Instant) -> bool {
     if s.is_initiator() {
         s.wants_rekey(now)
@@ -1069,7 +1248,7 @@ fn increment(bytes: &mut [u8]) {
 mod tests {
     use std::time::Duration;
 
-    use super::{DropReason, Encapsulated, Incoming};
+    use super::{Begun, DropReason, Encapsulated, Incoming, Prepared};
     use crate::sim::{self, LinkModel, Simulation};
     use crate::wire::{self, Message};
 
@@ -1130,6 +1309,143 @@ mod tests {
                 .stats()
                 .dropped(DropReason::PacketTooLarge),
             2
+        );
+    }
+
+    /// Two nodes with a session from 0 to 1, and a sealed data message from 0 to 1.
+    fn established(seed: u64) -> (Simulation, Vec<u8>, Vec<u8>) {
+        let mut sim = Simulation::new(2, LinkModel::default(), seed);
+        sim.send(0, 1, b"first").unwrap();
+        sim.run_for(Duration::from_millis(100));
+        let packet = sim::ipv4_packet(sim.nodes[0].ipv4, sim.nodes[1].ipv4, &[0xa5; 200]);
+        let mut buf = vec![0u8; wire::DATA_OVERHEAD + packet.len()];
+        buf[wire::DATA_HEADER_LEN..][..packet.len()].copy_from_slice(&packet);
+        let now = sim.now;
+        let Ok(Prepared::Ready { seal, .. }) =
+            sim.nodes[0]
+                .tunnel
+                .prepare_in_place(now, &mut buf, packet.len())
+        else {
+            panic!("an established session prepares");
+        };
+        let len = seal.seal(&mut buf).unwrap();
+        buf.truncate(len);
+        (sim, buf, packet)
+    }
+
+    /// begin_outside, DataJob::open and finish_data, as an engine runs them.
+    fn receive_in_parts(
+        sim: &mut Simulation,
+        datagram: &mut [u8],
+    ) -> Result<Option<Vec<u8>>, DropReason> {
+        let (now, from) = (sim.now, sim.nodes[0].address);
+        let tunnel = &mut sim.nodes[1].tunnel;
+        match tunnel.begin_outside(now, from, datagram)? {
+            Begun::Handled(_) => panic!("a data message is a job"),
+            Begun::Data(job) => {
+                let opened = job.open(datagram);
+                match tunnel.finish_data(now, from, datagram, job, opened)? {
+                    Incoming::Packet { packet, .. } => Ok(Some(packet.to_vec())),
+                    Incoming::Handled => Ok(None),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sealing_and_opening_in_parts_match_the_whole_calls() {
+        let (mut sim, datagram, packet) = established(5);
+        // What the whole call opens, the parts open the same.
+        let mut whole = datagram.clone();
+        let (now, from) = (sim.now, sim.nodes[0].address);
+        match sim.nodes[1].tunnel.handle_outside(now, from, &mut whole) {
+            Ok(Incoming::Packet { packet: p, .. }) => assert_eq!(p, &packet[..]),
+            other => panic!("{other:?}"),
+        }
+        let (mut sim, datagram, packet) = established(5);
+        let opened = receive_in_parts(&mut sim, &mut datagram.clone()).unwrap();
+        assert_eq!(opened.as_deref(), Some(&packet[..]));
+
+        // Once accepted, a copy is a replay; a tampered copy does not authenticate. Both
+        // counted, neither a packet.
+        assert_eq!(
+            receive_in_parts(&mut sim, &mut datagram.clone()),
+            Err(DropReason::Replayed)
+        );
+        let (mut sim, datagram, _) = established(6);
+        let mut tampered = datagram.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            receive_in_parts(&mut sim, &mut tampered),
+            Err(DropReason::Unauthentic)
+        );
+        let stats = sim.nodes[1].tunnel.stats();
+        assert_eq!(stats.dropped(DropReason::Unauthentic), 1);
+        // The tampered copy recorded nothing: the original still opens.
+        assert!(receive_in_parts(&mut sim, &mut datagram.clone()).is_ok());
+    }
+
+    #[test]
+    fn a_copy_accepted_while_another_was_opened_is_a_replay() {
+        let (mut sim, datagram, _) = established(7);
+        let (now, from) = (sim.now, sim.nodes[0].address);
+        let tunnel = &mut sim.nodes[1].tunnel;
+        // Two workers check the same message before either records it: both may open it,
+        // only the first to finish hands it out.
+        let (mut first, mut second) = (datagram.clone(), datagram.clone());
+        let Ok(Begun::Data(job1)) = tunnel.begin_outside(now, from, &mut first) else {
+            panic!("a job");
+        };
+        let Ok(Begun::Data(job2)) = tunnel.begin_outside(now, from, &mut second) else {
+            panic!("a job");
+        };
+        let (opened1, opened2) = (job1.open(&mut first), job2.open(&mut second));
+        assert!(opened1.is_ok() && opened2.is_ok());
+        let done = tunnel.finish_data(now, from, &mut first, job1, opened1);
+        assert!(matches!(done, Ok(Incoming::Packet { .. })), "{done:?}");
+        let again = tunnel.finish_data(now, from, &mut second, job2, opened2);
+        assert!(matches!(again, Err(DropReason::Replayed)), "{again:?}");
+        assert_eq!(tunnel.stats().dropped(DropReason::Replayed), 1);
+    }
+
+    #[test]
+    fn a_session_gone_while_its_message_was_opened_drops_it() {
+        let (mut sim, datagram, _) = established(8);
+        let (now, from) = (sim.now, sim.nodes[0].address);
+        let mut alone = sim.config.clone();
+        let sender = sim.node_id(0);
+        alone.members.retain(|m| m.node_id != sender);
+        alone.revision += 1;
+        let mut d = datagram.clone();
+        let tunnel = &mut sim.nodes[1].tunnel;
+        let Ok(Begun::Data(job)) = tunnel.begin_outside(now, from, &mut d) else {
+            panic!("a job");
+        };
+        let opened = job.open(&mut d);
+        tunnel.apply_config(&alone); // the sender is no longer a member
+        let r = tunnel.finish_data(now, from, &mut d, job, opened);
+        assert!(matches!(r, Err(DropReason::UnknownIndex)), "{r:?}");
+    }
+
+    #[test]
+    fn begin_outside_handles_everything_but_direct_data() {
+        // A relayed data message is handled in full, packet and all.
+        let (mut sim, datagram, packet) = established(9);
+        let (now, from) = (sim.now, sim.nodes[0].address);
+        let mut relayed = wire::relay_envelope(sim.node_id(1), sim.node_id(0), &datagram);
+        match sim.nodes[1].tunnel.begin_outside(now, from, &mut relayed) {
+            Ok(Begun::Handled(Incoming::Packet { packet: p, .. })) => assert_eq!(p, &packet[..]),
+            other => panic!("{other:?}"),
+        }
+        // Garbage is counted as by handle_outside, whatever its first byte.
+        for junk in [vec![wire::TYPE_DATA, 0, 0], vec![0xff; 40], vec![]] {
+            let mut junk = junk;
+            let r = sim.nodes[1].tunnel.begin_outside(now, from, &mut junk);
+            assert!(r.is_err(), "{r:?}");
+        }
+        assert_eq!(
+            sim.nodes[1].tunnel.stats().dropped(DropReason::Malformed),
+            3
         );
     }
 

@@ -115,6 +115,14 @@ impl Peer {
         }
     }
 
+    pub fn session(&self, slot: Slot) -> Option<&Session> {
+        match slot {
+            Slot::Current => self.current.as_ref(),
+            Slot::Next => self.next.as_ref(),
+            Slot::Previous => self.previous.as_ref(),
+        }
+    }
+
     pub fn session_mut(&mut self, slot: Slot) -> Option<&mut Session> {
         match slot {
             Slot::Current => self.current.as_mut(),
