@@ -62,13 +62,13 @@ pub fn open(name: &str, mtu: u16, queues: usize) -> Result<Vec<SyncDevice>, Engi
     tracing::debug!(interface = %name, tcp = device.tcp_gso(), udp = device.udp_gso(),
         queues, "TUN offloads");
     let mut all = Vec::with_capacity(queues);
-    for _ in 1..queues {
+    all.push(device);
+    while all.len() < queues {
         // Each further queue is a descriptor attached to the same link, with its offloads.
-        let queue = device.try_clone().map_err(fail)?;
+        let queue = all[0].try_clone().map_err(fail)?;
         queue.set_nonblocking(true).map_err(fail)?;
         all.push(queue);
     }
-    all.insert(0, device);
     Ok(all)
 }
 

@@ -175,8 +175,8 @@ impl Outside {
         // A port the kernel picked is free again between the probe and the group's first
         // bind; another process taking it in those microseconds is retried.
         let attempts = if port == 0 { 3 } else { 1 };
-        let mut failure = None;
-        for _ in 0..attempts {
+        let mut attempt = 1;
+        loop {
             let (probe, dual_stack) = new_socket()?;
             probe.bind(&any(dual_stack, port).into())?;
             let chosen = probe.local_addr()?.as_socket().map_or(port, |a| a.port());
@@ -185,11 +185,10 @@ impl Outside {
                 .map(|_| Outside::bind_one(chosen, true))
                 .collect::<io::Result<Vec<_>>>()
             {
-                Ok(group) => return Ok(group),
-                Err(e) => failure = Some(e),
+                Err(_) if attempt < attempts => attempt += 1,
+                group => return group,
             }
         }
-        Err(failure.unwrap_or_else(|| io::Error::other("no socket bound")))
     }
 
     /// One socket with large buffers, GRO on and the kernel's path-MTU behaviour,

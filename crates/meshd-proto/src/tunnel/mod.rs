@@ -451,7 +451,7 @@ impl Tunnel {
                 destination,
                 seal,
             } => {
-                let len = self.finish_seal(seal, buf)?;
+                let len = sealed(seal, buf).inspect_err(|r| self.stats.count(*r))?;
                 Ok(Encapsulated::Ready {
                     peer,
                     destination,
@@ -491,15 +491,6 @@ impl Tunnel {
         result.inspect_err(|r| self.stats.count(*r))
     }
 
-    /// Seals what [`Tunnel::reserve`] set up; a failure (the cipher refusing the buffer) is
-    /// counted as the session's.
-    fn finish_seal(&mut self, seal: Seal, buf: &mut [u8]) -> Result<usize, DropReason> {
-        seal.seal(buf).map_err(|_| {
-            self.stats.count(DropReason::SessionExpired);
-            DropReason::SessionExpired
-        })
-    }
-
     /// The peer owning a packet's destination.
     fn route(&self, packet: &[u8]) -> Result<NodeId, DropReason> {
         match ip::addresses(packet) {
@@ -530,7 +521,7 @@ impl Tunnel {
         }
         out[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len].copy_from_slice(packet);
         let (destination, seal) = self.reserve(now, peer_id, out, len)?;
-        let len = seal.seal(out).map_err(|_| DropReason::SessionExpired)?;
+        let len = sealed(seal, out)?;
         Ok(Encapsulated::Ready {
             peer: peer_id,
             destination,
@@ -1203,6 +1194,12 @@ impl Tunnel {
 /// little longer so both sides do not start handshakes at once.
 fn is_multicast_or_broadcast(dst: std::net::IpAddr) -> bool {
     dst.is_multicast() || dst == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
+}
+
+/// Seals what [`Tunnel::reserve`] set up; the cipher refusing the buffer is the session's
+/// drop, as when sealing was one call.
+fn sealed(seal: Seal, buf: &mut [u8]) -> Result<usize, DropReason> {
+    seal.seal(buf).map_err(|_| DropReason::SessionExpired)
 }
 
 /// The drop a session's refusal counts as.
