@@ -40,6 +40,7 @@
 
 mod gso;
 mod outside;
+mod pacing;
 mod tasks;
 mod worker;
 

@@ -11,6 +11,8 @@
 //! reported again by the next wait, so descriptors take turns and none is drained before
 //! another is looked at.
 //!
+//! Between two TUN batches the worker may yield the CPU (see [`super::pacing`]).
+//!
 //! Networks come and go while the worker runs: `join` registers the worker's TUN queue
 //! ([`Worker::add`]), `leave` unregisters it ([`Worker::remove`]) and wakes the worker, which
 //! then drops what it held of that network.
@@ -25,7 +27,10 @@ use std::collections::hash_map::Entry;
 
 use rustc_hash::FxHashMap;
 
+use std::time::Instant;
+
 use super::outside::{Outside, add, bump, get};
+use super::pacing::Pacing;
 use super::tasks::{Receiver, Sender};
 use super::{Network, Networks, read};
 use crate::sys::poll::{Epoll, EventFd, Token};
@@ -137,6 +142,7 @@ fn run(queue: usize, shared: &Shared, outside: &Outside, networks: &Networks) {
     let mut tokens: Vec<Token> = Vec::new();
     let mut receiver = Receiver::new(queue);
     let mut joined: FxHashMap<Token, Joined> = FxHashMap::default();
+    let mut pacing = Pacing::default();
     loop {
         if let Err(e) = shared.epoll.wait(&mut tokens) {
             tracing::error!(error = %e, "the packet worker cannot wait for packets; it stops");
@@ -165,7 +171,12 @@ fn run(queue: usize, shared: &Shared, outside: &Outside, networks: &Networks) {
                         continue; // left between the wait and now
                     };
                     match j.sender.run_once(&j.net, outside) {
-                        Ok(sent) => add(&shared.moved.to_peers, sent),
+                        Ok(sent) => {
+                            add(&shared.moved.to_peers, sent);
+                            if pacing.sent(Instant::now(), sent) {
+                                thread::yield_now();
+                            }
+                        }
                         Err(e) => {
                             // The link was deleted under us, or the descriptor broke: nothing to
                             // read ever again. Said once, not per packet.
