@@ -43,7 +43,8 @@ MESHD_API = "127.0.0.1:9995"
 IPERF_PORT = 5201
 CHECK_PORT = 5301
 CHECK_BYTES = 20 * 1000 * 1000
-PING_COUNT = 50
+PING_COUNT = 150
+PING_INTERVAL = 0.02
 
 # Table rows: metric key, label, unit.
 METRICS = (
@@ -518,23 +519,52 @@ def rx_packets(lab: Lab, address: str) -> int:
     raise BenchError(f"no interface in b holds {address}")
 
 
-def rtt(lab: Lab, dst: str, _seconds: int) -> dict[str, float]:
-    """The median of PING_COUNT echoes 20 ms apart: latency without load."""
-    out = lab.exec("a", ["ping", "-n", "-c", str(PING_COUNT), "-i", "0.02", "-W", "1", dst],
-                   timeout=30, check=False)
-    times = [float(t) for t in re.findall(r"time=([\d.]+) ms", out.stdout)]
-    if not times:
-        summary = (out.stdout.strip().splitlines() or [out.stderr.strip()])[-1]
-        raise BenchError(f"ping {dst}: no replies ({summary})")
-    return {"rtt_ms": statistics.median(times)}
+def rtt_interleaved(lab: Lab, targets: dict[str, str],
+                    rnd: int) -> dict[str, dict[str, float] | BenchError]:
+    """PING_COUNT echoes PING_INTERVAL apart over every path at once, interleaved: one ping
+    per path, each started a share of the interval after the one before, so an echo over one
+    path falls between echoes over the others. A round trip takes a fraction of a
+    millisecond and the host's noisy moments (steal time, another process) last longer: this
+    way they hit every path alike, where one path measured after another can meet a moment
+    the others missed. The order rotates every round. Per path the median RTT, or a
+    BenchError."""
+    order = list(targets)
+    order = order[(rnd - 1) % len(order):] + order[:(rnd - 1) % len(order)]
+    procs = {}
+    for k, path in enumerate(order):
+        if k:
+            time.sleep(PING_INTERVAL / len(order))
+        procs[path] = lab.spawn("a", ["ping", "-n", "-c", str(PING_COUNT), "-i",
+                                      str(PING_INTERVAL), "-W", "1", targets[path]],
+                                f"ping-{path}-{rnd}.log")
+    results: dict[str, dict[str, float] | BenchError] = {}
+    for path, proc in procs.items():
+        try:
+            proc.wait(timeout=PING_COUNT * PING_INTERVAL + 10)
+        except subprocess.TimeoutExpired:
+            pass
+        lab.stop(proc)
+        out = lab.path(f"ping-{path}-{rnd}.log").read_text(errors="replace")
+        times = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+        if times:
+            results[path] = {"rtt_ms": statistics.median(times)}
+        else:
+            summary = (out.strip().splitlines() or ["no output"])[-1]
+            results[path] = BenchError(f"ping {targets[path]}: no replies ({summary})")
+    return results
 
 
 TESTS: dict[str, Callable[[Lab, str, int], dict[str, float]]] = {
     "tcp1": tcp1,
     "tcp4": tcp4,
     "udp64": udp64,
-    "ping": rtt,
 }
+# Tests that measure every path at once (see rtt_interleaved).
+TESTS_TOGETHER: dict[str, Callable[[Lab, dict[str, str], int],
+                                    dict[str, dict[str, float] | BenchError]]] = {
+    "ping": rtt_interleaved,
+}
+TEST_NAMES = [*TESTS, *TESTS_TOGETHER]
 
 # Correctness check: the receiver prints the byte count and sha256 of what it got, the
 # sender those of what it sent (random bytes); both run with the real interpreter.
@@ -714,6 +744,17 @@ def print_table(summary: dict, paths: list[str]) -> dict[str, float | None]:
     return ratios
 
 
+def measure_one(measure: Callable[[Lab, str, int], dict[str, float]], test: str, lab: Lab,
+                target: str, seconds: int) -> dict[str, float] | BenchError:
+    """One test over one path: its metrics, or what went wrong."""
+    try:
+        return measure(lab, target, seconds)
+    except BenchError as e:
+        return e
+    except KeyError as e:
+        return BenchError(f"{test}: iperf3's JSON has no {e}")
+
+
 def bench(lab: Lab, args: argparse.Namespace) -> int:
     """Sets up every path, runs the rounds, prints the table; 0 if every run (and the
     correctness check) passed."""
@@ -731,19 +772,24 @@ def bench(lab: Lab, args: argparse.Namespace) -> int:
     samples = []
     for rnd in range(1, args.rounds + 1):
         for test in args.tests:
-            measure = TESTS[test]
-            for path in args.paths:
-                sample = {"round": rnd, "test": test, "path": path}
-                try:
-                    sample["metrics"] = measure(lab, targets[path], args.seconds)
-                except BenchError as e:
-                    sample["error"] = str(e)
-                except KeyError as e:
-                    sample["error"] = f"{test}: iperf3's JSON has no {e}"
+            def record(path: str, outcome: dict[str, float] | BenchError) -> None:
+                sample: dict = {"round": rnd, "test": test, "path": path}
+                if isinstance(outcome, BenchError):
+                    sample["error"] = str(outcome)
+                else:
+                    sample["metrics"] = outcome
                 samples.append(sample)
                 shown = sample.get("error") or "  ".join(
                     f"{k}={fmt(v)}" for k, v in sample["metrics"].items())
                 log(f"round {rnd}/{args.rounds} {test:<5} {path:<9} {shown}")
+
+            if test in TESTS_TOGETHER:
+                together = TESTS_TOGETHER[test](lab, {p: targets[p] for p in args.paths}, rnd)
+                for path in args.paths:
+                    record(path, together[path])
+            else:
+                for path in args.paths:
+                    record(path, measure_one(TESTS[test], test, lab, targets[path], args.seconds))
 
     check = None
     if args.quick:
@@ -789,7 +835,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds over every path (default 3; --quick 1)")
     p.add_argument("--paths", help="comma-separated subset of raw,boringtun,meshd "
                                    "(default all; --quick raw,meshd)")
-    p.add_argument("--tests", help="comma-separated subset of " + ",".join(TESTS) +
+    p.add_argument("--tests", help="comma-separated subset of " + ",".join(TEST_NAMES) +
                    " (default all)")
     p.add_argument("--quick", action="store_true",
                    help="1 round of 2 s, and a byte-exact 20 MB transfer over meshd (for CI)")
@@ -813,11 +859,12 @@ def parse_args() -> argparse.Namespace:
     if unknown or not args.paths:
         p.error(f"--paths: unknown {','.join(unknown) or '(empty)'}; choose from "
                 f"{','.join(ALL_PATHS)}")
-    args.tests = [x.strip() for x in (args.tests or ",".join(TESTS)).split(",") if x.strip()]
-    unknown = [x for x in args.tests if x not in TESTS]
+    args.tests = [x.strip() for x in (args.tests or ",".join(TEST_NAMES)).split(",")
+                  if x.strip()]
+    unknown = [x for x in args.tests if x not in TEST_NAMES]
     if unknown or not args.tests:
         p.error(f"--tests: unknown {','.join(unknown) or '(empty)'}; choose from "
-                f"{','.join(TESTS)}")
+                f"{','.join(TEST_NAMES)}")
     if args.quick and "meshd" not in args.paths:
         p.error("--quick's correctness check runs over meshd: include it in --paths")
     if args.seconds <= 0 or args.rounds <= 0:
