@@ -33,6 +33,15 @@ impl Default for LinkModel {
     }
 }
 
+/// One of the networks every node has an address on (a LAN, the internet, another VPN):
+/// datagrams to a node's address on it take the link's latency plus `extra_latency`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimPath {
+    pub extra_latency: Duration,
+    /// A path that is down loses everything sent over it.
+    pub up: bool,
+}
+
 /// A datagram on the simulated wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
@@ -45,7 +54,10 @@ pub struct Datagram {
 pub struct SimNode {
     pub identity: Identity,
     pub tunnel: Tunnel,
+    /// The address on path 0.
     pub address: SocketAddr,
+    /// One address per path, in path order; all are the node's endpoints in the config.
+    pub addresses: Vec<SocketAddr>,
     pub ipv4: Ipv4Addr,
     /// IP packets the tunnel handed to the inside, with the peer they came from.
     pub received: Vec<(NodeId, Vec<u8>)>,
@@ -79,6 +91,7 @@ pub struct Simulation {
     started: Instant,
     pub nodes: Vec<SimNode>,
     pub link: LinkModel,
+    pub paths: Vec<SimPath>,
     pub network_key: NetworkKey,
     pub config: NetworkConfig,
     rng: Rng,
@@ -95,6 +108,20 @@ impl Simulation {
     /// `n` nodes, all authorized members of one network, with addresses `10.147.17.(10+i)`,
     /// container subnets `172.28.i.0/24` and endpoints `192.0.2.(10+i):9993`.
     pub fn new(n: usize, link: LinkModel, seed: u64) -> Self {
+        let one = SimPath {
+            extra_latency: Duration::ZERO,
+            up: true,
+        };
+        Self::with_paths(n, link, seed, vec![one])
+    }
+
+    /// As [`Simulation::new`], with every node on each of `paths`: node `i`'s address on
+    /// path `p` is `192.0.(2+p).(10+i):9993`, and the config lists them in path order.
+    pub fn with_paths(n: usize, link: LinkModel, seed: u64, paths: Vec<SimPath>) -> Self {
+        assert!(
+            (1..=8).contains(&paths.len()),
+            "a simulation has 1 to 8 paths"
+        );
         let now = Instant::now();
         let network_key = NetworkKey::generate();
         let mut config = NetworkConfig::new(network_key.network_id(), "sim");
@@ -106,7 +133,13 @@ impl Simulation {
         for i in 0..n {
             let octet = u8::try_from(10 + i).expect("simulations have fewer than 240 nodes");
             let identity = Identity::generate();
-            let address = SocketAddr::from(([192, 0, 2, octet], 9993));
+            let addresses: Vec<SocketAddr> = (0..paths.len())
+                .map(|p| {
+                    let third = 2 + u8::try_from(p).expect("at most 8 paths");
+                    SocketAddr::from(([192, 0, third, octet], 9993))
+                })
+                .collect();
+            let address = addresses[0];
             let ipv4 = Ipv4Addr::new(10, 147, 17, octet);
             config.members.push(MemberConfig {
                 node_id: identity.node_id(),
@@ -116,7 +149,7 @@ impl Simulation {
                 container_subnet: Some(
                     Ipv4Net::new(Ipv4Addr::new(172, 28, octet, 0), 24).expect("valid /24"),
                 ),
-                endpoints: vec![address],
+                endpoints: addresses.clone(),
             });
             let tunnel = Tunnel::new(
                 &identity,
@@ -128,6 +161,7 @@ impl Simulation {
                 identity,
                 tunnel,
                 address,
+                addresses,
                 ipv4,
                 received: Vec::new(),
             });
@@ -141,6 +175,7 @@ impl Simulation {
             started: now,
             nodes,
             link,
+            paths,
             network_key,
             config,
             rng: Rng::new(seed),
@@ -185,12 +220,13 @@ impl Simulation {
         Ok(())
     }
 
-    /// Moves node `i`'s outgoing datagrams onto the wire.
+    /// Moves node `i`'s outgoing datagrams onto the wire, each from the node's address on
+    /// the path of its destination.
     fn collect(&mut self, i: usize) {
-        let from = self.nodes[i].address;
         while let Some(t) = self.nodes[i].tunnel.poll_transmit() {
+            let path = self.path_of(t.destination).unwrap_or(0);
             let d = Datagram {
-                from,
+                from: self.nodes[i].addresses[path],
                 to: t.destination,
                 bytes: t.bytes,
             };
@@ -198,24 +234,37 @@ impl Simulation {
         }
     }
 
-    /// Puts a datagram on the wire, subject to loss, latency and jitter.
+    /// The path an address of some node is on.
+    pub fn path_of(&self, address: SocketAddr) -> Option<usize> {
+        self.nodes
+            .iter()
+            .find_map(|n| n.addresses.iter().position(|a| *a == address))
+    }
+
+    /// Puts a datagram on the wire, subject to its path, loss, latency and jitter.
     pub fn put_on_wire(&mut self, d: Datagram) {
         if let Some(r) = &mut self.recorded {
             r.push(d.clone());
         }
-        if self.link.loss > 0.0 && self.rng.unit() < self.link.loss {
+        let path = self.path_of(d.to).map(|p| self.paths[p]);
+        if path.is_some_and(|p| !p.up) || (self.link.loss > 0.0 && self.rng.unit() < self.link.loss)
+        {
             self.lost += 1;
             return;
         }
+        let extra = path.map_or(Duration::ZERO, |p| p.extra_latency);
         let jitter = self.link.jitter.mul_f64(self.rng.unit());
         self.seq += 1;
         self.in_flight
-            .push((self.now + self.link.latency + jitter, self.seq, d));
+            .push((self.now + self.link.latency + extra + jitter, self.seq, d));
     }
 
     /// Delivers a datagram to whichever node owns `d.to` right now, bypassing the wire.
     pub fn inject(&mut self, d: Datagram) -> Option<Result<bool, DropReason>> {
-        let i = self.nodes.iter().position(|n| n.address == d.to)?;
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.addresses.contains(&d.to))?;
         Some(self.deliver(i, d))
     }
 
@@ -260,7 +309,7 @@ impl Simulation {
                     .map(|(i, _)| i);
                 let Some(at) = due else { break };
                 let (_, _, d) = self.in_flight.swap_remove(at);
-                if let Some(i) = self.nodes.iter().position(|n| n.address == d.to) {
+                if let Some(i) = self.nodes.iter().position(|n| n.addresses.contains(&d.to)) {
                     self.delivered += 1;
                     let _ = self.deliver(i, d);
                 }

@@ -17,6 +17,7 @@
 //!
 //! Nothing here blocks, allocates per data packet on the fast path, or reads a clock.
 
+mod paths;
 mod peer;
 
 use std::collections::VecDeque;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 use zeroize::Zeroizing;
 
+use paths::PathScan;
 pub use peer::{MAX_QUEUED, PeerStatus};
 use peer::{Peer, Pending, Slot, retire};
 
@@ -757,7 +759,7 @@ impl Tunnel {
         );
         retire(&mut self.by_index, peer.next.replace(session));
         if !relayed {
-            peer.endpoint = Some(from);
+            peer.roam(from, now);
         }
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
@@ -812,7 +814,7 @@ impl Tunnel {
             std::mem::replace(&mut peer.previous, old),
         );
         if !relayed {
-            peer.endpoint = Some(from);
+            peer.roam(from, now);
         }
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
@@ -820,6 +822,7 @@ impl Tunnel {
         peer.unanswered_since = None;
         self.events.push_back(Event::SessionEstablished(peer_id));
         self.flush_queue(now, peer_id, true);
+        self.start_path_scan(now, peer_id);
         Ok(Incoming::Handled)
     }
 
@@ -904,7 +907,8 @@ impl Tunnel {
             .peers
             .get_mut(&peer_id)
             .ok_or(DropReason::UnknownIndex)?;
-        if slot == Slot::Next {
+        let confirmed = slot == Slot::Next;
+        if confirmed {
             // The initiator used the session we answered: it is confirmed, make it current.
             let next = peer.next.take();
             let old = std::mem::replace(&mut peer.current, next);
@@ -918,19 +922,26 @@ impl Tunnel {
             .peers
             .get_mut(&peer_id)
             .ok_or(DropReason::UnknownIndex)?;
-        if !relayed {
-            peer.endpoint = Some(from);
+        let kind = datagram[0];
+        let plaintext = &datagram[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len];
+        // A path probe measures one path; it must not move the endpoint onto it.
+        let path_probe = kind == wire::TYPE_PROBE
+            && matches!(
+                plaintext.first(),
+                Some(&paths::PATH_REQUEST | &paths::PATH_REPLY)
+            );
+        if !relayed && !path_probe {
+            peer.roam(from, now);
         }
         peer.last_received = Some(now);
         peer.unanswered_since = None;
         peer.rx_bytes += datagram.len() as u64;
-        let kind = datagram[0];
-        let plaintext = &datagram[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len];
-        if slot == Slot::Next {
+        if confirmed {
             self.flush_queue(now, peer_id, false);
+            self.start_path_scan(now, peer_id);
         }
         if kind == wire::TYPE_PROBE {
-            self.on_probe(now, peer_id, plaintext)?;
+            self.on_probe(now, from, peer_id, plaintext)?;
             return Ok(Incoming::Handled);
         }
         if plaintext.is_empty() {
@@ -946,19 +957,34 @@ impl Tunnel {
         })
     }
 
-    fn on_probe(&mut self, now: Instant, peer_id: NodeId, body: &[u8]) -> Result<(), DropReason> {
+    fn on_probe(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        peer_id: NodeId,
+        body: &[u8],
+    ) -> Result<(), DropReason> {
         if body.len() != PROBE_LEN {
             return Err(DropReason::BadProbe);
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&body[1..]);
         let id = u64::from_le_bytes(id);
+        let reply = |tag: u8| {
+            let mut reply = [0u8; PROBE_LEN];
+            reply[0] = tag;
+            reply[1..].copy_from_slice(&id.to_le_bytes());
+            reply
+        };
         match body[0] {
             PROBE_REQUEST => {
-                let mut reply = [0u8; PROBE_LEN];
-                reply[0] = PROBE_REPLY;
-                reply[1..].copy_from_slice(&id.to_le_bytes());
-                self.send_control(now, peer_id, wire::TYPE_PROBE, &reply);
+                self.send_control(now, peer_id, wire::TYPE_PROBE, &reply(PROBE_REPLY));
+                Ok(())
+            }
+            // Answered on the path it came by, whatever our endpoint is.
+            paths::PATH_REQUEST => {
+                let body = reply(paths::PATH_REPLY);
+                self.send_control_to(now, peer_id, Some(from), wire::TYPE_PROBE, &body);
                 Ok(())
             }
             PROBE_REPLY => {
@@ -975,7 +1001,76 @@ impl Tunnel {
                     _ => Err(DropReason::BadProbe),
                 }
             }
+            paths::PATH_REPLY => {
+                let peer = self
+                    .peers
+                    .get_mut(&peer_id)
+                    .ok_or(DropReason::UnknownIndex)?;
+                let scan = peer.scan.as_mut().ok_or(DropReason::BadProbe)?;
+                if !scan.answered(id, now) {
+                    return Err(DropReason::BadProbe);
+                }
+                if scan.is_done(now) {
+                    self.finish_path_scan(now, peer_id);
+                }
+                Ok(())
+            }
             _ => Err(DropReason::BadProbe),
+        }
+    }
+
+    /// Starts a scan of every known address of `peer_id` (see [`paths`]), its first round
+    /// now; [`Tunnel::handle_timeout`] sends the others.
+    fn start_path_scan(&mut self, now: Instant, peer_id: NodeId) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        peer.last_scan = Some(now);
+        let destinations = paths::scan_destinations(peer.endpoint, &peer.candidates);
+        if destinations.is_empty() {
+            return;
+        }
+        peer.scan = Some(PathScan::new(now, destinations));
+        self.send_path_round(now, peer_id);
+    }
+
+    /// One path probe to each address `peer_id`'s scan covers.
+    fn send_path_round(&mut self, now: Instant, peer_id: NodeId) {
+        let Some(scan) = self.peers.get(&peer_id).and_then(|p| p.scan.as_ref()) else {
+            return;
+        };
+        let destinations = scan.destinations.clone();
+        let mut ids = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            self.probe_seq += 1;
+            let id = self.probe_seq;
+            ids.push(id);
+            let mut body = [0u8; PROBE_LEN];
+            body[0] = paths::PATH_REQUEST;
+            body[1..].copy_from_slice(&id.to_le_bytes());
+            self.send_control_to(now, peer_id, Some(destination), wire::TYPE_PROBE, &body);
+        }
+        if let Some(scan) = self.peers.get_mut(&peer_id).and_then(|p| p.scan.as_mut()) {
+            scan.sent_round(now, &ids);
+        }
+    }
+
+    /// Moves `peer_id` to the path its scan found fastest.
+    fn finish_path_scan(&mut self, now: Instant, peer_id: NodeId) {
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(scan) = peer.scan.take() else {
+            return;
+        };
+        if let Some(choice) = paths::choose(&scan.fastest(), peer.endpoint) {
+            if peer.endpoint != Some(choice.endpoint) {
+                peer.endpoint = Some(choice.endpoint);
+                peer.path_changes += 1;
+            }
+            // Its reply just came back.
+            peer.endpoint_heard = Some(now);
+            peer.slower = choice.slower;
         }
     }
 
@@ -1015,6 +1110,7 @@ impl Tunnel {
             self.by_index.remove(&local_index);
             return;
         };
+        let retry = peer.pending.is_some();
         let started_at = peer.pending.as_ref().map_or(now, |p| p.started_at);
         if let Some(old) = peer.pending.replace(Pending {
             initiation,
@@ -1024,7 +1120,7 @@ impl Tunnel {
         }) {
             self.by_index.remove(&old.local_index);
         }
-        let destinations = peer.handshake_destinations();
+        let destinations = peer.handshake_destinations(retry);
         if destinations.is_empty() {
             self.stats.count(DropReason::NoEndpoint);
         }
@@ -1057,10 +1153,22 @@ impl Tunnel {
 
     /// Seals a small message on the current session and queues it for transmission.
     fn send_control(&mut self, now: Instant, peer_id: NodeId, kind: u8, payload: &[u8]) {
+        self.send_control_to(now, peer_id, None, kind, payload);
+    }
+
+    /// [`Tunnel::send_control`] to `to` instead of the peer's endpoint when given.
+    fn send_control_to(
+        &mut self,
+        now: Instant,
+        peer_id: NodeId,
+        to: Option<SocketAddr>,
+        kind: u8,
+        payload: &[u8],
+    ) {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        let Some(destination) = peer.destination() else {
+        let Some(destination) = to.or_else(|| peer.destination()) else {
             self.stats.count(DropReason::NoEndpoint);
             return;
         };
@@ -1178,6 +1286,22 @@ impl Tunnel {
         }
         if probe {
             self.send_probe(now, id);
+        }
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        match &peer.scan {
+            Some(scan) if scan.round_due(now) => self.send_path_round(now, id),
+            Some(scan) if scan.is_done(now) => self.finish_path_scan(now, id),
+            Some(_) => {}
+            None => {
+                let due = peer
+                    .last_scan
+                    .is_none_or(|t| now.saturating_duration_since(t) >= paths::SCAN_INTERVAL);
+                if due && peer.usable_session(now) {
+                    self.start_path_scan(now, id);
+                }
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::paths::{self, PathScan};
 use crate::NodeId;
 use crate::handshake::{Initiation, MacKeys, TIMESTAMP_LEN};
 use crate::session::Session;
@@ -30,8 +31,16 @@ pub(crate) struct Peer {
     pub macs: MacKeys,
     /// Endpoints from the config, tried in order until one answers.
     pub candidates: Vec<SocketAddr>,
-    /// The address authenticated traffic last came from.
+    /// Where we send: where authenticated traffic last came from, or the fastest path a
+    /// scan found (see [`super::paths`]).
     pub endpoint: Option<SocketAddr>,
+    /// When traffic last came from `endpoint`.
+    pub endpoint_heard: Option<Instant>,
+    /// Addresses the last scan measured slower than `endpoint`.
+    pub slower: Vec<SocketAddr>,
+    pub scan: Option<PathScan>,
+    /// When the last scan started (or found nothing to scan).
+    pub last_scan: Option<Instant>,
     pub pending: Option<Pending>,
     pub cookie: Option<([u8; COOKIE_LEN], Instant)>,
     /// The session we send on.
@@ -54,6 +63,8 @@ pub(crate) struct Peer {
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub handshakes: u64,
+    /// Times a path scan moved the endpoint.
+    pub path_changes: u64,
 }
 
 impl Peer {
@@ -64,6 +75,10 @@ impl Peer {
             macs: MacKeys::for_static(&static_public),
             candidates,
             endpoint: None,
+            endpoint_heard: None,
+            slower: Vec::new(),
+            scan: None,
+            last_scan: None,
             pending: None,
             cookie: None,
             current: None,
@@ -81,6 +96,7 @@ impl Peer {
             rx_bytes: 0,
             tx_bytes: 0,
             handshakes: 0,
+            path_changes: 0,
         }
     }
 
@@ -89,12 +105,36 @@ impl Peer {
         self.endpoint.or_else(|| self.candidates.first().copied())
     }
 
-    /// Where to send a handshake initiation: the confirmed endpoint, else every candidate.
-    pub fn handshake_destinations(&self) -> Vec<SocketAddr> {
+    /// Where to send a handshake initiation: the confirmed endpoint, else every candidate;
+    /// a `retry` goes to the endpoint and the candidates, in case the endpoint died.
+    pub fn handshake_destinations(&self, retry: bool) -> Vec<SocketAddr> {
         match self.endpoint {
-            Some(e) => vec![e],
-            None => self.candidates.iter().take(4).copied().collect(),
+            Some(e) if !retry => vec![e],
+            endpoint => {
+                let mut out: Vec<SocketAddr> = endpoint.into_iter().collect();
+                for c in &self.candidates {
+                    if out.len() == 4 {
+                        break;
+                    }
+                    if !out.contains(c) {
+                        out.push(*c);
+                    }
+                }
+                out
+            }
         }
+    }
+
+    /// Authenticated traffic came straight from `from`: the endpoint follows it (a peer
+    /// that moved, a NAT that rebound), except back to a path measured slower.
+    pub fn roam(&mut self, from: SocketAddr, now: Instant) {
+        if self.endpoint != Some(from) {
+            if !paths::may_roam(from, &self.slower, self.endpoint_heard, now) {
+                return;
+            }
+            self.endpoint = Some(from);
+        }
+        self.endpoint_heard = Some(now);
     }
 
     pub fn usable_session(&self, now: Instant) -> bool {
@@ -141,6 +181,7 @@ impl Peer {
         }
         self.queue.clear();
         self.outstanding_probe = None;
+        self.scan = None;
     }
 
     pub fn status(&self, now: Instant) -> PeerStatus {
@@ -157,6 +198,7 @@ impl Peer {
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
             handshakes: self.handshakes,
+            path_changes: self.path_changes,
         }
     }
 }
@@ -190,4 +232,6 @@ pub struct PeerStatus {
     pub tx_bytes: u64,
     /// Completed handshakes, initial and rekeys.
     pub handshakes: u64,
+    /// Times a path scan moved the endpoint to a faster address.
+    pub path_changes: u64,
 }

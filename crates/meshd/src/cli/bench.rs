@@ -861,6 +861,8 @@ mod tests {
             name: name.into(),
             path,
             endpoint: None,
+            candidates: vec![],
+            path_changes: 0,
             rtt_ms: None,
             last_handshake_s: None,
             rx_bytes: 0,

@@ -137,6 +137,8 @@ mod tests {
             name: "host-b".into(),
             path: PeerPath::Direct,
             endpoint: Some("192.0.2.11:9993".parse().unwrap()),
+            candidates: vec!["192.0.2.11:9993".parse().unwrap()],
+            path_changes: 0,
             rtt_ms: Some(0.42),
             last_handshake_s: Some(12),
             rx_bytes: 1_234_567,

@@ -191,6 +191,13 @@ pub struct PeerView {
     pub name: String,
     pub path: PeerPath,
     pub endpoint: Option<SocketAddr>,
+    /// Every address the config gives for the peer; the endpoint is the fastest that
+    /// answered the last path scan. Empty from older daemons.
+    #[serde(default)]
+    pub candidates: Vec<SocketAddr>,
+    /// Times a path scan moved the endpoint to a faster address.
+    #[serde(default)]
+    pub path_changes: u64,
     pub rtt_ms: Option<f64>,
     pub last_handshake_s: Option<u64>,
     pub rx_bytes: u64,
@@ -559,6 +566,8 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
             .unwrap_or_default(),
         path,
         endpoint: p.endpoint,
+        candidates: p.candidates.clone(),
+        path_changes: p.path_changes,
         rtt_ms: p.rtt.map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
         last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
         rx_bytes: p.rx_bytes,

@@ -1,0 +1,153 @@
+//! Path choice between peers reachable at several addresses, in the simulator: the
+//! handshake may land on a slow path, the path scan moves both sides to the fast one, stray
+//! packets on the slow path do not pull them back, and a dead fast path gives way again.
+
+use std::time::Duration;
+
+use meshd_proto::sim::{LinkModel, SimPath, Simulation, payload_of};
+
+const SLOW: usize = 0;
+const FAST: usize = 1;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Two nodes on a slow path (path 0, listed first in the config, +20 ms) and a fast one
+/// (path 1), the fast one down until the first handshake has gone out over both.
+fn handshake_over_the_slow_path() -> Simulation {
+    let paths = vec![
+        SimPath {
+            extra_latency: ms(20),
+            up: true,
+        },
+        SimPath {
+            extra_latency: Duration::ZERO,
+            up: false,
+        },
+    ];
+    let mut sim = Simulation::with_paths(2, LinkModel::default(), 7, paths);
+    sim.send(0, 1, b"first").expect("routable");
+    // The initiation went to both addresses; only the slow copy survived. The fast path
+    // comes up while the handshake is still under way, as when a busy host takes the
+    // slower copy first.
+    sim.paths[FAST].up = true;
+    sim.run_for(ms(10));
+    sim
+}
+
+fn endpoint(sim: &Simulation, node: usize, peer: usize) -> Option<std::net::SocketAddr> {
+    let id = sim.node_id(peer);
+    sim.nodes[node]
+        .tunnel
+        .peer_status(id, sim.now)
+        .and_then(|s| s.endpoint)
+}
+
+fn received(sim: &Simulation, node: usize) -> Vec<Vec<u8>> {
+    sim.nodes[node]
+        .received
+        .iter()
+        .map(|(_, p)| payload_of(p).to_vec())
+        .collect()
+}
+
+#[test]
+fn both_sides_move_from_the_slow_path_the_handshake_took_to_the_fast_one() {
+    let mut sim = handshake_over_the_slow_path();
+    // Initiation, response and the packet: three 25 ms hops.
+    sim.run_for(ms(70));
+    // The handshake finished over the slow path: that is where both sides send at first.
+    assert_eq!(received(&sim, 1), vec![b"first".to_vec()]);
+    // The scans (started when each side saw the session: four rounds 100 ms apart) have
+    // finished by now.
+    sim.run_for(ms(600));
+    for (node, peer) in [(0, 1), (1, 0)] {
+        assert_eq!(
+            endpoint(&sim, node, peer),
+            Some(sim.nodes[peer].addresses[FAST]),
+            "node {node} sends to its peer's fast address"
+        );
+        let status = sim.nodes[node]
+            .tunnel
+            .peer_status(sim.node_id(peer), sim.now)
+            .expect("peer");
+        assert_eq!(status.path_changes, 1, "node {node}");
+    }
+
+    // From now on traffic both ways, keepalives and probes all take the fast path, and
+    // nothing that was still on the slow path pulls an endpoint back.
+    sim.recorded = Some(Vec::new());
+    for round in 0..40u8 {
+        sim.send(0, 1, &[round]).expect("routable");
+        sim.send(1, 0, &[round]).expect("routable");
+        sim.run_for(ms(250));
+    }
+    let recorded = sim.recorded.take().expect("recording");
+    assert!(recorded.len() >= 80);
+    for d in &recorded {
+        assert_eq!(sim.path_of(d.to), Some(FAST), "{:?} -> {:?}", d.from, d.to);
+    }
+    assert_eq!(received(&sim, 1).len(), 41);
+    assert_eq!(received(&sim, 0).len(), 40);
+    assert_eq!(sim.nodes[0].tunnel.stats().total_dropped(), 0);
+    assert_eq!(sim.nodes[1].tunnel.stats().total_dropped(), 0);
+}
+
+#[test]
+fn a_path_that_comes_up_later_is_found_by_the_next_scan() {
+    let paths = vec![
+        SimPath {
+            extra_latency: ms(20),
+            up: true,
+        },
+        SimPath {
+            extra_latency: Duration::ZERO,
+            up: false,
+        },
+    ];
+    let mut sim = Simulation::with_paths(2, LinkModel::default(), 11, paths);
+    sim.send(0, 1, b"first").expect("routable");
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[SLOW]));
+    sim.paths[FAST].up = true;
+    // No new session: the periodic scan (every 30 s) finds it.
+    sim.run_for(Duration::from_secs(25));
+    assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[SLOW]));
+    sim.run_for(Duration::from_secs(8));
+    assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[FAST]));
+    assert_eq!(endpoint(&sim, 1, 0), Some(sim.nodes[0].addresses[FAST]));
+    sim.send(0, 1, b"second").expect("routable");
+    sim.run_for(ms(20));
+    assert_eq!(
+        received(&sim, 1),
+        vec![b"first".to_vec(), b"second".to_vec()]
+    );
+}
+
+#[test]
+fn a_dead_fast_path_gives_way_to_the_slow_one() {
+    let mut sim = handshake_over_the_slow_path();
+    sim.run_for(ms(700));
+    assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[FAST]));
+    sim.paths[FAST].up = false;
+    // Both keep sending into the dead path until the silence rule (15 s) starts a new
+    // handshake, whose retransmission (5 s later) also tries the other addresses.
+    let mut delivered_at = None;
+    for tick in 0..160u32 {
+        sim.send(0, 1, b"ping").expect("routable");
+        sim.run_for(ms(250));
+        if sim.nodes[1].received.len() > 1 {
+            delivered_at = Some(tick);
+            break;
+        }
+    }
+    let tick = delivered_at.expect("traffic finds the slow path again within 40 s");
+    assert!(
+        tick >= 40,
+        "nothing can arrive before the silence rule: {tick}"
+    );
+    sim.run_for(ms(700));
+    assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[SLOW]));
+    assert_eq!(endpoint(&sim, 1, 0), Some(sim.nodes[0].addresses[SLOW]));
+}
