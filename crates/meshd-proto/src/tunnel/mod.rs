@@ -1001,16 +1001,13 @@ impl Tunnel {
                     _ => Err(DropReason::BadProbe),
                 }
             }
+            // A reply after its scan ended (a path slower than the scan waits) is no fault.
             paths::PATH_REPLY => {
-                let peer = self
-                    .peers
-                    .get_mut(&peer_id)
-                    .ok_or(DropReason::UnknownIndex)?;
-                let scan = peer.scan.as_mut().ok_or(DropReason::BadProbe)?;
-                if !scan.answered(id, now) {
-                    return Err(DropReason::BadProbe);
-                }
-                if scan.is_done(now) {
+                let scan = self.peers.get_mut(&peer_id).and_then(|p| p.scan.as_mut());
+                if let Some(scan) = scan
+                    && scan.answered(id, now)
+                    && scan.is_done(now)
+                {
                     self.finish_path_scan(now, peer_id);
                 }
                 Ok(())
