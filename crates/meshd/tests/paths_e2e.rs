@@ -5,8 +5,8 @@
 //!
 //! The bridge path between the two hosts is blackholed while they meet, so their first
 //! session runs over the slow path, as when a handshake copy on a slower path wins the race.
-//! Once the bridge path is open again, the periodic path scan (every 30 s) moves both sides
-//! onto it: the endpoints change, ping drops below the slow path's delay, and the endpoint
+//! Once the bridge path is open again, the periodic path scan (every 30 s) moves one side
+//! onto it and the other follows (by its own scan, or by the traffic now arriving there): the endpoints change, ping drops below the slow path's delay, and the endpoint
 //! stays there while traffic flows.
 //!
 //! Needs root, iproute2, ping and python3 (`cargo test -p meshd --test paths_e2e --
@@ -204,10 +204,19 @@ fn peers_move_to_a_faster_path_when_it_opens_and_stay_there() {
         fast_ms < slow_rtt,
         "ping {fast_ms} ms: still slower than the bridge"
     );
-    for i in 0..2 {
-        let changes = peer(&m.status(i)).expect("a peer")["path_changes"].as_u64();
-        assert!(changes >= Some(1), "node {i}: path_changes {changes:?}");
-    }
+    // The side whose scan ran first moved by its scan; the other may have followed the
+    // traffic that then came over the bridge (a path its own scan never saw answer).
+    let changes: Vec<u64> = (0..2)
+        .map(|i| {
+            peer(&m.status(i)).expect("a peer")["path_changes"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(
+        changes.iter().sum::<u64>() >= 1,
+        "no scan moved an endpoint: path_changes {changes:?}"
+    );
 
     // Traffic both ways across the next scan (30 s): the endpoints stay.
     let to_n1 = IpAddr::V4(m.nodes[0].addrs().v4);
