@@ -35,7 +35,7 @@ impl Default for LinkModel {
 
 /// One of the networks every node has an address on (a LAN, the internet, another VPN):
 /// datagrams to a node's address on it take the link's latency plus `extra_latency`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct SimPath {
     pub extra_latency: Duration,
     /// A path that is down loses everything sent over it.

@@ -970,21 +970,16 @@ impl Tunnel {
         let mut id = [0u8; 8];
         id.copy_from_slice(&body[1..]);
         let id = u64::from_le_bytes(id);
-        let reply = |tag: u8| {
-            let mut reply = [0u8; PROBE_LEN];
-            reply[0] = tag;
-            reply[1..].copy_from_slice(&id.to_le_bytes());
-            reply
-        };
         match body[0] {
             PROBE_REQUEST => {
-                self.send_control(now, peer_id, wire::TYPE_PROBE, &reply(PROBE_REPLY));
+                let reply = probe_body(PROBE_REPLY, id);
+                self.send_control(now, peer_id, wire::TYPE_PROBE, &reply);
                 Ok(())
             }
             // Answered on the path it came by, whatever our endpoint is.
             paths::PATH_REQUEST => {
-                let body = reply(paths::PATH_REPLY);
-                self.send_control_to(now, peer_id, Some(from), wire::TYPE_PROBE, &body);
+                let reply = probe_body(paths::PATH_REPLY, id);
+                self.send_control_to(now, peer_id, Some(from), wire::TYPE_PROBE, &reply);
                 Ok(())
             }
             PROBE_REPLY => {
@@ -1042,9 +1037,7 @@ impl Tunnel {
             self.probe_seq += 1;
             let id = self.probe_seq;
             ids.push(id);
-            let mut body = [0u8; PROBE_LEN];
-            body[0] = paths::PATH_REQUEST;
-            body[1..].copy_from_slice(&id.to_le_bytes());
+            let body = probe_body(paths::PATH_REQUEST, id);
             self.send_control_to(now, peer_id, Some(destination), wire::TYPE_PROBE, &body);
         }
         if let Some(scan) = self.peers.get_mut(&peer_id).and_then(|p| p.scan.as_mut()) {
@@ -1200,10 +1193,12 @@ impl Tunnel {
             peer.outstanding_probe = Some((id, now));
             peer.last_probe = Some(now);
         }
-        let mut body = [0u8; PROBE_LEN];
-        body[0] = PROBE_REQUEST;
-        body[1..].copy_from_slice(&id.to_le_bytes());
-        self.send_control(now, peer_id, wire::TYPE_PROBE, &body);
+        self.send_control(
+            now,
+            peer_id,
+            wire::TYPE_PROBE,
+            &probe_body(PROBE_REQUEST, id),
+        );
     }
 
     /// When [`Tunnel::handle_timeout`] should run next.
@@ -1313,6 +1308,14 @@ impl Tunnel {
 
 /// WireGuard's rule: the initiator rekeys when the session is old; the responder waits a
 /// little longer so both sides do not start handshakes at once.
+/// The plaintext of a probe message: its tag, then the probe id.
+fn probe_body(tag: u8, id: u64) -> [u8; PROBE_LEN] {
+    let mut body = [0u8; PROBE_LEN];
+    body[0] = tag;
+    body[1..].copy_from_slice(&id.to_le_bytes());
+    body
+}
+
 fn is_multicast_or_broadcast(dst: std::net::IpAddr) -> bool {
     dst.is_multicast() || dst == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
 }

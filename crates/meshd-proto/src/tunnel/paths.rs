@@ -135,21 +135,32 @@ pub(crate) struct PathChoice {
     pub slower: Vec<SocketAddr>,
 }
 
-/// The addresses a scan probes: the endpoint, then the other candidates in the config's
-/// order. Empty when there is nothing to choose between.
-pub(crate) fn scan_destinations(
+/// The endpoint, then the candidates not equal to it or to each other, in the config's
+/// order: at most `max` addresses.
+pub(crate) fn endpoint_then_candidates(
     endpoint: Option<SocketAddr>,
     candidates: &[SocketAddr],
+    max: usize,
 ) -> Vec<SocketAddr> {
     let mut out: Vec<SocketAddr> = endpoint.into_iter().collect();
     for c in candidates {
-        if out.len() == MAX_SCANNED {
+        if out.len() >= max {
             break;
         }
         if !out.contains(c) {
             out.push(*c);
         }
     }
+    out
+}
+
+/// The addresses a scan probes: [`endpoint_then_candidates`], up to [`MAX_SCANNED`]. Empty
+/// when there is nothing to choose between.
+pub(crate) fn scan_destinations(
+    endpoint: Option<SocketAddr>,
+    candidates: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let mut out = endpoint_then_candidates(endpoint, candidates, MAX_SCANNED);
     if out.len() < 2 {
         out.clear();
     }

@@ -110,18 +110,7 @@ impl Peer {
     pub fn handshake_destinations(&self, retry: bool) -> Vec<SocketAddr> {
         match self.endpoint {
             Some(e) if !retry => vec![e],
-            endpoint => {
-                let mut out: Vec<SocketAddr> = endpoint.into_iter().collect();
-                for c in &self.candidates {
-                    if out.len() == 4 {
-                        break;
-                    }
-                    if !out.contains(c) {
-                        out.push(*c);
-                    }
-                }
-                out
-            }
+            endpoint => paths::endpoint_then_candidates(endpoint, &self.candidates, 4),
         }
     }
 
