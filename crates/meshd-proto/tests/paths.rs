@@ -14,8 +14,8 @@ fn ms(n: u64) -> Duration {
 }
 
 /// Two nodes on a slow path (path 0, listed first in the config, +20 ms) and a fast one
-/// (path 1), the fast one down until the first handshake has gone out over both.
-fn handshake_over_the_slow_path() -> Simulation {
+/// (path 1) that is down.
+fn slow_path_up_fast_path_down(seed: u64) -> Simulation {
     let paths = vec![
         SimPath {
             extra_latency: ms(20),
@@ -26,7 +26,13 @@ fn handshake_over_the_slow_path() -> Simulation {
             up: false,
         },
     ];
-    let mut sim = Simulation::with_paths(2, LinkModel::default(), 7, paths);
+    Simulation::with_paths(2, LinkModel::default(), seed, paths)
+}
+
+/// [`slow_path_up_fast_path_down`], the fast path coming up once the first handshake has
+/// gone out over both.
+fn handshake_over_the_slow_path() -> Simulation {
+    let mut sim = slow_path_up_fast_path_down(7);
     sim.send(0, 1, b"first").expect("routable");
     // The initiation went to both addresses; only the slow copy survived. The fast path
     // comes up while the handshake is still under way, as when a busy host takes the
@@ -96,17 +102,7 @@ fn both_sides_move_from_the_slow_path_the_handshake_took_to_the_fast_one() {
 
 #[test]
 fn a_path_that_comes_up_later_is_found_by_the_next_scan() {
-    let paths = vec![
-        SimPath {
-            extra_latency: ms(20),
-            up: true,
-        },
-        SimPath {
-            extra_latency: Duration::ZERO,
-            up: false,
-        },
-    ];
-    let mut sim = Simulation::with_paths(2, LinkModel::default(), 11, paths);
+    let mut sim = slow_path_up_fast_path_down(11);
     sim.send(0, 1, b"first").expect("routable");
     sim.run_for(Duration::from_secs(2));
     assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[SLOW]));
