@@ -59,12 +59,12 @@ fn build_slow_path(m: &mut Mesh) -> (Ipv4Addr, Ipv4Addr) {
     let n1 = Ipv4Addr::new(10, 201, 1, 1);
     let n2 = Ipv4Addr::new(10, 201, 2, 2);
     for (role, link, cidr) in [
-        ("n1", &p1, "10.201.1.1/24"),
-        (ROUTER, &p2, "10.201.1.254/24"),
-        (ROUTER, &p3, "10.201.2.254/24"),
-        ("n2", &p4, "10.201.2.2/24"),
+        ("n1", &p1, format!("{n1}/24")),
+        (ROUTER, &p2, "10.201.1.254/24".to_owned()),
+        (ROUTER, &p3, "10.201.2.254/24".to_owned()),
+        ("n2", &p4, format!("{n2}/24")),
     ] {
-        lab.run_ip(role, &["addr", "add", cidr, "dev", link]);
+        lab.run_ip(role, &["addr", "add", &cidr, "dev", link]);
         lab.run_ip(role, &["link", "set", link, "up"]);
     }
     lab.run_ip(
@@ -118,7 +118,7 @@ fn bridge_path(m: &Mesh, open: bool) {
     }
 }
 
-/// Node `i`'s only peer in `status --json`.
+/// The only peer in a node's `status --json`.
 fn peer(status: &Value) -> Option<&Value> {
     status["peers"].as_array().and_then(|p| p.first())
 }

@@ -10,10 +10,10 @@
 //! the peer, each answered to the address it came from. A path's time is its fastest
 //! answer: one probe stuck behind a busy or cold worker does not decide. When every probe
 //! has answered (or [`SCAN_TIMEOUT`] passed after the last round) the fastest path becomes
-//! the endpoint, unless the current one is within [`HYSTERESIS`] of it. Addresses measured slower are not
-//! roamed to while the endpoint is heard from (within [`PATH_STALE`]): a packet still in
-//! flight on the old path does not pull the endpoint back, and a dead endpoint still gives
-//! way to whatever path works.
+//! the endpoint, unless the current one is within [`HYSTERESIS`] of it. Addresses measured
+//! slower are not roamed to while the endpoint is heard from (within [`PATH_STALE`]): a
+//! packet still in flight on the old path does not pull the endpoint back, and a dead
+//! endpoint still gives way to whatever path works.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
