@@ -161,6 +161,9 @@ class Lab:
     # Per target address, how many packets the path has handed to b's network stack, where
     # b's interface counter does not say (meshd coalesces what it writes to its TUN).
     delivered: dict[str, Callable[[], int]] = field(default_factory=dict)
+    # Per target address, the underlay endpoint each side sends that path's traffic to, where
+    # the tunnel chooses among several (meshd measures its candidates).
+    endpoints: dict[str, Callable[[], dict[str, str | None]]] = field(default_factory=dict)
 
     def ns(self, side: str) -> str:
         """The namespace of side "a" or "b"."""
@@ -437,6 +440,15 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
         return sum(int(w["from_peers"]) for w in workers)
 
     lab.delivered[addrs["b"]] = opened
+
+    # Each side's endpoint for the other: every host address is a candidate, boringtun's
+    # included, and a number measured through boringtun's tunnel would be no number at all.
+    def endpoints() -> dict[str, str | None]:
+        return {side: next((p.get("endpoint") for p in
+                            (meshd_status(lab, exe, side) or {}).get("peers", [])), None)
+                for side in "ab"}
+
+    lab.endpoints[addrs["b"]] = endpoints
     return addrs["b"]
 
 
@@ -778,6 +790,13 @@ def bench(lab: Lab, args: argparse.Namespace) -> int:
                     sample["error"] = str(outcome)
                 else:
                     sample["metrics"] = outcome
+                if path in targets and targets[path] in lab.endpoints:
+                    sample["endpoints"] = lab.endpoints[targets[path]]()
+                    off = {side: e for side, e in sample["endpoints"].items()
+                           if not e or e.rsplit(":", 1)[0] not in VETH_IP.values()}
+                    if off:
+                        sample["error"] = (f"{path} sent over {off}, not the veth "
+                                           f"(the numbers measure another path)")
                 samples.append(sample)
                 shown = sample.get("error") or "  ".join(
                     f"{k}={fmt(v)}" for k, v in sample["metrics"].items())

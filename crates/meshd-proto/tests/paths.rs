@@ -147,3 +147,68 @@ fn a_dead_fast_path_gives_way_to_the_slow_one() {
     assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[SLOW]));
     assert_eq!(endpoint(&sim, 1, 0), Some(sim.nodes[0].addresses[SLOW]));
 }
+
+/// Two nodes that met over the fast path (both up from the start).
+fn met_over_the_fast_path(seed: u64) -> Simulation {
+    let mut sim = slow_path_up_fast_path_down(seed);
+    sim.paths[FAST].up = true;
+    sim.send(0, 1, b"first").expect("routable");
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[FAST]));
+    sim
+}
+
+/// Runs `sim` for `duration` with 1 KB packets both ways every 5 ms (about 400 KB/s each
+/// way) when `busy`, nothing of its own otherwise.
+fn run_with_traffic(sim: &mut Simulation, duration: Duration, busy: bool) {
+    let tick = ms(5);
+    let mut elapsed = Duration::ZERO;
+    while elapsed < duration {
+        if busy {
+            sim.send(0, 1, &[7; 1000]).expect("routable");
+            sim.send(1, 0, &[7; 1000]).expect("routable");
+        }
+        sim.run_for(tick);
+        elapsed += tick;
+    }
+}
+
+#[test]
+fn a_scan_under_load_keeps_the_endpoint_and_a_quiet_one_soon_after_decides() {
+    let mut sim = met_over_the_fast_path(13);
+    // Up to just before the periodic scan (30 s after the session started).
+    sim.run_for(Duration::from_secs(27));
+    // A transfer fills the fast path's queues: its probes now take longer than the idle
+    // slow path's. The scan that runs meanwhile must not move the transfer onto the slow
+    // path.
+    sim.paths[FAST].extra_latency = ms(40);
+    run_with_traffic(&mut sim, Duration::from_secs(5), true);
+    for (node, peer) in [(0, 1), (1, 0)] {
+        assert_eq!(
+            endpoint(&sim, node, peer),
+            Some(sim.nodes[peer].addresses[FAST]),
+            "node {node} keeps its endpoint through a scan under load"
+        );
+    }
+    // Quiet again, the fast path really still slower: the next scan, due within 5 s of the
+    // loaded one, not 30, moves both sides.
+    run_with_traffic(&mut sim, Duration::from_secs(6), false);
+    for (node, peer) in [(0, 1), (1, 0)] {
+        assert_eq!(
+            endpoint(&sim, node, peer),
+            Some(sim.nodes[peer].addresses[SLOW]),
+            "node {node} moves once it measures without load"
+        );
+    }
+}
+
+#[test]
+fn without_load_the_same_scan_moves_to_the_faster_path() {
+    // The control for the test above: the same slowdown with no traffic moves the endpoint
+    // at the periodic scan, so it is the load that held it.
+    let mut sim = met_over_the_fast_path(13);
+    sim.run_for(Duration::from_secs(27));
+    sim.paths[FAST].extra_latency = ms(40);
+    run_with_traffic(&mut sim, Duration::from_secs(5), false);
+    assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[SLOW]));
+}

@@ -1017,12 +1017,13 @@ impl Tunnel {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        peer.last_scan = Some(now);
+        peer.next_scan = Some(now + paths::SCAN_INTERVAL);
         let destinations = paths::scan_destinations(peer.endpoint, &peer.candidates);
         if destinations.is_empty() {
             return;
         }
-        peer.scan = Some(PathScan::new(now, destinations));
+        let moved = peer.rx_bytes + peer.tx_bytes;
+        peer.scan = Some(PathScan::new(now, destinations, moved));
         self.send_path_round(now, peer_id);
     }
 
@@ -1045,7 +1046,8 @@ impl Tunnel {
         }
     }
 
-    /// Moves `peer_id` to the path its scan found fastest.
+    /// Moves `peer_id` to the path its scan found fastest, unless traffic to the peer made
+    /// the measurement unfair to the endpoint (see [`paths::LOADED`]).
     fn finish_path_scan(&mut self, now: Instant, peer_id: NodeId) {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
@@ -1053,7 +1055,15 @@ impl Tunnel {
         let Some(scan) = peer.scan.take() else {
             return;
         };
-        if let Some(choice) = paths::choose(&scan.fastest(), peer.endpoint) {
+        let times = scan.fastest();
+        let endpoint_answered = times.iter().any(|(a, _)| Some(*a) == peer.endpoint);
+        let moved = (peer.rx_bytes + peer.tx_bytes).saturating_sub(scan.moved_before);
+        if endpoint_answered && moved > paths::LOADED {
+            peer.endpoint_heard = Some(now);
+            peer.next_scan = Some(now + paths::LOADED_RETRY);
+            return;
+        }
+        if let Some(choice) = paths::choose(&times, peer.endpoint) {
             if peer.endpoint != Some(choice.endpoint) {
                 peer.endpoint = Some(choice.endpoint);
                 peer.path_changes += 1;
@@ -1287,9 +1297,7 @@ impl Tunnel {
             Some(scan) if scan.is_done(now) => self.finish_path_scan(now, id),
             Some(_) => {}
             None => {
-                let due = peer
-                    .last_scan
-                    .is_none_or(|t| now.saturating_duration_since(t) >= paths::SCAN_INTERVAL);
+                let due = peer.next_scan.is_none_or(|t| now >= t);
                 if due && peer.usable_session(now) {
                     self.start_path_scan(now, id);
                 }

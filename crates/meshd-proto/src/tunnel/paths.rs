@@ -14,6 +14,13 @@
 //! slower are not roamed to while the endpoint is heard from (within [`PATH_STALE`]): a
 //! packet still in flight on the old path does not pull the endpoint back, and a dead
 //! endpoint still gives way to whatever path works.
+//!
+//! A scan taken while traffic to the peer flows measures the endpoint's queue as well as
+//! its path: the probes wait behind the data in the same socket and TUN queues, and an idle
+//! path through another tunnel can answer first. Moving a bulk transfer onto it because of
+//! its own queue would be the worst choice, so a scan during which more than [`LOADED`]
+//! bytes moved to and from the peer does not move an endpoint that answered; the next scan
+//! comes [`LOADED_RETRY`] later instead, to measure in a quieter moment.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -34,6 +41,12 @@ pub const SCAN_TIMEOUT: Duration = Duration::from_secs(1);
 pub const PATH_STALE: Duration = Duration::from_secs(15);
 /// Most addresses one scan probes.
 pub const MAX_SCANNED: usize = 8;
+/// More traffic to and from the peer than this (bytes, both ways) during a scan makes it
+/// a measurement under load: a few kilobytes of keystrokes or pings do not queue, a
+/// transfer at a couple of Mbit/s or more can.
+pub const LOADED: u64 = 64 * 1024;
+/// The next scan after one taken under load.
+pub const LOADED_RETRY: Duration = Duration::from_secs(5);
 /// The current endpoint stays unless another path answers this many times faster (5/4):
 /// near-equal paths do not make the endpoint flap between scans.
 pub const HYSTERESIS: (u32, u32) = (5, 4);
@@ -55,17 +68,21 @@ pub(crate) struct PathScan {
     pub rounds_sent: u32,
     pub last_round: Instant,
     pub probes: Vec<PathProbe>,
+    /// The peer's bytes received and sent when the scan started.
+    pub moved_before: u64,
 }
 
 impl PathScan {
-    /// A scan of `destinations` (see [`scan_destinations`]) whose first round goes now.
-    pub fn new(now: Instant, destinations: Vec<SocketAddr>) -> Self {
+    /// A scan of `destinations` (see [`scan_destinations`]) whose first round goes now,
+    /// the peer's traffic counters at `moved_before`.
+    pub fn new(now: Instant, destinations: Vec<SocketAddr>, moved_before: u64) -> Self {
         Self {
             started: now,
             destinations,
             rounds_sent: 0,
             last_round: now,
             probes: Vec::new(),
+            moved_before,
         }
     }
 
@@ -271,7 +288,7 @@ mod tests {
     fn a_scan_sends_its_rounds_and_keeps_each_paths_fastest_answer() {
         let t0 = Instant::now();
         let us = Duration::from_micros;
-        let mut scan = PathScan::new(t0, vec![addr(1), addr(2)]);
+        let mut scan = PathScan::new(t0, vec![addr(1), addr(2)], 0);
         let mut id = 0;
         let mut at = t0;
         while scan.round_due(at) {

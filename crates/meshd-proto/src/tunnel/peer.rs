@@ -39,8 +39,8 @@ pub(crate) struct Peer {
     /// Addresses the last scan measured slower than `endpoint`.
     pub slower: Vec<SocketAddr>,
     pub scan: Option<PathScan>,
-    /// When the last scan started (or found nothing to scan).
-    pub last_scan: Option<Instant>,
+    /// When the next periodic scan is due (`None`: at the next tick with a session).
+    pub next_scan: Option<Instant>,
     pub pending: Option<Pending>,
     pub cookie: Option<([u8; COOKIE_LEN], Instant)>,
     /// The session we send on.
@@ -78,7 +78,7 @@ impl Peer {
             endpoint_heard: None,
             slower: Vec::new(),
             scan: None,
-            last_scan: None,
+            next_scan: None,
             pending: None,
             cookie: None,
             current: None,
