@@ -41,7 +41,9 @@ pub mod plan;
 pub mod sys;
 pub mod tun;
 
-pub use dataplane::{Dataplane, NetworkStatus, Offloads, WorkerPackets, default_workers};
+pub use dataplane::{
+    DEFAULT_BUSY_POLL, Dataplane, NetworkStatus, Offloads, WorkerPackets, default_workers,
+};
 pub use error::EngineError;
 pub use kernel::Kernel;
 pub use plan::{InterfacePlan, PlanDiff, diff, interface_name, plan};

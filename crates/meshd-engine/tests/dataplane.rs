@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, U
 use std::time::{Duration, Instant};
 
 use common::{Netns, Node, WORKERS, config, member, veth};
-use meshd_engine::{Dataplane, interface_name};
+use meshd_engine::{DEFAULT_BUSY_POLL, Dataplane, interface_name};
 use meshd_proto::addr::{rfc4193_addr, sixplane_addr};
 use meshd_proto::{Identity, NetworkKey};
 
@@ -227,7 +227,11 @@ fn two_namespaces_ping_and_transfer_through_the_mesh() {
     // The port is the node's: a second data plane cannot share it, even though the workers'
     // sockets share it among themselves.
     let port = dp_a.port;
-    let second = a.block_on(move || async move { Dataplane::bind(port, WORKERS).await.err() });
+    let second = a.block_on(move || async move {
+        Dataplane::bind(port, WORKERS, DEFAULT_BUSY_POLL)
+            .await
+            .err()
+    });
     let second = second.expect("a second data plane on the same port must fail");
     assert!(second.to_string().contains("in use"), "{second}");
 

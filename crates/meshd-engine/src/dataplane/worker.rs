@@ -11,7 +11,8 @@
 //! reported again by the next wait, so descriptors take turns and none is drained before
 //! another is looked at.
 //!
-//! Between two TUN batches the worker may yield the CPU (see [`super::pacing`]).
+//! Between two TUN batches the worker may yield the CPU (see [`super::pacing`]); after a
+//! batch it polls for a short while before it sleeps again (see [`super::busy_poll`]).
 //!
 //! Networks come and go while the worker runs: `join` registers the worker's TUN queue
 //! ([`Worker::add`]), `leave` unregisters it ([`Worker::remove`]) and wakes the worker, which
@@ -27,8 +28,9 @@ use std::collections::hash_map::Entry;
 
 use rustc_hash::FxHashMap;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::busy_poll::BusyPoll;
 use super::outside::{Outside, add, bump, get};
 use super::pacing::Pacing;
 use super::tasks::{Receiver, Sender};
@@ -63,6 +65,8 @@ struct Moved {
     to_peers: AtomicU64,
     /// Opened and handed to a TUN.
     from_peers: AtomicU64,
+    /// Microseconds spent polling for packets instead of sleeping (see [`BusyPoll`]).
+    polled_us: AtomicU64,
 }
 
 /// The packets one packet worker moved ([`Dataplane::workers`](super::Dataplane::workers)).
@@ -72,12 +76,21 @@ pub struct WorkerPackets {
     pub to_peers: u64,
     /// Packets received from peers, opened and handed to a TUN.
     pub from_peers: u64,
+    /// Milliseconds the worker spent polling for packets instead of sleeping (see
+    /// [`Dataplane::bind`](super::Dataplane::bind)'s `busy_poll`).
+    pub busy_poll_ms: u64,
 }
 
 impl Worker {
     /// Starts the worker for TUN queue `queue` (it inherits the calling thread's network
-    /// namespace) with its socket registered.
-    pub fn start(queue: usize, outside: Arc<Outside>, networks: Networks) -> io::Result<Worker> {
+    /// namespace) with its socket registered; it polls for `busy_poll` after each batch
+    /// (see [`BusyPoll`]).
+    pub fn start(
+        queue: usize,
+        busy_poll: Duration,
+        outside: Arc<Outside>,
+        networks: Networks,
+    ) -> io::Result<Worker> {
         let shared = Arc::new(Shared {
             epoll: Epoll::new()?,
             wake: EventFd::new()?,
@@ -90,7 +103,7 @@ impl Worker {
             .name(format!("meshd-packets-{queue}"))
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || run(queue, &shared, &outside, &networks)
+                move || run(queue, busy_poll, &shared, &outside, &networks)
             })?;
         Ok(Worker {
             shared,
@@ -108,6 +121,7 @@ impl Worker {
         WorkerPackets {
             to_peers: get(&self.shared.moved.to_peers),
             from_peers: get(&self.shared.moved.from_peers),
+            busy_poll_ms: get(&self.shared.moved.polled_us) / 1000,
         }
     }
 
@@ -138,15 +152,30 @@ struct Joined {
     sender: Sender,
 }
 
-fn run(queue: usize, shared: &Shared, outside: &Outside, networks: &Networks) {
+fn run(queue: usize, busy_poll: Duration, shared: &Shared, outside: &Outside, networks: &Networks) {
     let mut tokens: Vec<Token> = Vec::new();
     let mut receiver = Receiver::new(queue);
     let mut joined: FxHashMap<Token, Joined> = FxHashMap::default();
     let mut pacing = Pacing::default();
+    let mut busy = BusyPoll::new(busy_poll, Instant::now());
     loop {
-        if let Err(e) = shared.epoll.wait(&mut tokens) {
+        let waited = if busy.polling() {
+            shared.epoll.wait_for(&mut tokens, 0)
+        } else {
+            shared.epoll.wait(&mut tokens)
+        };
+        if let Err(e) = waited {
             tracing::error!(error = %e, "the packet worker cannot wait for packets; it stops");
             return;
+        }
+        if tokens.is_empty() {
+            if busy.poll_again(Instant::now()) {
+                thread::yield_now();
+            } else {
+                let polled = u64::try_from(busy.total().as_micros()).unwrap_or(u64::MAX);
+                shared.moved.polled_us.store(polled, Ordering::Relaxed);
+            }
+            continue;
         }
         for &token in &tokens {
             match token {
@@ -190,6 +219,7 @@ fn run(queue: usize, shared: &Shared, outside: &Outside, networks: &Networks) {
                 }
             }
         }
+        busy.handled(Instant::now());
     }
 }
 

@@ -52,6 +52,11 @@ impl Epoll {
     /// Waits until something is readable; returns the tokens in `tokens` (replaced).
     /// Interrupted waits return with none.
     pub fn wait(&self, tokens: &mut Vec<Token>) -> io::Result<()> {
+        self.wait_for(tokens, -1)
+    }
+
+    /// Like [`Epoll::wait`], but returns with none after `ms` (0: at once).
+    pub fn wait_for(&self, tokens: &mut Vec<Token>, ms: libc::c_int) -> io::Result<()> {
         const EVENTS: usize = 64;
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         tokens.clear();
@@ -62,7 +67,7 @@ impl Epoll {
                 self.0.as_raw_fd(),
                 events.as_mut_ptr(),
                 EVENTS as libc::c_int,
-                -1,
+                ms,
             )
         };
         let n = match check(n) {

@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 
 use ipnet::{IpNet, Ipv4Net};
 use meshd_engine::sys::netns;
-use meshd_engine::{Dataplane, NetworkStatus, WorkerPackets};
+use meshd_engine::{DEFAULT_BUSY_POLL, Dataplane, NetworkStatus, WorkerPackets};
 use meshd_proto::{Identity, MemberConfig, NetworkConfig, NetworkId, NetworkKey, SignedConfig};
 use serde_json::Value;
 
@@ -275,7 +275,7 @@ impl Node {
                 .build()
                 .expect("a tokio runtime");
             rt.block_on(async move {
-                let dp = Dataplane::bind(0, WORKERS)
+                let dp = Dataplane::bind(0, WORKERS, DEFAULT_BUSY_POLL)
                     .await
                     .expect("bind the data plane");
                 port_tx

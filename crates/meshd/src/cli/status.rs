@@ -100,11 +100,17 @@ pub(super) fn render(s: &StatusView) -> String {
             .iter()
             .map(|w| format!("{}/{}", w.to_peers, w.from_peers))
             .collect();
+        let polled: Vec<String> = s
+            .packet_workers
+            .iter()
+            .map(|w| format!("{} ms", w.busy_poll_ms))
+            .collect();
         let _ = writeln!(
             out,
-            "packet workers: {} (packets to/from peers: {})",
+            "packet workers: {} (packets to/from peers: {}; busy polling: {})",
             s.packet_workers.len(),
-            moved.join(", ")
+            moved.join(", "),
+            polled.join(", ")
         );
     }
     out
@@ -416,11 +422,14 @@ mod tests {
             WorkerPackets {
                 to_peers: 1200,
                 from_peers: 1100,
+                busy_poll_ms: 37,
             },
             WorkerPackets::default(),
         ];
         assert!(
-            render(&s).ends_with("packet workers: 2 (packets to/from peers: 1200/1100, 0/0)\n"),
+            render(&s).ends_with(
+                "packet workers: 2 (packets to/from peers: 1200/1100, 0/0; busy polling: 37 ms, 0 ms)\n"
+            ),
             "{}",
             render(&s)
         );

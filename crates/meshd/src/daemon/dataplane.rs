@@ -52,6 +52,10 @@ pub struct WorkerPackets {
     pub to_peers: u64,
     /// Packets received from peers, opened and written to the TUNs.
     pub from_peers: u64,
+    /// CPU time the worker spent polling for packets instead of sleeping, in milliseconds
+    /// (`meshd daemon --busy-poll-us`).
+    #[serde(default)]
+    pub busy_poll_ms: u64,
 }
 
 /// One network as the data plane has it.

@@ -65,6 +65,7 @@ impl Dataplane for EngineDataplane {
             .map(|w| WorkerPackets {
                 to_peers: w.to_peers,
                 from_peers: w.from_peers,
+                busy_poll_ms: w.busy_poll_ms,
             })
             .collect()
     }
