@@ -142,6 +142,12 @@ fn bench_measures_the_tunnel_to_a_peer() {
         sum("from_peers") > 0,
         "the bench's acknowledgements: {workers:?}"
     );
+    // Between the batches of a transfer the workers poll before they sleep (the default
+    // --busy-poll-us), and the status says for how long.
+    assert!(
+        sum("busy_poll_ms") > 0,
+        "no busy polling counted: {workers:?}"
+    );
 
     // UDP, by node id: loss is reported.
     let r = bench_json(&m, 0, &[&n2_id, "--udp", "--seconds", "1"]);
