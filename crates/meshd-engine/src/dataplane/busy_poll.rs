@@ -32,7 +32,8 @@ pub(super) struct BusyPoll {
     /// from there.
     last: Instant,
     period_start: Instant,
-    /// Polling time spent in the current period.
+    /// Polling time spent in the current period: wall-clock, including what the yields
+    /// between polls gave to other threads, so the budget errs on the side of less CPU.
     spent: Duration,
     /// Polling time spent since the worker started.
     total: Duration,

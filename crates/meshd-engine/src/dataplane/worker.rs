@@ -77,7 +77,8 @@ pub struct WorkerPackets {
     /// Packets received from peers, opened and handed to a TUN.
     pub from_peers: u64,
     /// Milliseconds the worker spent polling for packets instead of sleeping (see
-    /// [`Dataplane::bind`](super::Dataplane::bind)'s `busy_poll`).
+    /// [`Dataplane::bind`](super::Dataplane::bind)'s `busy_poll`), wall-clock: the CPU it
+    /// used is at most that, as it yields between polls.
     pub busy_poll_ms: u64,
 }
 

@@ -52,8 +52,9 @@ pub struct WorkerPackets {
     pub to_peers: u64,
     /// Packets received from peers, opened and written to the TUNs.
     pub from_peers: u64,
-    /// CPU time the worker spent polling for packets instead of sleeping, in milliseconds
-    /// (`meshd daemon --busy-poll-us`).
+    /// Time the worker spent polling for packets instead of sleeping, in milliseconds
+    /// (`meshd daemon --busy-poll-us`): wall-clock time, so the CPU it used is at most
+    /// that (it yields between polls).
     #[serde(default)]
     pub busy_poll_ms: u64,
 }
