@@ -189,6 +189,13 @@ fn a_scan_under_load_keeps_the_endpoint_and_a_quiet_one_soon_after_decides() {
             Some(sim.nodes[peer].addresses[FAST]),
             "node {node} keeps its endpoint through a scan under load"
         );
+        let status = sim.nodes[node]
+            .tunnel
+            .peer_status(sim.node_id(peer), sim.now)
+            .expect("peer");
+        let scan = status.last_scan.expect("a scan finished");
+        assert!(scan.under_load, "node {node}: {scan:?}");
+        assert_eq!(scan.paths.len(), 2, "{scan:?}");
     }
     // Quiet again, the fast path really still slower: the next scan, due within 5 s of the
     // loaded one, not 30, moves both sides.

@@ -227,6 +227,34 @@ fn peers_move_to_a_faster_path_when_it_opens_and_stay_there() {
     }
     assert_eq!(endpoint(&m.status(0)), Some(fast("n2")));
     assert_eq!(endpoint(&m.status(1)), Some(fast("n1")));
+
+    // `meshd peers --json` shows what the last scan measured: both of the peer's addresses
+    // on every side, and on a side whose scan heard both, the bridge well ahead.
+    let slow = [
+        SocketAddr::from((slow2, port)),
+        SocketAddr::from((slow1, port)),
+    ];
+    let mut both_heard = 0;
+    for (i, other) in [(0, "n2"), (1, "n1")] {
+        let scan = peer(&m.status(i)).expect("a peer")["path_scan"].clone();
+        assert_eq!(scan["under_load"], false, "node {i}: {scan}");
+        let rtt = |address: SocketAddr| {
+            let paths = scan["paths"].as_array().expect("paths");
+            let entry = paths
+                .iter()
+                .find(|p| p["address"] == address.to_string())
+                .unwrap_or_else(|| panic!("node {i}: {address} not scanned: {scan}"));
+            entry["rtt_ms"].as_f64()
+        };
+        if let (Some(bridge), Some(delayed)) = (rtt(fast(other)), rtt(slow[i])) {
+            assert!(bridge < delayed, "node {i}: {scan}");
+            both_heard += 1;
+        }
+    }
+    assert!(
+        both_heard >= 1,
+        "no scan since the bridge opened heard both paths"
+    );
     m.phase("done");
 }
 

@@ -28,6 +28,7 @@ use rustc_hash::FxHashMap;
 use zeroize::Zeroizing;
 
 use paths::PathScan;
+pub use paths::{PathTime, ScanReport};
 pub use peer::{MAX_QUEUED, PeerStatus};
 use peer::{Peer, Pending, Slot, retire};
 
@@ -1058,7 +1059,13 @@ impl Tunnel {
         let times = scan.fastest();
         let endpoint_answered = times.iter().any(|(a, _)| Some(*a) == peer.endpoint);
         let moved = (peer.rx_bytes + peer.tx_bytes).saturating_sub(scan.moved_before);
-        if endpoint_answered && moved > paths::LOADED {
+        let under_load = moved > paths::LOADED;
+        peer.last_scan = Some(paths::FinishedScan {
+            at: now,
+            under_load,
+            paths: scan.times(),
+        });
+        if endpoint_answered && under_load {
             peer.endpoint_heard = Some(now);
             peer.next_scan = Some(now + paths::LOADED_RETRY);
             return;

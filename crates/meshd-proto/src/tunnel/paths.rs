@@ -127,20 +127,66 @@ impl PathScan {
                 || now.saturating_duration_since(self.last_round) >= SCAN_TIMEOUT)
     }
 
-    /// Each destination that answered with its fastest answer, in the scan's order.
-    pub fn fastest(&self) -> Vec<(SocketAddr, Duration)> {
+    /// Each destination with its fastest answer (`None`: it never answered), in the scan's
+    /// order.
+    pub fn times(&self) -> Vec<PathTime> {
         self.destinations
             .iter()
-            .filter_map(|d| {
-                let rtt = self
+            .map(|d| PathTime {
+                address: *d,
+                rtt: self
                     .probes
                     .iter()
                     .filter(|p| p.destination == *d)
                     .filter_map(|p| p.rtt)
-                    .min()?;
-                Some((*d, rtt))
+                    .min(),
             })
             .collect()
+    }
+
+    /// Each destination that answered with its fastest answer, in the scan's order.
+    pub fn fastest(&self) -> Vec<(SocketAddr, Duration)> {
+        self.times()
+            .into_iter()
+            .filter_map(|t| Some((t.address, t.rtt?)))
+            .collect()
+    }
+}
+
+/// One path as a scan measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathTime {
+    pub address: SocketAddr,
+    /// The fastest answer; `None` if no probe to this address was answered.
+    pub rtt: Option<Duration>,
+}
+
+/// The last finished scan of a peer, as `meshd peers --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanReport {
+    /// Time since the scan finished.
+    pub age: Duration,
+    /// Traffic to the peer made it a measurement under load ([`LOADED`]): it could not
+    /// move the endpoint.
+    pub under_load: bool,
+    pub paths: Vec<PathTime>,
+}
+
+/// A finished scan as the peer keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct FinishedScan {
+    pub at: Instant,
+    pub under_load: bool,
+    pub paths: Vec<PathTime>,
+}
+
+impl FinishedScan {
+    pub fn report(&self, now: Instant) -> ScanReport {
+        ScanReport {
+            age: now.saturating_duration_since(self.at),
+            under_load: self.under_load,
+            paths: self.paths.clone(),
+        }
     }
 }
 
@@ -313,6 +359,14 @@ mod tests {
         assert!(!scan.answered(99, at), "not a probe of this scan");
         assert!(!scan.is_done(at), "one probe still out");
         assert!(scan.is_done(scan.last_round + SCAN_TIMEOUT));
+        let unanswered = PathScan::new(t0, vec![addr(3)], 0);
+        assert_eq!(
+            unanswered.times(),
+            vec![PathTime {
+                address: addr(3),
+                rtt: None
+            }]
+        );
         assert_eq!(scan.fastest(), vec![(addr(1), us(300)), (addr(2), us(400))]);
         assert!(scan.answered(3, at));
         assert!(scan.is_done(at), "every probe answered");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::paths::{self, PathScan};
+use super::paths::{self, FinishedScan, PathScan, ScanReport};
 use crate::NodeId;
 use crate::handshake::{Initiation, MacKeys, TIMESTAMP_LEN};
 use crate::session::Session;
@@ -41,6 +41,7 @@ pub(crate) struct Peer {
     pub scan: Option<PathScan>,
     /// When the next periodic scan is due (`None`: at the next tick with a session).
     pub next_scan: Option<Instant>,
+    pub last_scan: Option<FinishedScan>,
     pub pending: Option<Pending>,
     pub cookie: Option<([u8; COOKIE_LEN], Instant)>,
     /// The session we send on.
@@ -79,6 +80,7 @@ impl Peer {
             slower: Vec::new(),
             scan: None,
             next_scan: None,
+            last_scan: None,
             pending: None,
             cookie: None,
             current: None,
@@ -188,6 +190,7 @@ impl Peer {
             tx_bytes: self.tx_bytes,
             handshakes: self.handshakes,
             path_changes: self.path_changes,
+            last_scan: self.last_scan.as_ref().map(|s| s.report(now)),
         }
     }
 }
@@ -223,4 +226,6 @@ pub struct PeerStatus {
     pub handshakes: u64,
     /// Times a path scan moved the endpoint to a faster address.
     pub path_changes: u64,
+    /// What the last path scan measured.
+    pub last_scan: Option<ScanReport>,
 }

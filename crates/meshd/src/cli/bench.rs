@@ -863,6 +863,7 @@ mod tests {
             endpoint: None,
             candidates: vec![],
             path_changes: 0,
+            path_scan: None,
             rtt_ms: None,
             last_handshake_s: None,
             rx_bytes: 0,

@@ -139,6 +139,7 @@ mod tests {
             endpoint: Some("192.0.2.11:9993".parse().unwrap()),
             candidates: vec!["192.0.2.11:9993".parse().unwrap()],
             path_changes: 0,
+            path_scan: None,
             rtt_ms: Some(0.42),
             last_handshake_s: Some(12),
             rx_bytes: 1_234_567,

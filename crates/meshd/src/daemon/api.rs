@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
@@ -198,6 +199,9 @@ pub struct PeerView {
     /// Times a path scan moved the endpoint to a faster address.
     #[serde(default)]
     pub path_changes: u64,
+    /// What the last path scan measured, `None` before the first (or from older daemons).
+    #[serde(default)]
+    pub path_scan: Option<PathScanView>,
     pub rtt_ms: Option<f64>,
     pub last_handshake_s: Option<u64>,
     pub rx_bytes: u64,
@@ -206,6 +210,24 @@ pub struct PeerView {
     /// them: IPv4, RFC4193, 6PLANE (the `::1` of its /80). Empty from older daemons.
     #[serde(default)]
     pub addresses: Vec<IpAddr>,
+}
+
+/// The last path scan of a peer: why its endpoint is the one it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathScanView {
+    /// Seconds since the scan finished.
+    pub age_s: u64,
+    /// Traffic to the peer was flowing, so the probes measured its queues too: such a scan
+    /// keeps the endpoint and is repeated 5 s later.
+    pub under_load: bool,
+    /// Every address probed, with its fastest answer (`null`: none came).
+    pub paths: Vec<PathTimeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PathTimeView {
+    pub address: SocketAddr,
+    pub rtt_ms: Option<f64>,
 }
 
 /// `POST /v1/networks/{nwid}`.
@@ -568,12 +590,29 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
         endpoint: p.endpoint,
         candidates: p.candidates.clone(),
         path_changes: p.path_changes,
+        path_scan: p.last_scan.as_ref().map(|scan| PathScanView {
+            age_s: scan.age.as_secs(),
+            under_load: scan.under_load,
+            paths: scan
+                .paths
+                .iter()
+                .map(|t| PathTimeView {
+                    address: t.address,
+                    rtt_ms: t.rtt.map(milliseconds_to_the_us),
+                })
+                .collect(),
+        }),
         rtt_ms: p.rtt.map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
         last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
         rx_bytes: p.rx_bytes,
         tx_bytes: p.tx_bytes,
         addresses: member_addresses(cfg, p.node_id),
     }
+}
+
+/// Milliseconds to the microsecond: paths on one LAN differ by tens of microseconds.
+fn milliseconds_to_the_us(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 /// A member's addresses on a network: its IPv4 addresses, then RFC4193 and 6PLANE when
