@@ -163,7 +163,8 @@ class Lab:
     delivered: dict[str, Callable[[], int]] = field(default_factory=dict)
     # Per target address, the underlay endpoint each side sends that path's traffic to, where
     # the tunnel chooses among several (meshd measures its candidates).
-    endpoints: dict[str, Callable[[], dict[str, str | None]]] = field(default_factory=dict)
+    # The state of that choice per side: endpoint, path_changes and last_handshake_s.
+    endpoints: dict[str, Callable[[], dict[str, dict]]] = field(default_factory=dict)
 
     def ns(self, side: str) -> str:
         """The namespace of side "a" or "b"."""
@@ -443,10 +444,13 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
 
     # Each side's endpoint for the other: every host address is a candidate, boringtun's
     # included, and a number measured through boringtun's tunnel would be no number at all.
-    def endpoints() -> dict[str, str | None]:
-        return {side: next((p.get("endpoint") for p in
-                            (meshd_status(lab, exe, side) or {}).get("peers", [])), None)
-                for side in "ab"}
+    def endpoints() -> dict[str, dict]:
+        state = {}
+        for side in "ab":
+            peers = (meshd_status(lab, exe, side) or {}).get("peers") or [{}]
+            state[side] = {k: peers[0].get(k)
+                           for k in ("endpoint", "path_changes", "last_handshake_s")}
+        return state
 
     lab.endpoints[addrs["b"]] = endpoints
     return addrs["b"]
@@ -784,19 +788,32 @@ def bench(lab: Lab, args: argparse.Namespace) -> int:
     samples = []
     for rnd in range(1, args.rounds + 1):
         for test in args.tests:
-            def record(path: str, outcome: dict[str, float] | BenchError) -> None:
+            def path_state(path: str) -> dict[str, dict] | None:
+                probe = lab.endpoints.get(targets.get(path, ""))
+                return probe() if probe else None
+
+            def record(path: str, outcome: dict[str, float] | BenchError,
+                       before: dict[str, dict] | None = None) -> None:
                 sample: dict = {"round": rnd, "test": test, "path": path}
                 if isinstance(outcome, BenchError):
                     sample["error"] = str(outcome)
                 else:
                     sample["metrics"] = outcome
-                if path in targets and targets[path] in lab.endpoints:
-                    sample["endpoints"] = lab.endpoints[targets[path]]()
-                    off = {side: e for side, e in sample["endpoints"].items()
-                           if not e or e.rsplit(":", 1)[0] not in VETH_IP.values()}
+                after = path_state(path)
+                if after is not None:
+                    sample["path_state"] = {"before": before, "after": after}
+                    off = {side: st["endpoint"] for states in (before, after) if states
+                           for side, st in states.items()
+                           if not st["endpoint"]
+                           or st["endpoint"].rsplit(":", 1)[0] not in VETH_IP.values()}
+                    moved = before and any(before[side]["path_changes"] !=
+                                           after[side]["path_changes"] for side in after)
                     if off:
                         sample["error"] = (f"{path} sent over {off}, not the veth "
                                            f"(the numbers measure another path)")
+                    elif moved:
+                        sample["error"] = (f"{path}'s endpoint moved during the run: "
+                                           f"{before} -> {after}")
                 samples.append(sample)
                 shown = sample.get("error") or "  ".join(
                     f"{k}={fmt(v)}" for k, v in sample["metrics"].items())
@@ -808,7 +825,9 @@ def bench(lab: Lab, args: argparse.Namespace) -> int:
                     record(path, together[path])
             else:
                 for path in args.paths:
-                    record(path, measure_one(TESTS[test], test, lab, targets[path], args.seconds))
+                    before = path_state(path)
+                    record(path, measure_one(TESTS[test], test, lab, targets[path], args.seconds),
+                           before)
 
     check = None
     if args.quick:
