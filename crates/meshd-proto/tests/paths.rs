@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use meshd_proto::sim::{LinkModel, SimPath, Simulation, payload_of};
+use meshd_proto::tunnel::PeerStatus;
 
 const SLOW: usize = 0;
 const FAST: usize = 1;
@@ -42,12 +43,16 @@ fn handshake_over_the_slow_path() -> Simulation {
     sim
 }
 
-fn endpoint(sim: &Simulation, node: usize, peer: usize) -> Option<std::net::SocketAddr> {
-    let id = sim.node_id(peer);
+/// What node `node`'s tunnel says about node `peer`.
+fn status(sim: &Simulation, node: usize, peer: usize) -> PeerStatus {
     sim.nodes[node]
         .tunnel
-        .peer_status(id, sim.now)
-        .and_then(|s| s.endpoint)
+        .peer_status(sim.node_id(peer), sim.now)
+        .expect("the peer is in the config")
+}
+
+fn endpoint(sim: &Simulation, node: usize, peer: usize) -> Option<std::net::SocketAddr> {
+    status(sim, node, peer).endpoint
 }
 
 fn received(sim: &Simulation, node: usize) -> Vec<Vec<u8>> {
@@ -74,10 +79,7 @@ fn both_sides_move_from_the_slow_path_the_handshake_took_to_the_fast_one() {
             Some(sim.nodes[peer].addresses[FAST]),
             "node {node} sends to its peer's fast address"
         );
-        let status = sim.nodes[node]
-            .tunnel
-            .peer_status(sim.node_id(peer), sim.now)
-            .expect("peer");
+        let status = status(&sim, node, peer);
         assert_eq!(status.path_changes, 1, "node {node}");
     }
 
@@ -173,26 +175,29 @@ fn run_with_traffic(sim: &mut Simulation, duration: Duration, busy: bool) {
     }
 }
 
+/// Two nodes that met over the fast path, which turns slower than the slow one just before
+/// the periodic scan (30 s after the session started); the 5 s across that scan carry
+/// traffic when `busy`.
+fn fast_path_slows_down_across_a_scan(busy: bool) -> Simulation {
+    let mut sim = met_over_the_fast_path(13);
+    sim.run_for(Duration::from_secs(27));
+    sim.paths[FAST].extra_latency = ms(40);
+    run_with_traffic(&mut sim, Duration::from_secs(5), busy);
+    sim
+}
+
 #[test]
 fn a_scan_under_load_keeps_the_endpoint_and_a_quiet_one_soon_after_decides() {
-    let mut sim = met_over_the_fast_path(13);
-    // Up to just before the periodic scan (30 s after the session started).
-    sim.run_for(Duration::from_secs(27));
-    // A transfer fills the fast path's queues: its probes now take longer than the idle
-    // slow path's. The scan that runs meanwhile must not move the transfer onto the slow
-    // path.
-    sim.paths[FAST].extra_latency = ms(40);
-    run_with_traffic(&mut sim, Duration::from_secs(5), true);
+    // A transfer fills the fast path's queues: its probes take longer than the idle slow
+    // path's. The scan that runs meanwhile must not move the transfer onto the slow path.
+    let mut sim = fast_path_slows_down_across_a_scan(true);
     for (node, peer) in [(0, 1), (1, 0)] {
         assert_eq!(
             endpoint(&sim, node, peer),
             Some(sim.nodes[peer].addresses[FAST]),
             "node {node} keeps its endpoint through a scan under load"
         );
-        let status = sim.nodes[node]
-            .tunnel
-            .peer_status(sim.node_id(peer), sim.now)
-            .expect("peer");
+        let status = status(&sim, node, peer);
         let scan = status.last_scan.expect("a scan finished");
         assert!(scan.under_load, "node {node}: {scan:?}");
         assert_eq!(scan.paths.len(), 2, "{scan:?}");
@@ -213,9 +218,6 @@ fn a_scan_under_load_keeps_the_endpoint_and_a_quiet_one_soon_after_decides() {
 fn without_load_the_same_scan_moves_to_the_faster_path() {
     // The control for the test above: the same slowdown with no traffic moves the endpoint
     // at the periodic scan, so it is the load that held it.
-    let mut sim = met_over_the_fast_path(13);
-    sim.run_for(Duration::from_secs(27));
-    sim.paths[FAST].extra_latency = ms(40);
-    run_with_traffic(&mut sim, Duration::from_secs(5), false);
+    let sim = fast_path_slows_down_across_a_scan(false);
     assert_eq!(endpoint(&sim, 0, 1), Some(sim.nodes[1].addresses[SLOW]));
 }
