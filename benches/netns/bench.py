@@ -161,10 +161,9 @@ class Lab:
     # Per target address, how many packets the path has handed to b's network stack, where
     # b's interface counter does not say (meshd coalesces what it writes to its TUN).
     delivered: dict[str, Callable[[], int]] = field(default_factory=dict)
-    # Per target address, the underlay endpoint each side sends that path's traffic to, where
-    # the tunnel chooses among several (meshd measures its candidates).
-    # The state of that choice per side: endpoint, path_changes and last_handshake_s.
-    endpoints: dict[str, Callable[[], dict[str, dict]]] = field(default_factory=dict)
+    # Per target address, where the tunnel chooses among several underlay endpoints (meshd
+    # measures its candidates): each side's endpoint, path_changes and last_handshake_s.
+    path_state: dict[str, Callable[[], dict[str, dict]]] = field(default_factory=dict)
 
     def ns(self, side: str) -> str:
         """The namespace of side "a" or "b"."""
@@ -444,7 +443,7 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
 
     # Each side's endpoint for the other: every host address is a candidate, boringtun's
     # included, and a number measured through boringtun's tunnel would be no number at all.
-    def endpoints() -> dict[str, dict]:
+    def path_state() -> dict[str, dict]:
         state = {}
         for side in "ab":
             peers = (meshd_status(lab, exe, side) or {}).get("peers") or [{}]
@@ -452,7 +451,7 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
                            for k in ("endpoint", "path_changes", "last_handshake_s")}
         return state
 
-    lab.endpoints[addrs["b"]] = endpoints
+    lab.path_state[addrs["b"]] = path_state
     return addrs["b"]
 
 
@@ -789,7 +788,7 @@ def bench(lab: Lab, args: argparse.Namespace) -> int:
     for rnd in range(1, args.rounds + 1):
         for test in args.tests:
             def path_state(path: str) -> dict[str, dict] | None:
-                probe = lab.endpoints.get(targets.get(path, ""))
+                probe = lab.path_state.get(targets.get(path, ""))
                 return probe() if probe else None
 
             def record(path: str, outcome: dict[str, float] | BenchError,

@@ -1056,14 +1056,15 @@ impl Tunnel {
         let Some(scan) = peer.scan.take() else {
             return;
         };
-        let times = scan.fastest();
+        let measured = scan.times();
+        let times = paths::answered(&measured);
         let endpoint_answered = times.iter().any(|(a, _)| Some(*a) == peer.endpoint);
         let moved = (peer.rx_bytes + peer.tx_bytes).saturating_sub(scan.moved_before);
         let under_load = moved > paths::LOADED;
         peer.last_scan = Some(paths::FinishedScan {
             at: now,
             under_load,
-            paths: scan.times(),
+            paths: measured,
         });
         if endpoint_answered && under_load {
             peer.endpoint_heard = Some(now);
@@ -1321,8 +1322,6 @@ impl Tunnel {
     }
 }
 
-/// WireGuard's rule: the initiator rekeys when the session is old; the responder waits a
-/// little longer so both sides do not start handshakes at once.
 /// The plaintext of a probe message: its tag, then the probe id.
 fn probe_body(tag: u8, id: u64) -> [u8; PROBE_LEN] {
     let mut body = [0u8; PROBE_LEN];
@@ -1350,6 +1349,8 @@ fn session_drop(e: SessionError) -> DropReason {
     }
 }
 
+/// WireGuard's rule: the initiator rekeys when the session is old; the responder waits a
+/// little longer so both sides do not start handshakes at once.
 fn wants_rekey_on_send(s: &Session, now: Instant) -> bool {
     if s.is_initiator() {
         s.wants_rekey(now)

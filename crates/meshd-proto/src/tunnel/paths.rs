@@ -143,14 +143,14 @@ impl PathScan {
             })
             .collect()
     }
+}
 
-    /// Each destination that answered with its fastest answer, in the scan's order.
-    pub fn fastest(&self) -> Vec<(SocketAddr, Duration)> {
-        self.times()
-            .into_iter()
-            .filter_map(|t| Some((t.address, t.rtt?)))
-            .collect()
-    }
+/// The paths of `times` that answered, with their times: what [`choose`] decides on.
+pub(crate) fn answered(times: &[PathTime]) -> Vec<(SocketAddr, Duration)> {
+    times
+        .iter()
+        .filter_map(|t| Some((t.address, t.rtt?)))
+        .collect()
 }
 
 /// One path as a scan measured it.
@@ -367,7 +367,10 @@ mod tests {
                 rtt: None
             }]
         );
-        assert_eq!(scan.fastest(), vec![(addr(1), us(300)), (addr(2), us(400))]);
+        assert_eq!(
+            answered(&scan.times()),
+            vec![(addr(1), us(300)), (addr(2), us(400))]
+        );
         assert!(scan.answered(3, at));
         assert!(scan.is_done(at), "every probe answered");
     }

@@ -41,6 +41,7 @@ pub(crate) struct Peer {
     pub scan: Option<PathScan>,
     /// When the next periodic scan is due (`None`: at the next tick with a session).
     pub next_scan: Option<Instant>,
+    /// What the last finished scan measured, for the status.
     pub last_scan: Option<FinishedScan>,
     pub pending: Option<Pending>,
     pub cookie: Option<([u8; COOKIE_LEN], Instant)>,
