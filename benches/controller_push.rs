@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use meshd_controller::channel::{self, ChannelClient, ControllerMessage};
+use meshd_channel::{ChannelClient, ControllerMessage};
+use meshd_controller::channel;
 use meshd_controller::controller::Controller;
 use meshd_controller::replica::Replica;
 use meshd_controller::state::{Command, NetworkSpec};

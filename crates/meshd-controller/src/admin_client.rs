@@ -7,17 +7,16 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
+use meshd_io::http::{Answer, Connection, error_message};
 use meshd_proto::{NetworkId, NodeId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
-use crate::api::ErrorBody;
 use crate::api::requests::{
     AddReplica, AddRoute, CreateNetwork, InvalidRequest, UpdateMember, UpdateNetwork, via_text,
 };
@@ -308,11 +307,9 @@ impl AdminClient {
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Err(_) => return Err(self.unreachable("no answer to the connection attempt")),
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let mut connection = Connection::handshake(stream)
             .await
             .map_err(|e| self.unreachable(e))?;
-        // Drives the connection; it ends when `sender` is dropped.
-        tokio::spawn(connection);
 
         let mut request = Request::builder()
             .method(method)
@@ -326,34 +323,19 @@ impl AdminClient {
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| self.protocol(e))?;
-        let response = sender
-            .send_request(request)
+        let Answer { status, body } = connection
+            .exchange(request, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| self.protocol(e))?;
-        let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e))?
-            .to_bytes();
-        Ok((status, bytes))
+        Ok((status, body))
     }
 
     fn api_error(&self, status: StatusCode, body: &[u8]) -> ClientError {
-        let message = match serde_json::from_slice::<ErrorBody>(body) {
-            Ok(ErrorBody { error }) => error,
-            // Not our API (a proxy's error page?): say so, with the start of what came back.
-            Err(_) => {
-                let text = String::from_utf8_lossy(body);
-                let snippet: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-                let snippet: String = snippet.chars().take(200).collect();
-                format!(
-                    "the controller API at {} answered {status}: {snippet}",
-                    self.base
-                )
-            }
-        };
-        ClientError::Api { status, message }
+        let server = format!("the controller API at {}", self.base);
+        ClientError::Api {
+            status,
+            message: error_message(&server, status, body),
+        }
     }
 
     fn unreachable(&self, reason: impl std::fmt::Display) -> ClientError {

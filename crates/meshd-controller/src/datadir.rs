@@ -11,9 +11,9 @@
 //! changes); `meshd controller network ... --data DIR` reads them, so an admin on the
 //! replica's host needs no flags.
 
-use std::fs::{self, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// File holding the admin API's base URL.
@@ -118,28 +118,16 @@ fn check_token(token: &str) -> Result<(), String> {
     }
 }
 
+/// Replaces the text file `path` with `content` and a final newline, atomically and durably
+/// ([`meshd_io::fs::write_atomically`]).
 pub(crate) fn write_atomically(path: &Path, content: &str, mode: u32) -> Result<(), DataDirError> {
-    let err = |source| DataDirError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    // A leftover from an interrupted write may have other permissions: start afresh.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(content.as_bytes()).map_err(err)?;
-    file.write_all(b"\n").map_err(err)?;
-    file.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
+    let text = format!("{content}\n");
+    meshd_io::fs::write_atomically(path, text.as_bytes(), mode).map_err(|source| {
+        DataDirError::Write {
+            path: path.to_owned(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -267,7 +267,7 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await;
     endpoint.close(
-        channel::protocol::close_code::SHUTDOWN.into(),
+        meshd_channel::protocol::close_code::SHUTDOWN.into(),
         b"controller shutting down",
     );
     channel_task.abort();

@@ -4,9 +4,7 @@
 //! `hint:` line), 2 on usage errors (reported by clap).
 
 mod cli;
-mod daemon;
 mod demo;
-mod docker;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{ReplicaProcess, ok_stdout};
-use meshd_controller::channel::{ChannelClient, ControllerMessage, JoinStatus};
+use meshd_channel::{ChannelClient, ControllerMessage, JoinStatus};
 use meshd_proto::{Identity, NetworkConfig, NetworkId, SignedConfig, addr};
 
 /// The next message, skipping the replica lists the controller sends on its own.

@@ -3,19 +3,13 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use meshd_io::http::ErrorBody;
 use meshd_proto::{NetworkId, NodeId};
-use serde::{Deserialize, Serialize};
 
 use crate::controller::WriteError;
 use crate::state::RejectKind;
 
 use super::requests::InvalidRequest;
-
-/// The body of every error response. The text says what to fix; clients print it as is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-}
 
 /// A failed request: the status and the one-line reason sent back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

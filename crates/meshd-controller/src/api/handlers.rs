@@ -2,8 +2,6 @@
 //! into a view. Parsing lives in [`super::extract`] and [`super::requests`], error mapping
 //! in [`super::error`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
@@ -50,7 +48,7 @@ pub(super) async fn create_network<C: Controller>(
     State(app): State<AppState<C>>,
     Body(req): Body<CreateNetwork>,
 ) -> Created<NetworkView> {
-    let spec = req.to_spec(new_key_seed()?, now_ms())?;
+    let spec = req.to_spec(new_key_seed()?, meshd_io::clock::now_ms())?;
     match app.controller.write(Command::CreateNetwork(spec)).await? {
         Applied::NetworkCreated { network } => {
             Ok((StatusCode::CREATED, Json(app.network_view(network)?)))
@@ -114,7 +112,7 @@ pub(super) async fn update_member<C: Controller>(
     MemberPath(network, node): MemberPath,
     Body(req): Body<UpdateMember>,
 ) -> ApiResult<MemberView> {
-    if let Some(cmd) = req.to_command(network, node, now_ms())? {
+    if let Some(cmd) = req.to_command(network, node, meshd_io::clock::now_ms())? {
         app.controller.write(cmd).await?;
     }
     Ok(Json(app.member_view(network, node)?))
@@ -136,7 +134,7 @@ pub(super) async fn authorize<C: Controller>(
     State(app): State<AppState<C>>,
     MemberPath(network, node): MemberPath,
 ) -> ApiResult<MemberView> {
-    let at_ms = now_ms();
+    let at_ms = meshd_io::clock::now_ms();
     app.controller
         .write(Command::Authorize {
             network,
@@ -151,7 +149,7 @@ pub(super) async fn deauthorize<C: Controller>(
     State(app): State<AppState<C>>,
     MemberPath(network, node): MemberPath,
 ) -> ApiResult<MemberView> {
-    let at_ms = now_ms();
+    let at_ms = meshd_io::clock::now_ms();
     app.controller
         .write(Command::Deauthorize {
             network,
@@ -266,13 +264,6 @@ fn new_key_seed() -> Result<[u8; 32], ApiError> {
     getrandom::fill(&mut seed)
         .map_err(|e| ApiError::internal(format!("cannot generate a network key: {e}")))?;
     Ok(seed)
-}
-
-fn now_ms() -> u64 {
-    // A clock before 1970 is a broken host; 0 keeps the command valid.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn unexpected(applied: &Applied) -> ApiError {

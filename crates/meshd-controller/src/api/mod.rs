@@ -44,7 +44,7 @@ use axum::routing::{get, post};
 
 use crate::controller::Controller;
 
-pub use error::{ApiError, ErrorBody, status_for};
+pub use error::{ApiError, status_for};
 
 /// Extra fields for `GET /v1/health`, e.g. the replica's raft role and leader. Called on
 /// every health request; a JSON object's fields are merged into the answer.

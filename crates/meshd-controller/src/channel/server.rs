@@ -12,16 +12,18 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::protocol::{self, ControllerMessage, FrameError, JoinStatus, NodeMessage, close_code};
-use super::tls;
 use crate::controller::{Controller, WriteError};
 use crate::state::{Applied, Command, ControllerState, MAX_LOCAL_ENDPOINTS, RejectKind};
+use meshd_channel::protocol::{
+    self, ControllerMessage, FrameError, JoinStatus, NodeMessage, close_code,
+};
+use meshd_channel::tls;
 
 /// How long a node has, after the handshake, to open its stream and say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -268,12 +270,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// One node connection after `Hello`.
 struct Session<C> {
     controller: C,
@@ -329,7 +325,7 @@ impl<C: Controller> Session<C> {
                 identity: self.identity,
                 physical: self.physical,
                 local: self.local.clone(),
-                at_ms: now_ms(),
+                at_ms: meshd_io::clock::now_ms(),
             })
             .await;
         match join_verdict(&result) {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use meshd_proto::{Identity, NetworkId, NodeId, SignedConfig};
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
-use super::protocol::{self, close_code};
+use meshd_channel::protocol::{self, close_code};
+use meshd_channel::{ChannelClient, ChannelError, ControllerMessage, JoinStatus, NodeMessage, tls};
+
 use super::*;
 use crate::controller::{Controller, InMemoryController, WriteError};
 use crate::state::{Applied, Command, ControllerState, RejectKind, Rejected};

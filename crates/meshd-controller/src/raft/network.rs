@@ -20,11 +20,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
+use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderMap};
 use hyper::{Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use meshd_io::http::{Answer, Connection, HttpError};
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
     StreamingError, Timeout, Unreachable,
@@ -84,7 +83,7 @@ pub(crate) enum TransportError {
         source: std::io::Error,
     },
     #[error("HTTP exchange with {addr} failed: {source}")]
-    Http { addr: String, source: hyper::Error },
+    Http { addr: String, source: HttpError },
     #[error("building a request to {addr} failed: {source}")]
     Request {
         addr: String,
@@ -223,7 +222,7 @@ pub struct HttpNetwork {
     target: ReplicaId,
     node: BasicNode,
     token: Arc<str>,
-    conn: Option<SendRequest<Full<Bytes>>>,
+    conn: Option<Connection>,
     contacts: Option<Contacts>,
 }
 
@@ -272,11 +271,8 @@ impl HttpNetwork {
         })
     }
 
-    async fn connection(
-        &mut self,
-        authority: &str,
-    ) -> Result<&mut SendRequest<Full<Bytes>>, TransportError> {
-        if self.conn.as_ref().is_some_and(|c| c.is_closed()) {
+    async fn connection(&mut self, authority: &str) -> Result<&mut Connection, TransportError> {
+        if self.conn.as_ref().is_some_and(Connection::is_closed) {
             self.conn = None;
         }
         let conn = match self.conn.take() {
@@ -296,20 +292,12 @@ impl HttpNetwork {
                 })?;
                 // Raft messages are small and latency-bound.
                 let _ = stream.set_nodelay(true);
-                let (sender, conn) =
-                    http1::handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(|source| TransportError::Http {
-                            addr: self.node.addr.clone(),
-                            source,
-                        })?;
-                let addr = self.node.addr.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(peer = %addr, "raft connection closed: {e}");
-                    }
-                });
-                sender
+                Connection::handshake(stream)
+                    .await
+                    .map_err(|source| TransportError::Http {
+                        addr: self.node.addr.clone(),
+                        source,
+                    })?
             }
         };
         Ok(self.conn.insert(conn))
@@ -365,10 +353,8 @@ impl HttpNetwork {
             source,
         };
         let conn = self.connection(&authority).await?;
-        conn.ready().await.map_err(http)?;
-        let resp = conn.send_request(req).await.map_err(http)?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        // Any answer: a snapshot travels in the request, not the answer.
+        let Answer { status, body } = conn.exchange(req, MAX_SNAPSHOT_BODY).await.map_err(http)?;
         match status {
             StatusCode::OK => Ok(body),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

@@ -8,11 +8,11 @@ use clap::Args;
 
 use super::controller::{init_logging, shutdown_signal};
 use super::{ResultExt, StateArgs};
-use crate::daemon::client::{ClientError, DaemonClient};
-use crate::daemon::controller_link::ControllerAddr;
-use crate::daemon::engine::EngineDataplane;
-use crate::daemon::state::StateDir;
-use crate::daemon::{self, DaemonOptions};
+use meshd_node::daemon::client::{ClientError, DaemonClient};
+use meshd_node::daemon::controller_link::ControllerAddr;
+use meshd_node::daemon::engine::EngineDataplane;
+use meshd_node::daemon::state::StateDir;
+use meshd_node::daemon::{self, DaemonOptions};
 use meshd_proto::Identity;
 
 /// Run the meshd node on this host (one per host; needs root)

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::cli::ResultExt;
 use crate::demo::{self, Lab};
-use crate::docker::DockerSettings;
+use meshd_node::docker::DockerSettings;
 
 /// Build a local multi-host mesh in network namespaces (needs root)
 ///

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use super::controller::admin::print;
 use super::daemon::with_daemon;
 use super::{NetworkIdArg, ResultExt, StateArgs};
-use crate::docker::{DockerSettings, host_routes};
+use meshd_node::docker::{DockerSettings, host_routes};
 
 /// Print Docker settings that put this host's containers on the mesh
 ///

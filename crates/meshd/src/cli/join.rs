@@ -10,8 +10,8 @@ use super::controller::admin::print;
 use super::daemon::with_daemon;
 use super::status::network_block;
 use super::{NetworkIdArg, StateArgs};
-use crate::daemon::api::{NetworkStatus, NetworkView};
-use crate::daemon::controller_link::ControllerAddr;
+use meshd_node::daemon::api::{NetworkStatus, NetworkView};
+use meshd_node::daemon::controller_link::ControllerAddr;
 
 /// Ask the controller to admit this host to a network
 ///

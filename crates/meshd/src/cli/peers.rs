@@ -7,7 +7,7 @@ use super::controller::admin::print;
 use super::controller::output::table;
 use super::daemon::with_daemon;
 use super::status::duration;
-use crate::daemon::api::{PeerPath, StatusView};
+use meshd_node::daemon::api::{PeerPath, StatusView};
 
 /// List peers: path (DIRECT or RELAY), endpoint, RTT, rx/tx, handshake age
 ///
@@ -111,7 +111,7 @@ fn bytes(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::daemon::api::PeerView;
+    use meshd_node::daemon::api::PeerView;
 
     use super::*;
 

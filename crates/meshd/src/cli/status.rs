@@ -13,7 +13,7 @@ use meshd_proto::NodeId;
 use super::StateArgs;
 use super::controller::admin::print;
 use super::daemon::with_daemon;
-use crate::daemon::api::{ControllerView, NetworkStatus, NetworkView, PeerPath, StatusView};
+use meshd_node::daemon::api::{ControllerView, NetworkStatus, NetworkView, PeerPath, StatusView};
 
 /// Show this node: node id, controllers, networks, addresses, routes, peers
 ///
@@ -310,9 +310,9 @@ pub(super) fn duration(s: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::daemon::api::{ContainerSubnets, ControllerView, RouteView};
-    use crate::daemon::dataplane::WorkerPackets;
-    use crate::daemon::forwarding::ForwardingReport;
+    use meshd_node::daemon::api::{ContainerSubnets, ControllerView, RouteView};
+    use meshd_node::daemon::dataplane::WorkerPackets;
+    use meshd_node::daemon::forwarding::ForwardingReport;
 
     use super::*;
 

@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use meshd_controller::admin_client::AdminClient;
@@ -75,7 +74,7 @@ pub(super) fn member(args: MemberArgs) -> anyhow::Result<()> {
             if list.json {
                 print_json(&members)
             } else {
-                print(&output::member_table(&members, now_ms()))
+                print(&output::member_table(&members, meshd_io::clock::now_ms()))
             }
         }
         MemberCommand::Authorize(a) => {
@@ -240,12 +239,6 @@ pub(in crate::cli) fn print(text: &str) -> anyhow::Result<()> {
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
     print(&format!("{text}\n"))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ fn certified_key(
 /// Accepts any peer whose raw public key is Ed25519 and whose handshake signature verifies
 /// under it. Serves as both the client's server verifier and the server's client verifier.
 #[derive(Debug)]
-pub(crate) struct AnyEd25519Key {
+pub struct AnyEd25519Key {
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -292,9 +292,7 @@ fn transport(max_bidi_streams: u32) -> Arc<quinn::TransportConfig> {
 }
 
 /// The rustls server config of a controller replica whose TLS key is `server_seed`.
-pub(crate) fn rustls_server_config(
-    server_seed: &[u8; 32],
-) -> Result<rustls::ServerConfig, TlsError> {
+pub fn rustls_server_config(server_seed: &[u8; 32]) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let key = certified_key(server_seed, &provider)?;
     let verifier = Arc::new(AnyEd25519Key::new(&provider));
@@ -313,7 +311,7 @@ pub(crate) fn rustls_server_config(
 }
 
 /// The rustls client config of a node: its identity's Ed25519 key, any server Ed25519 key.
-pub(crate) fn rustls_client_config(identity: &Identity) -> Result<rustls::ClientConfig, TlsError> {
+pub fn rustls_client_config(identity: &Identity) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let key = certified_key(identity.ed25519_seed(), &provider)?;
     let verifier = Arc::new(AnyEd25519Key::new(&provider));
@@ -334,9 +332,7 @@ pub fn server_config(server_seed: &[u8; 32]) -> Result<quinn::ServerConfig, TlsE
     server_config_from(rustls_server_config(server_seed)?)
 }
 
-pub(crate) fn server_config_from(
-    tls: rustls::ServerConfig,
-) -> Result<quinn::ServerConfig, TlsError> {
+pub fn server_config_from(tls: rustls::ServerConfig) -> Result<quinn::ServerConfig, TlsError> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport(1));
@@ -348,18 +344,16 @@ pub fn client_config(identity: &Identity) -> Result<quinn::ClientConfig, TlsErro
     client_config_from(rustls_client_config(identity)?)
 }
 
-pub(crate) fn client_config_from(
-    tls: rustls::ClientConfig,
-) -> Result<quinn::ClientConfig, TlsError> {
+pub fn client_config_from(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport(0));
     Ok(config)
 }
 
-/// A rustls client verifier usable by tests that build odd clients.
-#[cfg(test)]
-pub(crate) fn any_ed25519_server() -> Arc<AnyEd25519Key> {
+/// A rustls verifier that accepts any raw Ed25519 server key: for tests that build odd
+/// clients to try a controller's checks.
+pub fn any_ed25519_server() -> Arc<AnyEd25519Key> {
     Arc::new(AnyEd25519Key::new(&provider()))
 }
 

@@ -34,7 +34,6 @@ pub mod controller_link;
 pub mod dataplane;
 pub mod engine;
 pub mod forwarding;
-#[cfg(test)]
 pub mod no_dataplane;
 pub mod state;
 
@@ -42,9 +41,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use meshd_controller::channel::JoinStatus;
+use meshd_channel::JoinStatus;
 use meshd_proto::{NetworkConfig, NetworkId, SignedConfig};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -59,7 +58,6 @@ use self::controller_link::{
 use self::state::{NetworkRecord, StateDir};
 
 pub use self::dataplane::Dataplane;
-#[cfg(test)]
 pub use self::no_dataplane::NoDataplane;
 
 /// How long the daemon waits for its tasks at shutdown.
@@ -550,7 +548,9 @@ impl Daemon {
         }
         let record = NetworkRecord {
             controllers,
-            joined_at: existing.as_ref().map_or_else(unix_now, |r| r.joined_at),
+            joined_at: existing
+                .as_ref()
+                .map_or_else(meshd_io::clock::now_secs, |r| r.joined_at),
         };
         if existing.as_ref() != Some(&record) {
             let state = Arc::clone(&self.state);
@@ -612,12 +612,6 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 pub(crate) mod test_support {
     use meshd_proto::{NetworkConfig, NetworkKey, SignedConfig};
@@ -640,18 +634,11 @@ pub(crate) mod test_support {
 mod tests {
     use std::time::Duration;
 
-    use meshd_controller::channel;
-    use meshd_controller::controller::{Controller, InMemoryController, WriteError};
-    use meshd_controller::state::{Applied, Command, ControllerState, NetworkSpec};
-    use meshd_proto::NodeId;
-
     use super::api::NetworkStatus;
     use super::client::{ClientError, DaemonClient};
     use super::no_dataplane::DataplaneCall;
     use super::test_support::signed_config;
     use super::*;
-
-    const WAIT: Duration = Duration::from_secs(10);
 
     fn saved_network(state: &StateDir, seed: u8, revision: u64) -> (NetworkId, SignedConfig) {
         let (key, _, signed) = signed_config(seed, revision);
@@ -724,246 +711,6 @@ mod tests {
         let (other, _, signed) = signed_config(5, 1);
         daemon.on_config(other.network_id(), 1, signed).await;
         assert_eq!(dp.calls().len(), 2);
-    }
-
-    /// A controller state served by one "replica", reporting the addresses of all of them.
-    #[derive(Debug, Clone)]
-    struct Replicated {
-        state: InMemoryController,
-        replicas: Vec<String>,
-    }
-
-    impl Controller for Replicated {
-        fn write(&self, cmd: Command) -> impl Future<Output = Result<Applied, WriteError>> + Send {
-            self.state.write(cmd)
-        }
-
-        fn read<T>(&self, f: impl FnOnce(&ControllerState) -> T) -> T {
-            self.state.read(f)
-        }
-
-        fn applied(&self) -> watch::Receiver<u64> {
-            self.state.applied()
-        }
-
-        fn replica_addresses(&self) -> Vec<String> {
-            self.replicas.clone()
-        }
-    }
-
-    fn revision(ctl: &InMemoryController, network: NetworkId) -> u64 {
-        ctl.read(|s| s.networks[&network].revision)
-    }
-
-    /// Renames the member until the network's revision passes `above`.
-    async fn bump_past(ctl: &InMemoryController, network: NetworkId, node: NodeId, above: u64) {
-        let mut i = 0;
-        while revision(ctl, network) <= above {
-            i += 1;
-            ctl.write(Command::RenameMember {
-                network,
-                node,
-                name: format!("n{i}"),
-            })
-            .await
-            .unwrap();
-        }
-    }
-
-    async fn answering(client: &DaemonClient) {
-        for _ in 0..200 {
-            match client.status().await {
-                Ok(_) => return,
-                Err(e) if e.no_daemon() => tokio::time::sleep(Duration::from_millis(20)).await,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("the daemon does not answer");
-    }
-
-    async fn wait_status(
-        client: &DaemonClient,
-        what: &str,
-        within: Duration,
-        done: impl Fn(&api::StatusView) -> bool,
-    ) -> api::StatusView {
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let status = client.status().await.unwrap();
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {status:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Two replicas serving the same network, A ahead of B: the node, given only A, learns
-    /// B, fails over to it within a second when A goes away, is not rolled back by B's older
-    /// revision, takes B's config once B moves past it, and after a restart with only A (dead)
-    /// still finds B from the state directory.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = StateDir::open(tmp.path()).unwrap();
-        let identity = *state.identity().public();
-        let node = state.identity().node_id();
-        let (key, _, _) = signed_config(11, 1);
-        let network = key.network_id();
-
-        let ep_a = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[1; 32]).unwrap();
-        let ep_b = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[2; 32]).unwrap();
-        let (a, b) = (ep_a.local_addr().unwrap(), ep_b.local_addr().unwrap());
-        let replicas = vec![a.to_string(), b.to_string()];
-        let (ctl_a, ctl_b) = (InMemoryController::default(), InMemoryController::default());
-        for ctl in [&ctl_a, &ctl_b] {
-            let spec = NetworkSpec {
-                key_seed: [11; 32],
-                name: "ha".into(),
-                v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
-                container_pool: "172.28.0.0/22".parse().unwrap(),
-                container_prefix: 24,
-                sixplane: false,
-                rfc4193: false,
-                mtu: 1420,
-                at_ms: 1,
-            };
-            ctl.write(Command::CreateNetwork(spec)).await.unwrap();
-            ctl.write(Command::MemberJoin {
-                network,
-                identity,
-                physical: None,
-                local: vec![],
-                at_ms: 1,
-            })
-            .await
-            .unwrap();
-            ctl.write(Command::Authorize {
-                network,
-                node,
-                at_ms: 2,
-            })
-            .await
-            .unwrap();
-        }
-        // B lags well behind A (its own MemberJoin may bump it once or twice).
-        bump_past(&ctl_a, network, node, revision(&ctl_b, network) + 10).await;
-        let rev_a = revision(&ctl_a, network);
-        for (ep, ctl) in [(&ep_a, &ctl_a), (&ep_b, &ctl_b)] {
-            let served = Replicated {
-                state: ctl.clone(),
-                replicas: replicas.clone(),
-            };
-            tokio::spawn(channel::serve(ep.clone(), served));
-        }
-
-        let dp = Arc::new(NoDataplane::new(node));
-        let opts = DaemonOptions {
-            state,
-            port: 0,
-            controllers: vec![a.to_string().parse().unwrap()],
-            configure_forwarding: false,
-        };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
-            let _ = stop_rx.await;
-        }));
-        let client = DaemonClient::new(tmp.path());
-        answering(&client).await;
-        client.join(network, None).await.unwrap();
-        let status = wait_status(&client, "A's config and B learned", WAIT, |s| {
-            s.networks[0].revision == Some(rev_a) && s.controllers.len() == 2
-        })
-        .await;
-        let (a, b) = (a.to_string(), b.to_string());
-        assert_eq!(status.controller.as_deref(), Some(a.as_str()));
-        assert_eq!(status.controllers_unreachable_for_s, None);
-        let shown: Vec<(&str, bool, bool)> = status
-            .controllers
-            .iter()
-            .map(|c| (c.address.as_str(), c.connected, c.learned))
-            .collect();
-        assert_eq!(
-            shown,
-            vec![(a.as_str(), true, false), (b.as_str(), false, true)]
-        );
-        let saved: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(tmp.path().join(state::CONTROLLERS_FILE)).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(saved["learned"][&a], serde_json::json!([a, b]));
-
-        // A session that lasted, then A goes away: B within a second, and B's older
-        // revision does not roll the node back.
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        ep_a.close(3u32.into(), b"going away");
-        drop(ep_a);
-        let lost = std::time::Instant::now();
-        wait_status(&client, "failover to B", WAIT, |s| {
-            s.controller.as_deref() == Some(b.as_str())
-        })
-        .await;
-        let took = lost.elapsed();
-        eprintln!("failover took {took:?}");
-        assert!(took < Duration::from_millis(1500), "failover took {took:?}");
-        assert!(revision(&ctl_b, network) < rev_a);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let status = client.status().await.unwrap();
-        assert_eq!(status.controller.as_deref(), Some(b.as_str()));
-        assert_eq!(status.networks[0].revision, Some(rev_a));
-        assert_eq!(status.networks[0].status, api::NetworkStatus::Ok);
-        assert!(
-            dp.calls().iter().all(|c| match c {
-                DataplaneCall::Join { revision, .. } | DataplaneCall::Update { revision, .. } =>
-                    *revision <= rev_a,
-                DataplaneCall::Leave { .. } => false,
-            }),
-            "{:?}",
-            dp.calls()
-        );
-
-        // B moves past A: its config is taken.
-        bump_past(&ctl_b, network, node, rev_a).await;
-        let rev_b = revision(&ctl_b, network);
-        wait_status(&client, "B's newer config", WAIT, |s| {
-            s.networks[0].revision == Some(rev_b)
-        })
-        .await;
-        stop_tx.send(()).unwrap();
-        daemon.await.unwrap().unwrap();
-
-        // Restarted with only A, which now swallows every packet: B is known from the state
-        // directory, and is tried a second after A did not answer.
-        let _blackhole = std::net::UdpSocket::bind(&a).expect("A's port is free again");
-        let opts = DaemonOptions {
-            state: StateDir::open(tmp.path()).unwrap(),
-            port: 0,
-            controllers: vec![a.parse().unwrap()],
-            configure_forwarding: false,
-        };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
-            let _ = stop_rx.await;
-        }));
-        let restarted = std::time::Instant::now();
-        answering(&client).await;
-        let status = client.status().await.unwrap();
-        assert_eq!(status.networks[0].revision, Some(rev_b));
-        assert_eq!(status.controllers.len(), 2, "{status:#?}");
-        assert!(status.controllers[1].learned);
-        let status = wait_status(&client, "B after the restart", WAIT, |s| {
-            s.controller.as_deref() == Some(b.as_str())
-        })
-        .await;
-        let took = restarted.elapsed();
-        eprintln!("B reached {took:?} after the restart");
-        assert!(took < Duration::from_secs(3), "B reached after {took:?}");
-        assert_eq!(status.networks[0].revision, Some(rev_b));
-        stop_tx.send(()).unwrap();
-        daemon.await.unwrap().unwrap();
     }
 
     #[tokio::test]

@@ -376,7 +376,7 @@ impl Daemon {
 }
 
 /// The bound sockets, ready to serve.
-pub(crate) struct Server {
+pub struct Server {
     tcp: Vec<std::net::TcpListener>,
     sessions: Arc<Sessions>,
     allowed: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
@@ -395,7 +395,7 @@ impl Server {
     /// is IPv6-only or IPv6 is off. Accepts TCP connections only to local addresses for
     /// which `allowed` holds. Fails when no TCP socket could be bound; without UDP, UDP
     /// sessions are refused.
-    pub(crate) fn bind(
+    pub fn bind(
         port: u16,
         allowed: impl Fn(IpAddr) -> bool + Send + Sync + 'static,
     ) -> io::Result<Self> {
@@ -410,7 +410,7 @@ impl Server {
     }
 
     /// [`Server::bind`] on the given addresses (the tests use loopback).
-    pub(crate) fn bind_on(
+    pub fn bind_on(
         addrs: &[IpAddr],
         port: u16,
         allowed: impl Fn(IpAddr) -> bool + Send + Sync + 'static,
@@ -474,13 +474,12 @@ impl Server {
     }
 
     /// The first TCP listener's address (for tests binding port 0).
-    #[cfg(test)]
-    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
         self.tcp.first().and_then(|l| l.local_addr().ok())
     }
 
     /// Accepts sessions until `stop` turns true. Needs a Tokio runtime.
-    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
         // Stops the UDP receiver however this ends (also when the task is dropped).
         struct StopOnDrop(Arc<Sessions>);
         impl Drop for StopOnDrop {

@@ -39,7 +39,6 @@ impl NoDataplane {
     }
 
     /// Every call so far, oldest first.
-    #[cfg_attr(not(test), expect(dead_code, reason = "for tests"))]
     pub fn calls(&self) -> Vec<DataplaneCall> {
         self.calls
             .lock()

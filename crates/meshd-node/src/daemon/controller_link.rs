@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use meshd_controller::channel::{ChannelClient, ControllerMessage, JoinStatus};
+use meshd_channel::{ChannelClient, ControllerMessage, JoinStatus};
 use meshd_proto::config::VerifyError;
 use meshd_proto::{NetworkConfig, NetworkId, SignedConfig};
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,7 @@ const FAILOVER_MIN_SESSION: Duration = Duration::from_secs(2);
 /// knock on the next one in the same millisecond.
 const FAILOVER_JITTER: Duration = Duration::from_millis(500);
 /// Most learned addresses a link keeps (what a controller may send).
-const MAX_LEARNED: usize = meshd_controller::channel::protocol::MAX_REPLICAS;
+const MAX_LEARNED: usize = meshd_channel::protocol::MAX_REPLICAS;
 
 /// A controller replica's node-channel address as the user wrote it: `HOST:PORT`,
 /// `[IPv6]:PORT`, or a bare host or IP for the default port. Names are resolved at each
@@ -526,10 +526,7 @@ impl Session<'_> {
 
     /// Joins what is wanted and not joined (unless waiting to retry, and `meshd join` did
     /// not ask again), leaves what is joined and no longer wanted.
-    async fn sync(
-        &mut self,
-        wanted: &[Wanted],
-    ) -> Result<(), meshd_controller::channel::ChannelError> {
+    async fn sync(&mut self, wanted: &[Wanted]) -> Result<(), meshd_channel::ChannelError> {
         let now = Instant::now();
         let is_wanted = |n: &NetworkId| wanted.iter().any(|w| w.network == *n);
         self.retry.retain(|n, at| *at > now && is_wanted(n));

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use meshd_controller::api::ErrorBody;
+use meshd_io::http::{Answer, Connection, error_message};
 use meshd_proto::NetworkId;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
@@ -119,14 +118,10 @@ impl DaemonClient {
         if status.is_success() {
             return Ok(bytes);
         }
-        let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(ErrorBody { error }) => error,
-            Err(_) => format!(
-                "the daemon answered {status}: {}",
-                String::from_utf8_lossy(&bytes).trim()
-            ),
-        };
-        Err(ClientError::Api { status, message })
+        Err(ClientError::Api {
+            status,
+            message: error_message("the daemon", status, &bytes),
+        })
     }
 
     async fn exchange(
@@ -143,11 +138,9 @@ impl DaemonClient {
                 _ => ClientError::Connect { socket, source },
             }
         })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let mut connection = Connection::handshake(stream)
             .await
             .map_err(|e| self.protocol(e))?;
-        // Drives the connection; it ends when `sender` is dropped.
-        tokio::spawn(connection);
         let mut request = Request::builder()
             .method(method)
             .uri(path)
@@ -158,17 +151,11 @@ impl DaemonClient {
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.protocol(e))?;
-        let response = sender
-            .send_request(request)
+        let Answer { status, body } = connection
+            .exchange(request, MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| self.protocol(e))?;
-        let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e))?
-            .to_bytes();
-        Ok((status, bytes))
+        Ok((status, body))
     }
 
     fn protocol(&self, e: impl std::fmt::Display) -> ClientError {

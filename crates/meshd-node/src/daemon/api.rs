@@ -28,7 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ipnet::{IpNet, Ipv4Net};
-use meshd_controller::api::ErrorBody;
+use meshd_io::http::ErrorBody;
 use meshd_proto::tunnel::PeerStatus;
 use meshd_proto::{NetworkConfig, NetworkId, NodeId, addr};
 use serde::{Deserialize, Serialize};

@@ -19,11 +19,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions, Permissions, TryLockError};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use meshd_io::fs::{sync_dir, write_atomically};
 use meshd_proto::{Identity, NetworkConfig, NetworkId, SignedConfig};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -38,7 +39,7 @@ pub const CONTROLLERS_FILE: &str = "controllers.json";
 
 const DIR_MODE: u32 = 0o700;
 /// Most learned replicas kept per controller address (what one `Replicas` message may hold).
-const MAX_LEARNED_PER_ADDRESS: usize = meshd_controller::channel::protocol::MAX_REPLICAS;
+const MAX_LEARNED_PER_ADDRESS: usize = meshd_channel::protocol::MAX_REPLICAS;
 const SECRET_MODE: u32 = 0o600;
 
 /// Where the daemon of state directory `dir` serves its local API.
@@ -304,38 +305,6 @@ fn load_or_create_identity(path: &Path) -> anyhow::Result<Identity> {
     }
 }
 
-/// Replaces `path` with `bytes`: written to `<path>.tmp` created with `mode` (so a secret is
-/// never readable by others, not even for a moment), synced, renamed into place, and the
-/// directory synced so the rename itself survives a crash.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    // A leftover from an interrupted write may have other permissions: start afresh.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)?;
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
-        _ => Ok(()),
-    }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use meshd_proto::NetworkKey;
@@ -397,24 +366,6 @@ mod tests {
         let state = StateDir::open(tmp.path()).unwrap();
         assert_eq!(state.identity().node_id(), id.node_id());
         assert_eq!(mode(&path), 0o600);
-    }
-
-    #[test]
-    fn atomic_writes_replace_content_with_the_given_mode_and_leave_no_temp_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("f");
-        // A leftover temp file from a crash, readable by all: it must not be reused.
-        fs::write(tmp.path().join("f.tmp"), "old").unwrap();
-        fs::set_permissions(tmp.path().join("f.tmp"), Permissions::from_mode(0o644)).unwrap();
-        write_atomically(&path, b"one", 0o600).unwrap();
-        write_atomically(&path, b"two", 0o600).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(mode(&path), 0o600);
-        let names: Vec<String> = fs::read_dir(tmp.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["f".to_owned()]);
     }
 
     #[test]

@@ -1,0 +1,262 @@
+//! The node daemon against real controller replicas over the node channel (QUIC on
+//! 127.0.0.1), with a data plane that only records what it is asked: how a node learns every
+//! replica of a network, fails over, and never goes back to an older config.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshd_controller::channel;
+use meshd_controller::controller::{Controller, InMemoryController, WriteError};
+use meshd_controller::state::{Applied, Command, ControllerState, NetworkSpec};
+use meshd_node::daemon::client::DaemonClient;
+use meshd_node::daemon::no_dataplane::{DataplaneCall, NoDataplane};
+use meshd_node::daemon::state::StateDir;
+use meshd_node::daemon::{DaemonOptions, run};
+use meshd_proto::{NetworkId, NetworkKey, NodeId};
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A controller state served by one "replica", reporting the addresses of all of them.
+#[derive(Debug, Clone)]
+struct Replicated {
+    state: InMemoryController,
+    replicas: Vec<String>,
+}
+
+impl Controller for Replicated {
+    fn write(&self, cmd: Command) -> impl Future<Output = Result<Applied, WriteError>> + Send {
+        self.state.write(cmd)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ControllerState) -> T) -> T {
+        self.state.read(f)
+    }
+
+    fn applied(&self) -> watch::Receiver<u64> {
+        self.state.applied()
+    }
+
+    fn replica_addresses(&self) -> Vec<String> {
+        self.replicas.clone()
+    }
+}
+
+fn revision(ctl: &InMemoryController, network: NetworkId) -> u64 {
+    ctl.read(|s| s.networks[&network].revision)
+}
+
+/// Renames the member until the network's revision passes `above`.
+async fn bump_past(ctl: &InMemoryController, network: NetworkId, node: NodeId, above: u64) {
+    let mut i = 0;
+    while revision(ctl, network) <= above {
+        i += 1;
+        ctl.write(Command::RenameMember {
+            network,
+            node,
+            name: format!("n{i}"),
+        })
+        .await
+        .expect("a rename is a valid write");
+    }
+}
+
+async fn answering(client: &DaemonClient) {
+    for _ in 0..200 {
+        match client.status().await {
+            Ok(_) => return,
+            Err(e) if e.no_daemon() => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the daemon does not answer");
+}
+
+async fn wait_status(
+    client: &DaemonClient,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&meshd_node::daemon::api::StatusView) -> bool,
+) -> meshd_node::daemon::api::StatusView {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let status = client.status().await.expect("the daemon answers");
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {status:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two replicas serving the same network, A ahead of B: the node, given only A, learns
+/// B, fails over to it within a second when A goes away, is not rolled back by B's older
+/// revision, takes B's config once B moves past it, and after a restart with only A (dead)
+/// still finds B from the state directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::open(tmp.path()).unwrap();
+    let identity = *state.identity().public();
+    let node = state.identity().node_id();
+    let key = NetworkKey::from_seed(&[11; 32]).unwrap();
+    let network = key.network_id();
+
+    let ep_a = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[1; 32]).unwrap();
+    let ep_b = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[2; 32]).unwrap();
+    let (a, b) = (ep_a.local_addr().unwrap(), ep_b.local_addr().unwrap());
+    let replicas = vec![a.to_string(), b.to_string()];
+    let (ctl_a, ctl_b) = (InMemoryController::default(), InMemoryController::default());
+    for ctl in [&ctl_a, &ctl_b] {
+        let spec = NetworkSpec {
+            key_seed: [11; 32],
+            name: "ha".into(),
+            v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
+            container_pool: "172.28.0.0/22".parse().unwrap(),
+            container_prefix: 24,
+            sixplane: false,
+            rfc4193: false,
+            mtu: 1420,
+            at_ms: 1,
+        };
+        ctl.write(Command::CreateNetwork(spec)).await.unwrap();
+        ctl.write(Command::MemberJoin {
+            network,
+            identity,
+            physical: None,
+            local: vec![],
+            at_ms: 1,
+        })
+        .await
+        .unwrap();
+        ctl.write(Command::Authorize {
+            network,
+            node,
+            at_ms: 2,
+        })
+        .await
+        .unwrap();
+    }
+    // B lags well behind A (its own MemberJoin may bump it once or twice).
+    bump_past(&ctl_a, network, node, revision(&ctl_b, network) + 10).await;
+    let rev_a = revision(&ctl_a, network);
+    for (ep, ctl) in [(&ep_a, &ctl_a), (&ep_b, &ctl_b)] {
+        let served = Replicated {
+            state: ctl.clone(),
+            replicas: replicas.clone(),
+        };
+        tokio::spawn(channel::serve(ep.clone(), served));
+    }
+
+    let dp = Arc::new(NoDataplane::new(node));
+    let opts = DaemonOptions {
+        state,
+        port: 0,
+        controllers: vec![a.to_string().parse().unwrap()],
+        configure_forwarding: false,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
+        let _ = stop_rx.await;
+    }));
+    let client = DaemonClient::new(tmp.path());
+    answering(&client).await;
+    client.join(network, None).await.unwrap();
+    let status = wait_status(&client, "A's config and B learned", WAIT, |s| {
+        s.networks[0].revision == Some(rev_a) && s.controllers.len() == 2
+    })
+    .await;
+    let (a, b) = (a.to_string(), b.to_string());
+    assert_eq!(status.controller.as_deref(), Some(a.as_str()));
+    assert_eq!(status.controllers_unreachable_for_s, None);
+    let shown: Vec<(&str, bool, bool)> = status
+        .controllers
+        .iter()
+        .map(|c| (c.address.as_str(), c.connected, c.learned))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![(a.as_str(), true, false), (b.as_str(), false, true)]
+    );
+    let saved: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join(meshd_node::daemon::state::CONTROLLERS_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["learned"][&a], serde_json::json!([a, b]));
+
+    // A session that lasted, then A goes away: B within a second, and B's older
+    // revision does not roll the node back.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    ep_a.close(3u32.into(), b"going away");
+    drop(ep_a);
+    let lost = std::time::Instant::now();
+    wait_status(&client, "failover to B", WAIT, |s| {
+        s.controller.as_deref() == Some(b.as_str())
+    })
+    .await;
+    let took = lost.elapsed();
+    eprintln!("failover took {took:?}");
+    assert!(took < Duration::from_millis(1500), "failover took {took:?}");
+    assert!(revision(&ctl_b, network) < rev_a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = client.status().await.unwrap();
+    assert_eq!(status.controller.as_deref(), Some(b.as_str()));
+    assert_eq!(status.networks[0].revision, Some(rev_a));
+    assert_eq!(
+        status.networks[0].status,
+        meshd_node::daemon::api::NetworkStatus::Ok
+    );
+    assert!(
+        dp.calls().iter().all(|c| match c {
+            DataplaneCall::Join { revision, .. } | DataplaneCall::Update { revision, .. } =>
+                *revision <= rev_a,
+            DataplaneCall::Leave { .. } => false,
+        }),
+        "{:?}",
+        dp.calls()
+    );
+
+    // B moves past A: its config is taken.
+    bump_past(&ctl_b, network, node, rev_a).await;
+    let rev_b = revision(&ctl_b, network);
+    wait_status(&client, "B's newer config", WAIT, |s| {
+        s.networks[0].revision == Some(rev_b)
+    })
+    .await;
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+
+    // Restarted with only A, which now swallows every packet: B is known from the state
+    // directory, and is tried a second after A did not answer.
+    let _blackhole = std::net::UdpSocket::bind(&a).expect("A's port is free again");
+    let opts = DaemonOptions {
+        state: StateDir::open(tmp.path()).unwrap(),
+        port: 0,
+        controllers: vec![a.parse().unwrap()],
+        configure_forwarding: false,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
+        let _ = stop_rx.await;
+    }));
+    let restarted = std::time::Instant::now();
+    answering(&client).await;
+    let status = client.status().await.unwrap();
+    assert_eq!(status.networks[0].revision, Some(rev_b));
+    assert_eq!(status.controllers.len(), 2, "{status:#?}");
+    assert!(status.controllers[1].learned);
+    let status = wait_status(&client, "B after the restart", WAIT, |s| {
+        s.controller.as_deref() == Some(b.as_str())
+    })
+    .await;
+    let took = restarted.elapsed();
+    eprintln!("B reached {took:?} after the restart");
+    assert!(took < Duration::from_secs(3), "B reached after {took:?}");
+    assert_eq!(status.networks[0].revision, Some(rev_b));
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+}
