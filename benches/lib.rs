@@ -1,5 +1,6 @@
 //! Criterion benches for meshd live in `benches/*.rs`; this crate holds what several of
 //! them share.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,14 +46,6 @@ impl TunnelPair {
             sender: sender.tunnel,
             receiver: receiver.tunnel,
         }
-    }
-
-    /// The same pair on the null cipher: what is left is the packet path itself.
-    pub fn without_crypto() -> Self {
-        let mut pair = Self::new();
-        pair.sender.disable_crypto();
-        pair.receiver.disable_crypto();
-        pair
     }
 
     /// An IPv4 packet of `len` bytes from the sender's to the receiver's mesh address.

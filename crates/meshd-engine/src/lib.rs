@@ -31,14 +31,19 @@
 //! - [`sys`]: the only module with `unsafe` (network namespaces, socket options, epoll).
 //! - [`error`]: the one error type, [`EngineError`].
 
+// Every module but `sys` forbids `unsafe`: system calls that no safe crate wraps live in
+// `sys`, and only there, each with a `// SAFETY:` comment.
+#[forbid(unsafe_code)]
 pub mod dataplane;
+#[forbid(unsafe_code)]
 pub mod error;
+#[forbid(unsafe_code)]
 pub mod kernel;
+#[forbid(unsafe_code)]
 pub mod plan;
-// The workspace denies `unsafe_code`; system calls that no safe crate wraps live here, and
-// only here, each with a `// SAFETY:` comment.
 #[allow(unsafe_code)]
 pub mod sys;
+#[forbid(unsafe_code)]
 pub mod tun;
 
 pub use dataplane::{

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 on success, 1 when a command fails (one line `meshd: <reason>`, maybe a
 //! `hint:` line), 2 on usage errors (reported by clap).
+#![forbid(unsafe_code)]
 
 mod cli;
 mod demo;
