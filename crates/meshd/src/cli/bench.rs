@@ -18,8 +18,8 @@ use clap::Args;
 use meshd_proto::{NetworkId, NodeId};
 use serde::Serialize;
 
-use super::controller::admin::print;
 use super::daemon::with_daemon;
+use super::output::{print, print_json};
 use super::{Hinted, StateArgs};
 use meshd_node::daemon::api::{PeerPath, PeerView, StatusView};
 use meshd_node::daemon::bench::{
@@ -174,8 +174,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         },
     );
     if args.json {
-        let text = serde_json::to_string_pretty(&result).context("cannot encode JSON")?;
-        print(&format!("{text}\n"))
+        print_json(&result)
     } else {
         print(&render(&result, &target, &outcome))
     }

@@ -9,10 +9,11 @@ use meshd_controller::admin_client::AdminClient;
 use meshd_controller::replica::{is_loopback_address, parse_replica_address};
 use meshd_controller::service::{self, ReplicaSettings};
 
+use super::process::{init_logging, shutdown_signal};
 use super::{NetworkIdArg, NodeIdArg};
 
 pub(super) mod admin;
-pub(super) mod output;
+pub(super) mod render;
 
 /// Run a controller replica; manage networks, members, routes and replicas
 ///
@@ -666,36 +667,6 @@ fn run_replica(args: RunArgs) -> anyhow::Result<()> {
         .await
     })?;
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM, so systemd and Ctrl-C both stop the replica cleanly.
-pub(super) async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-/// Logs to stderr; `RUST_LOG` overrides the default (info, with openraft's per-election
-/// chatter at warn).
-pub(super) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    // Colours only for a person at a terminal, not in log files and journals.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .try_init();
 }
 
 /// Runs `meshd controller network ...`.

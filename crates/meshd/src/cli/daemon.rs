@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::controller::{init_logging, shutdown_signal};
+use super::process::{init_logging, shutdown_signal};
 use super::{ResultExt, StateArgs};
 use meshd_node::daemon::client::{ClientError, DaemonClient};
 use meshd_node::daemon::controller_link::ControllerAddr;

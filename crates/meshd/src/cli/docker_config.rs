@@ -3,8 +3,8 @@
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::controller::admin::print;
 use super::daemon::with_daemon;
+use super::output::print;
 use super::{NetworkIdArg, ResultExt, StateArgs};
 use meshd_node::docker::{DockerSettings, host_routes};
 

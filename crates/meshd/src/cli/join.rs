@@ -6,8 +6,8 @@ use clap::Args;
 use meshd_proto::NodeId;
 use tokio::time::Instant;
 
-use super::controller::admin::print;
 use super::daemon::with_daemon;
+use super::output::print;
 use super::status::network_block;
 use super::{NetworkIdArg, StateArgs};
 use meshd_node::daemon::api::{NetworkStatus, NetworkView};

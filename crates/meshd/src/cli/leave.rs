@@ -2,8 +2,8 @@
 
 use clap::Args;
 
-use super::controller::admin::print;
 use super::daemon::with_daemon;
+use super::output::print;
 use super::{NetworkIdArg, StateArgs};
 
 /// Leave a network: remove its addresses and routes from this host

@@ -13,7 +13,9 @@ pub mod demo;
 pub mod docker_config;
 pub mod join;
 pub mod leave;
+pub mod output;
 pub mod peers;
+pub mod process;
 pub mod simulate;
 pub mod status;
 

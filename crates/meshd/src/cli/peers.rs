@@ -3,9 +3,9 @@
 use clap::Args;
 
 use super::StateArgs;
-use super::controller::admin::print;
-use super::controller::output::table;
 use super::daemon::with_daemon;
+use super::output::print;
+use super::output::table;
 use super::status::duration;
 use meshd_node::daemon::api::{PeerPath, StatusView};
 

@@ -11,8 +11,8 @@ use clap::Args;
 use meshd_proto::NodeId;
 
 use super::StateArgs;
-use super::controller::admin::print;
 use super::daemon::with_daemon;
+use super::output::print;
 use meshd_node::daemon::api::{ControllerView, NetworkStatus, NetworkView, PeerPath, StatusView};
 
 /// Show this node: node id, controllers, networks, addresses, routes, peers

@@ -6,7 +6,6 @@
 //! API errors are printed as the server worded them.
 
 use std::future::Future;
-use std::io::Write;
 
 use anyhow::Context;
 use meshd_controller::admin_client::AdminClient;
@@ -15,13 +14,13 @@ use meshd_controller::api::requests::{
 };
 use meshd_controller::datadir;
 use meshd_controller::replica::parse_replica_address;
-use serde::Serialize;
 
-use super::output;
+use super::render;
 use super::{
     ApiArgs, MemberArgs, MemberCommand, NetworkArgs, NetworkCommand, NetworkCreateArgs,
     ReplicaArgs, ReplicaCommand, RouteArgs, RouteCommand,
 };
+use crate::cli::output::{print, print_json};
 
 /// Runs `meshd controller network ...`.
 pub(super) fn network(args: NetworkArgs) -> anyhow::Result<()> {
@@ -37,7 +36,7 @@ pub(super) fn network(args: NetworkArgs) -> anyhow::Result<()> {
             if list.json {
                 print_json(&nets)
             } else {
-                print(&output::network_table(&nets))
+                print(&render::network_table(&nets))
             }
         }
         NetworkCommand::Show(show) => {
@@ -45,7 +44,7 @@ pub(super) fn network(args: NetworkArgs) -> anyhow::Result<()> {
             if show.json {
                 print_json(&net)
             } else {
-                print(&output::network_details(&net))
+                print(&render::network_details(&net))
             }
         }
         NetworkCommand::Delete(delete) => {
@@ -74,7 +73,7 @@ pub(super) fn member(args: MemberArgs) -> anyhow::Result<()> {
             if list.json {
                 print_json(&members)
             } else {
-                print(&output::member_table(&members, meshd_io::clock::now_ms()))
+                print(&render::member_table(&members, meshd_io::clock::now_ms()))
             }
         }
         MemberCommand::Authorize(a) => {
@@ -82,7 +81,7 @@ pub(super) fn member(args: MemberArgs) -> anyhow::Result<()> {
             let m = run(&args.api, |c| async move {
                 c.authorize(t.network, t.node).await
             })?;
-            print(&output::authorized(&t.network.to_string(), &m))
+            print(&render::authorized(&t.network.to_string(), &m))
         }
         MemberCommand::Deauthorize(d) => {
             let t = d.member;
@@ -116,14 +115,14 @@ pub(super) fn route(args: RouteArgs) -> anyhow::Result<()> {
             let route = run(&args.api, |c| async move {
                 c.add_route(add.network, target, via).await
             })?;
-            print(&format!("added route {}\n", output::route_text(&route)))
+            print(&format!("added route {}\n", render::route_text(&route)))
         }
         RouteCommand::Remove(remove) => {
             let target = parse_route_target(&remove.target)?;
             let route = run(&args.api, |c| async move {
                 c.remove_route(remove.network, target).await
             })?;
-            print(&format!("removed route {}\n", output::route_text(&route)))
+            print(&format!("removed route {}\n", render::route_text(&route)))
         }
     }
 }
@@ -141,7 +140,7 @@ pub(super) fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
                 "replica {} at {} is a voter of the cluster\n{}",
                 add.id,
                 add.address.trim(),
-                output::replica_table(&view)
+                render::replica_table(&view)
             ))
         }
         ReplicaCommand::Remove(remove) => {
@@ -153,7 +152,7 @@ pub(super) fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
                 "removed replica {}; stop its `meshd controller run` (its data directory is no \
                  longer needed)\n{}",
                 remove.id,
-                output::replica_table(&view)
+                render::replica_table(&view)
             ))
         }
         ReplicaCommand::List(list) => {
@@ -161,7 +160,7 @@ pub(super) fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
             if list.json {
                 print_json(&view)
             } else {
-                print(&output::replica_table(&view))
+                print(&render::replica_table(&view))
             }
         }
     }
@@ -227,18 +226,6 @@ fn client(api: &ApiArgs) -> anyhow::Result<AdminClient> {
         ),
     };
     Ok(AdminClient::new(url, token)?)
-}
-
-pub(in crate::cli) fn print(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write to stdout")
-}
-
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
-    print(&format!("{text}\n"))
 }
 
 #[cfg(test)]

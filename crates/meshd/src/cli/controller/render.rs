@@ -5,6 +5,8 @@
 use meshd_controller::api::views::{MemberView, NetworkView, RouteView};
 use meshd_controller::replica::{ClusterView, ReplicaRole};
 
+use crate::cli::output::table;
+
 /// Printed for an absent value.
 const NONE: &str = "-";
 
@@ -202,28 +204,6 @@ pub(super) fn route_text(r: &RouteView) -> String {
         Some(g) => format!("{} via {} (gateway {g})", r.target, r.via),
         None => format!("{} via {}", r.target, r.via),
     }
-}
-
-/// Left-aligned columns, two spaces apart, no trailing blanks.
-pub(in crate::cli) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    std::iter::once(header)
-        .chain(rows)
-        .map(|row| {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:w$}"))
-                .collect();
-            format!("{}\n", line.join("  ").trim_end())
-        })
-        .collect()
 }
 
 fn or_none(s: &str) -> String {
