@@ -6,6 +6,7 @@
 //! layer only proves who the peer is.
 
 pub mod server;
+mod signed;
 
 pub use server::{endpoint, serve};
 

@@ -12,12 +12,14 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::signed::{self, SignedConfigs};
 use crate::controller::{Controller, WriteError};
 use crate::state::{Applied, Command, ControllerState, MAX_LOCAL_ENDPOINTS, RejectKind};
 use meshd_channel::protocol::{
@@ -54,15 +56,28 @@ pub fn endpoint(listen: SocketAddr, server_seed: &[u8; 32]) -> io::Result<quinn:
 /// Serves node connections on `endpoint` until it is closed. Each connection runs in a task
 /// of its own; closing the endpoint closes them all.
 pub async fn serve<C: Controller>(endpoint: quinn::Endpoint, controller: C) {
+    serve_signed(endpoint, controller, Arc::default()).await;
+}
+
+/// [`serve`], signing into `configs` (which a test can watch).
+pub(super) async fn serve_signed<C: Controller>(
+    endpoint: quinn::Endpoint,
+    controller: C,
+    configs: Arc<SignedConfigs>,
+) {
     if let Ok(local) = endpoint.local_addr() {
         info!(%local, "node channel listening");
     }
+    let _signer = AbortOnDrop(tokio::spawn(signed::run(
+        controller.clone(),
+        Arc::clone(&configs),
+    )));
     while let Some(incoming) = endpoint.accept().await {
-        let controller = controller.clone();
+        let (controller, configs) = (controller.clone(), Arc::clone(&configs));
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => connection(conn, controller).await,
+                Ok(conn) => connection(conn, controller, configs).await,
                 // Scanners and nodes with the wrong key type end here: not worth a warning.
                 Err(e) => debug!(%remote, error = %e, "node channel handshake failed"),
             }
@@ -95,7 +110,11 @@ impl From<FrameError> for End {
     }
 }
 
-async fn connection<C: Controller>(conn: quinn::Connection, controller: C) {
+async fn connection<C: Controller>(
+    conn: quinn::Connection,
+    controller: C,
+    configs: Arc<SignedConfigs>,
+) {
     let remote = conn.remote_address();
     let Some(ed25519) = tls::peer_ed25519(&conn) else {
         // The verifier admits Ed25519 keys only, so this is unreachable unless it changes.
@@ -156,8 +175,11 @@ async fn connection<C: Controller>(conn: quinn::Connection, controller: C) {
         }
     }));
 
+    let mut signed = configs.subscribe();
+    signed.borrow_and_update();
     let mut session = Session {
         controller,
+        configs,
         node,
         identity,
         // The QUIC connection's source port is the control socket's, not the data plane's:
@@ -186,6 +208,11 @@ async fn connection<C: Controller>(conn: quinn::Connection, controller: C) {
                 Some(Err(e)) => Err(End::from(e)),
             },
             changed = applied.changed() => match changed {
+                Ok(()) => session.refresh(&mut send).await,
+                Err(_) => Err(End::Shutdown),
+            },
+            // A config signed after the change that woke the branch above.
+            changed = signed.changed() => match changed {
                 Ok(()) => session.refresh(&mut send).await,
                 Err(_) => Err(End::Shutdown),
             },
@@ -274,6 +301,8 @@ impl Drop for AbortOnDrop {
 struct Session<C> {
     controller: C,
     node: NodeId,
+    /// Every network's config, signed once per revision for all connections.
+    configs: Arc<SignedConfigs>,
     identity: PublicIdentity,
     physical: Option<SocketAddr>,
     local: Vec<SocketAddr>,
@@ -374,11 +403,11 @@ impl<C: Controller> Session<C> {
     /// Pushes whatever changed for every followed network.
     async fn refresh(&mut self, send: &mut quinn::SendStream) -> Result<(), End> {
         let node = self.node;
-        let networks = &mut self.networks;
+        let (networks, configs) = (&mut self.networks, &self.configs);
         let out = self.controller.read(|state| {
             let mut out = Vec::new();
             for (network, tracked) in networks.iter_mut() {
-                out.extend(updates(state, *network, node, tracked));
+                out.extend(updates(state, configs, *network, node, tracked));
             }
             out
         });
@@ -394,9 +423,10 @@ impl<C: Controller> Session<C> {
         let Some(tracked) = self.networks.get_mut(&network) else {
             return Ok(());
         };
+        let configs = &self.configs;
         let out = self
             .controller
-            .read(|state| updates(state, network, node, tracked));
+            .read(|state| updates(state, configs, network, node, tracked));
         self.send_updates(out, send).await
     }
 
@@ -482,9 +512,11 @@ impl Tracked {
 /// `tracked` to what they say.
 ///
 /// Configs go out only when the revision is *newer* than what the node has: a replica that
-/// lags behind the one the node last talked to must not roll the node back.
+/// lags behind the one the node last talked to must not roll the node back. They go out as
+/// `configs` signed them; a revision not signed yet goes out when the signer says it is.
 fn updates(
     state: &ControllerState,
+    configs: &SignedConfigs,
     network: NetworkId,
     node: NodeId,
     tracked: &mut Tracked,
@@ -507,12 +539,14 @@ fn updates(
         return out;
     }
     status(JoinStatus::Ok, &mut out);
-    if net.revision > tracked.revision {
+    if net.revision > tracked.revision
+        && let Some(signed) = configs.get(network, net.revision)
+    {
         tracked.revision = net.revision;
         out.push(ControllerMessage::Config {
             network,
             revision: net.revision,
-            signed: net.signed_config().as_bytes().to_vec(),
+            signed: signed.to_vec(),
         });
     }
     out
@@ -583,15 +617,16 @@ mod tests {
         let network = nwid(6);
         let mut t = Tracked::new(0);
         let node = a.node_id();
+        let configs = SignedConfigs::default();
         // No network.
         assert_eq!(
-            updates(&state, network, node, &mut t),
+            updates(&state, &configs, network, node, &mut t),
             vec![ControllerMessage::Status {
                 network,
                 status: JoinStatus::NotFound
             }]
         );
-        assert!(updates(&state, network, node, &mut t).is_empty());
+        assert!(updates(&state, &configs, network, node, &mut t).is_empty());
         state.apply(&Command::CreateNetwork(spec(6))).unwrap();
         state
             .apply(&Command::MemberJoin {
@@ -603,7 +638,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            updates(&state, network, node, &mut t),
+            updates(&state, &configs, network, node, &mut t),
             vec![ControllerMessage::Status {
                 network,
                 status: JoinStatus::AccessDenied
@@ -616,21 +651,65 @@ mod tests {
                 at_ms: 3,
             })
             .unwrap();
-        let out = updates(&state, network, node, &mut t);
+        configs.sign(configs.stale(&state));
+        let out = updates(&state, &configs, network, node, &mut t);
         assert_eq!(out.len(), 2);
         assert!(
             matches!(out[1], ControllerMessage::Config { revision, .. } if revision == state.networks[&network].revision)
         );
-        assert!(updates(&state, network, node, &mut t).is_empty());
+        assert!(updates(&state, &configs, network, node, &mut t).is_empty());
         // A node that already holds the revision (or a newer one) gets no config.
         let mut holder = Tracked::new(state.networks[&network].revision + 5);
         assert_eq!(
-            updates(&state, network, node, &mut holder),
+            updates(&state, &configs, network, node, &mut holder),
             vec![ControllerMessage::Status {
                 network,
                 status: JoinStatus::Ok
             }]
         );
+    }
+
+    #[test]
+    fn a_revision_not_signed_yet_goes_out_once_it_is() {
+        let a = Identity::generate();
+        let mut state = ControllerState::default();
+        let network = nwid(7);
+        let node = a.node_id();
+        let configs = SignedConfigs::default();
+        state.apply(&Command::CreateNetwork(spec(7))).unwrap();
+        for cmd in [
+            Command::MemberJoin {
+                network,
+                identity: *a.public(),
+                physical: None,
+                local: vec![],
+                at_ms: 2,
+            },
+            Command::Authorize {
+                network,
+                node,
+                at_ms: 3,
+            },
+        ] {
+            state.apply(&cmd).unwrap();
+        }
+        let mut t = Tracked::new(0);
+        let ok = ControllerMessage::Status {
+            network,
+            status: JoinStatus::Ok,
+        };
+        // The status goes out at once; the config waits for its signature, and the node is
+        // not counted as having it meanwhile.
+        assert_eq!(updates(&state, &configs, network, node, &mut t), vec![ok]);
+        assert_eq!(t.revision, 0);
+        configs.sign(configs.stale(&state));
+        let revision = state.networks[&network].revision;
+        let out = updates(&state, &configs, network, node, &mut t);
+        assert!(
+            matches!(&out[..], [ControllerMessage::Config { revision: r, .. }] if *r == revision),
+            "{out:?}"
+        );
+        assert_eq!(t.revision, revision);
     }
 
     #[test]

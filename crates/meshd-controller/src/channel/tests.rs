@@ -491,3 +491,72 @@ async fn first_message_must_be_hello() {
         "{closed:?}"
     );
 }
+
+/// Four members follow a network; one change reaches all four as the same bytes, for one
+/// signature (each connection used to sign for itself, under the state lock).
+#[tokio::test]
+async fn a_change_is_signed_once_for_every_connection() {
+    let ctl = InMemoryController::default();
+    ctl.write(Command::CreateNetwork(spec(8))).await.unwrap();
+    let network = nwid(8);
+    let ep = endpoint("127.0.0.1:0".parse().unwrap(), &[42; 32]).unwrap();
+    let addr = ep.local_addr().unwrap();
+    let configs = Arc::new(signed::SignedConfigs::default());
+    tokio::spawn(server::serve_signed(
+        ep.clone(),
+        ctl.clone(),
+        Arc::clone(&configs),
+    ));
+
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let id = Identity::generate();
+        let mut c = ChannelClient::connect(addr, &id, 9993, vec![])
+            .await
+            .unwrap();
+        c.join(network, 0).await.unwrap();
+        assert_eq!(
+            next(&mut c).await,
+            status(network, JoinStatus::AccessDenied)
+        );
+        authorize(&ctl, network, id.node_id()).await;
+        clients.push((id, c));
+    }
+    // Everyone catches up with the newest revision.
+    let newest = ctl.read(|s| s.networks[&network].revision);
+    for (_, c) in &mut clients {
+        loop {
+            if let ControllerMessage::Config { revision, .. } = next(c).await
+                && revision == newest
+            {
+                break;
+            }
+        }
+    }
+    let before = configs.signatures();
+
+    let renamed = clients[0].0.node_id();
+    ctl.write(Command::RenameMember {
+        network,
+        node: renamed,
+        name: "renamed".into(),
+    })
+    .await
+    .unwrap();
+    let mut pushed = Vec::new();
+    for (_, c) in &mut clients {
+        let msg = next(c).await;
+        let cfg = verified(msg.clone(), network);
+        assert_eq!(cfg.member(renamed).unwrap().name, "renamed");
+        pushed.push(msg);
+    }
+    assert!(
+        pushed.windows(2).all(|w| w[0] == w[1]),
+        "the same bytes for all"
+    );
+    assert_eq!(
+        configs.signatures(),
+        before + 1,
+        "one signature for four connections"
+    );
+}
