@@ -11,7 +11,7 @@
 //! - [`ids`]: `NodeId` (40 bits) and `NetworkId` (64 bits) with their text forms.
 //! - [`identity`]: node key pairs (X25519 + Ed25519) and network signing keys.
 //! - [`addr`]: 6PLANE and RFC4193 address math, both ways.
-//! - [`config`]: the signed network config, its canonical encoding and diff.
+//! - [`config`]: the signed network config and its canonical encoding.
 //! - [`routes`]: the managed-routes table (destination → owner, and the source check).
 //! - [`wire`]: zero-copy parsing of every UDP message.
 //! - [`handshake`]: Noise IKpsk2 with mac1/mac2 and cookies.
@@ -40,7 +40,7 @@ pub mod sim;
 pub mod tunnel;
 pub mod wire;
 
-pub use config::{ConfigDiff, ManagedRoute, MemberConfig, NetworkConfig, SignedConfig};
+pub use config::{ManagedRoute, MemberConfig, NetworkConfig, SignedConfig};
 pub use identity::{Identity, NetworkKey, PublicIdentity};
 pub use ids::{IdError, NetworkId, NodeId};
 pub use routes::RouteTable;

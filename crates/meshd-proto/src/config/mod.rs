@@ -6,7 +6,6 @@
 //! one encoding ([`codec`]), which is what the controller signs ([`signed`]).
 
 pub mod codec;
-pub mod diff;
 pub mod signed;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -17,7 +16,6 @@ use crate::identity::PublicIdentity;
 use crate::{NetworkId, NodeId, addr};
 
 pub use codec::DecodeError;
-pub use diff::ConfigDiff;
 pub use signed::{SignedConfig, VerifyError};
 
 /// Default tunnel MTU: a 1500-byte underlay minus IPv6 (40) + UDP (8) + our 32 bytes.
