@@ -69,8 +69,9 @@ struct Moved {
     polled_us: AtomicU64,
 }
 
-/// The packets one packet worker moved ([`Dataplane::workers`](super::Dataplane::workers)).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The packets one packet worker moved ([`Dataplane::workers`](super::Dataplane::workers)),
+/// as `meshd status --json` shows them (`packet_workers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct WorkerPackets {
     /// Packets read from a TUN, sealed and handed to the socket.
     pub to_peers: u64,
@@ -79,6 +80,7 @@ pub struct WorkerPackets {
     /// Milliseconds the worker spent polling for packets instead of sleeping (see
     /// [`Dataplane::bind`](super::Dataplane::bind)'s `busy_poll`), wall-clock: the CPU it
     /// used is at most that, as it yields between polls.
+    #[serde(default)]
     pub busy_poll_ms: u64,
 }
 

@@ -465,9 +465,11 @@ impl Daemon {
                 view.mtu = Some(dp.mtu);
                 view.addresses = dp.addresses;
                 view.kernel_routes = dp.routes;
+                // Only the reasons that dropped something.
                 view.drops = dp
                     .drops
                     .into_iter()
+                    .filter(|&(_, n)| n > 0)
                     .map(|(reason, n)| (reason.to_owned(), n))
                     .collect();
             }

@@ -15,24 +15,23 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use ipnet::IpNet;
-use meshd_proto::tunnel::PeerStatus;
+pub use meshd_engine::{EngineError, NetworkStatus, WorkerPackets};
 use meshd_proto::{NetworkConfig, NetworkId};
-use serde::{Deserialize, Serialize};
 
 /// What the daemon drives. Implemented by the engine (meshd-engine) and, for the daemon's
 /// own tests and for builds without the engine, by [`NoDataplane`].
 ///
-/// Errors are one line meant for the user (`meshd status` shows them per network).
+/// The types are the engine's own: what it reports is what `meshd status` shows, and its
+/// errors (one line meant for the user) are shown per network.
 pub trait Dataplane: Send + Sync + 'static {
     /// Brings the network up on its first config: interface, addresses, routes, peers.
-    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>>;
+    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>>;
     /// Moves the network to a newer config (apply the difference).
-    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>>;
+    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>>;
     /// Tears the network down: peers, routes, addresses, interface.
-    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), String>>;
+    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), EngineError>>;
     /// What the network looks like right now; `None` when it is not up.
-    fn status(&self, nwid: NetworkId) -> Option<DataplaneStatus>;
+    fn status(&self, nwid: NetworkId) -> Option<NetworkStatus>;
     /// Whether packets really flow (false for [`NoDataplane`]); shown by `meshd status`.
     fn attached(&self) -> bool {
         true
@@ -44,50 +43,19 @@ pub trait Dataplane: Send + Sync + 'static {
     }
 }
 
-/// What one packet worker (a thread with its own UDP socket and TUN queues) moved since the
-/// daemon started, for every network together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct WorkerPackets {
-    /// Packets read from the TUNs, sealed and sent to peers.
-    pub to_peers: u64,
-    /// Packets received from peers, opened and written to the TUNs.
-    pub from_peers: u64,
-    /// Time the worker spent polling for packets instead of sleeping, in milliseconds
-    /// (`meshd daemon --busy-poll-us`): wall-clock time, so the CPU it used is at most
-    /// that (it yields between polls).
-    #[serde(default)]
-    pub busy_poll_ms: u64,
-}
-
-/// One network as the data plane has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataplaneStatus {
-    /// The TUN interface, e.g. `mesh-8056c2e21c`.
-    pub interface: String,
-    pub mtu: u16,
-    /// Addresses on the interface, with their prefix lengths.
-    pub addresses: Vec<IpNet>,
-    /// Kernel routes pointing at the interface.
-    pub routes: Vec<IpNet>,
-    /// Every peer of this network, sorted by node id.
-    pub peers: Vec<PeerStatus>,
-    /// Packets dropped on this network, by reason (stable snake-case names), zeros left out.
-    pub drops: Vec<(&'static str, u64)>,
-}
-
 /// A shared data plane is a data plane: lets a test keep a handle on the one it passes to
 /// [`super::run`].
 impl<D: Dataplane + ?Sized> Dataplane for Arc<D> {
-    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>> {
         (**self).join(cfg)
     }
-    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>> {
         (**self).update(cfg)
     }
-    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), String>> {
+    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), EngineError>> {
         (**self).leave(nwid)
     }
-    fn status(&self, nwid: NetworkId) -> Option<DataplaneStatus> {
+    fn status(&self, nwid: NetworkId) -> Option<NetworkStatus> {
         (**self).status(nwid)
     }
     fn attached(&self) -> bool {

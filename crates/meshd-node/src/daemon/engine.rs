@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use meshd_engine::dataplane::Dataplane as Engine;
 use meshd_proto::{Identity, NetworkConfig, NetworkId};
 
-use super::dataplane::{Dataplane, DataplaneStatus, WorkerPackets};
+use super::dataplane::{Dataplane, EngineError, NetworkStatus, WorkerPackets};
 
 pub struct EngineDataplane {
     engine: Engine,
@@ -28,45 +28,25 @@ impl EngineDataplane {
 }
 
 impl Dataplane for EngineDataplane {
-    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>> {
         let cfg = cfg.clone();
-        Box::pin(async move {
-            self.engine
-                .join(&self.identity, &cfg)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { self.engine.join(&self.identity, &cfg).await })
     }
 
-    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>> {
         let cfg = cfg.clone();
-        Box::pin(async move { self.engine.update(&cfg).await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.engine.update(&cfg).await })
     }
 
-    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.engine.leave(nwid).await.map_err(|e| e.to_string()) })
+    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.engine.leave(nwid).await })
     }
 
-    fn status(&self, nwid: NetworkId) -> Option<DataplaneStatus> {
-        self.engine.status(nwid).map(|s| DataplaneStatus {
-            interface: s.interface,
-            mtu: s.mtu,
-            addresses: s.addresses,
-            routes: s.routes,
-            peers: s.peers,
-            drops: s.drops.into_iter().filter(|&(_, n)| n > 0).collect(),
-        })
+    fn status(&self, nwid: NetworkId) -> Option<NetworkStatus> {
+        self.engine.status(nwid)
     }
 
     fn workers(&self) -> Vec<WorkerPackets> {
-        self.engine
-            .workers()
-            .into_iter()
-            .map(|w| WorkerPackets {
-                to_peers: w.to_peers,
-                from_peers: w.from_peers,
-                busy_poll_ms: w.busy_poll_ms,
-            })
-            .collect()
+        self.engine.workers()
     }
 }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use futures::future::BoxFuture;
+use meshd_engine::Offloads;
 use meshd_proto::{NetworkConfig, NetworkId, NodeId};
 
-use super::dataplane::{Dataplane, DataplaneStatus};
+use super::dataplane::{Dataplane, EngineError, NetworkStatus};
 
 /// What a [`NoDataplane`] was asked to do, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,7 @@ pub enum DataplaneCall {
 pub struct NoDataplane {
     node: NodeId,
     calls: Mutex<Vec<DataplaneCall>>,
-    plans: Mutex<BTreeMap<NetworkId, DataplaneStatus>>,
+    plans: Mutex<BTreeMap<NetworkId, NetworkStatus>>,
 }
 
 impl NoDataplane {
@@ -46,19 +47,20 @@ impl NoDataplane {
             .clone()
     }
 
-    fn plan(&self, cfg: &NetworkConfig) -> DataplaneStatus {
+    fn plan(&self, cfg: &NetworkConfig) -> NetworkStatus {
         let plan = meshd_engine::plan(cfg, self.node);
-        DataplaneStatus {
+        NetworkStatus {
             interface: plan.name,
             mtu: plan.mtu,
             addresses: plan.addresses.into_iter().collect(),
             routes: plan.routes.into_iter().collect(),
             peers: Vec::new(),
             drops: Vec::new(),
+            offloads: Offloads::default(),
         }
     }
 
-    fn record(&self, call: DataplaneCall, plan: Option<(NetworkId, DataplaneStatus)>) {
+    fn record(&self, call: DataplaneCall, plan: Option<(NetworkId, NetworkStatus)>) {
         self.calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -77,7 +79,7 @@ impl NoDataplane {
 }
 
 impl Dataplane for NoDataplane {
-    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+    fn join(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>> {
         let call = DataplaneCall::Join {
             network: cfg.network_id,
             revision: cfg.revision,
@@ -86,7 +88,7 @@ impl Dataplane for NoDataplane {
         Box::pin(async { Ok(()) })
     }
 
-    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), String>> {
+    fn update(&self, cfg: &NetworkConfig) -> BoxFuture<'_, Result<(), EngineError>> {
         let call = DataplaneCall::Update {
             network: cfg.network_id,
             revision: cfg.revision,
@@ -95,12 +97,12 @@ impl Dataplane for NoDataplane {
         Box::pin(async { Ok(()) })
     }
 
-    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), String>> {
+    fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), EngineError>> {
         self.record(DataplaneCall::Leave { network: nwid }, None);
         Box::pin(async { Ok(()) })
     }
 
-    fn status(&self, nwid: NetworkId) -> Option<DataplaneStatus> {
+    fn status(&self, nwid: NetworkId) -> Option<NetworkStatus> {
         self.plans
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
