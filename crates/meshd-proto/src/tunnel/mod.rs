@@ -1,16 +1,23 @@
 //! One node's state machine for one network: handshakes, sessions, routing, timers.
 //!
 //! Call order (sans-IO, as quinn-proto's `Connection`):
-//! 1. [`Tunnel::new`], then [`Tunnel::apply_config`] with every verified config revision.
-//! 2. Inside → outside: [`Tunnel::encapsulate`] an IP packet read from the TUN into a buffer
-//!    and send it to the returned address; or it is queued while a handshake runs.
-//! 3. Outside → inside: [`Tunnel::handle_outside`] each UDP datagram; a returned
-//!    [`Incoming::Packet`] goes to the TUN, already source-checked.
+//! 1. [`Tunnel::new`], then [`Tunnel::apply_config`] with every verified config revision,
+//!    and [`Tunnel::connect_all`] to reach every peer at once.
+//! 2. Inside → outside, for each IP packet read from the TUN into a buffer at
+//!    [`DATA_HEADER_LEN`](crate::wire::DATA_HEADER_LEN), with room for the tag after it:
+//!    [`Tunnel::prepare_in_place`] routes it and either queues it while a handshake runs
+//!    ([`Prepared::Queued`]) or takes a counter and writes the header ([`Prepared::Ready`]);
+//!    then [`Seal::seal`](crate::session::Seal::seal) seals it where it lies, and the
+//!    datagram goes to the destination returned.
+//! 3. Outside → inside, for each UDP datagram: [`Tunnel::begin_outside`] handles all but a
+//!    direct data message in full ([`Begun::Handled`]); a data message comes back as a
+//!    [`Begun::Data`] job: [`DataJob::open`] it, then hand the result to
+//!    [`Tunnel::finish_data`]. An [`Incoming::Packet`] from either goes to the TUN, already
+//!    source-checked.
 //!
-//! Steps 2 and 3 also come in parts, so that an engine running several threads on one tunnel
-//! does the cipher work without holding it: [`Tunnel::prepare_in_place`] then
-//! [`Seal::seal`](crate::session::Seal::seal); [`Tunnel::begin_outside`], then
-//! [`DataJob::open`], then [`Tunnel::finish_data`].
+//!    Sealing and opening need no access to the tunnel, so an engine running several
+//!    threads on one tunnel does the cipher work without holding it. The engine, the
+//!    simulator, the benches and the fuzz targets all make these same calls.
 //! 4. Call [`Tunnel::handle_timeout`] when [`Tunnel::poll_timeout`] is due.
 //! 5. After each call, drain [`Tunnel::poll_transmit`] (handshakes, keepalives, probes, queued
 //!    packets) and [`Tunnel::poll_event`].
@@ -47,7 +54,7 @@ use zeroize::Zeroizing;
 pub use counters::{DropReason, TunnelStats};
 use handshake::{Clock, LoadMeter};
 pub use inbound::{Begun, DataJob, Incoming};
-pub use outbound::{Encapsulated, Prepared};
+pub use outbound::Prepared;
 pub use paths::{PathTime, ScanReport};
 use peer::Peer;
 pub use peer::{MAX_QUEUED, PeerStatus};

@@ -24,65 +24,13 @@ pub enum Prepared {
     Queued { peer: NodeId },
 }
 
-/// Result of [`Tunnel::encapsulate`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encapsulated {
-    /// `out[..len]` is ready to send to `destination`.
-    Ready {
-        peer: NodeId,
-        destination: SocketAddr,
-        len: usize,
-    },
-    /// Held until the handshake with `peer` completes.
-    Queued { peer: NodeId },
-}
-
 impl Tunnel {
-    /// Routes an IP packet read from the TUN: seals it into `out` for the peer owning its
-    /// destination, or queues it while a handshake runs.
-    pub fn encapsulate(
-        &mut self,
-        now: Instant,
-        packet: &[u8],
-        out: &mut [u8],
-    ) -> Result<Encapsulated, DropReason> {
-        let result = self
-            .route(packet)
-            .and_then(|peer| self.encapsulate_to(now, peer, packet, out));
-        result.inspect_err(|r| self.stats.count(*r))
-    }
-
-    /// [`Tunnel::encapsulate`] without the copy: the packet already sits in
-    /// `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` (an engine reads the TUN at that offset)
-    /// and `buf` has [`wire::TAG_LEN`] spare bytes after it. Seals it there, so `buf[..len]`
-    /// of the returned [`Encapsulated::Ready`] is the datagram; a packet queued behind a
-    /// handshake is copied into the queue.
-    pub fn encapsulate_in_place(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<Encapsulated, DropReason> {
-        match self.prepare_in_place(now, buf, len)? {
-            Prepared::Queued { peer } => Ok(Encapsulated::Queued { peer }),
-            Prepared::Ready {
-                peer,
-                destination,
-                seal,
-            } => {
-                let len = sealed(seal, buf).inspect_err(|r| self.stats.count(*r))?;
-                Ok(Encapsulated::Ready {
-                    peer,
-                    destination,
-                    len,
-                })
-            }
-        }
-    }
-
-    /// The first part of [`Tunnel::encapsulate_in_place`]: routes the packet, and either
-    /// queues it or takes a counter on the peer's session and writes the header; the
-    /// returned [`Seal`] does the cipher work. Drops are counted here.
+    /// Routes an IP packet read from the TUN to the peer owning its destination. The packet
+    /// already sits in `buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len]` (an engine reads the
+    /// TUN at that offset) and `buf` has [`wire::TAG_LEN`] spare bytes after it. Either
+    /// queues it (copied) while a handshake with the peer runs, or takes a counter on the
+    /// peer's session and writes the header; the returned [`Seal`] then seals the packet
+    /// where it lies, without access to the tunnel. Drops are counted here.
     pub fn prepare_in_place(
         &mut self,
         now: Instant,
@@ -123,31 +71,6 @@ impl Tunnel {
         }
     }
 
-    /// Seals `packet` for `peer` into `out` (which needs [`wire::DATA_OVERHEAD`] spare bytes).
-    pub fn encapsulate_to(
-        &mut self,
-        now: Instant,
-        peer_id: NodeId,
-        packet: &[u8],
-        out: &mut [u8],
-    ) -> Result<Encapsulated, DropReason> {
-        let len = packet.len();
-        if out.len() < len + wire::DATA_OVERHEAD {
-            return Err(DropReason::PacketTooLarge);
-        }
-        if self.queues_for(now, peer_id)? {
-            return self.queue(now, peer_id, packet);
-        }
-        out[wire::DATA_HEADER_LEN..wire::DATA_HEADER_LEN + len].copy_from_slice(packet);
-        let (destination, seal) = self.reserve(now, peer_id, out, len)?;
-        let len = sealed(seal, out)?;
-        Ok(Encapsulated::Ready {
-            peer: peer_id,
-            destination,
-            len,
-        })
-    }
-
     /// Whether packets for `peer_id` wait for a handshake (no usable session).
     fn queues_for(&self, now: Instant, peer_id: NodeId) -> Result<bool, DropReason> {
         let peer = self.peers.get(&peer_id).ok_or(DropReason::NoRoute)?;
@@ -155,12 +78,7 @@ impl Tunnel {
     }
 
     /// Holds `packet` until the handshake with `peer_id` completes, starting one if none runs.
-    fn queue(
-        &mut self,
-        now: Instant,
-        peer_id: NodeId,
-        packet: &[u8],
-    ) -> Result<Encapsulated, DropReason> {
+    fn queue(&mut self, now: Instant, peer_id: NodeId, packet: &[u8]) -> Result<(), DropReason> {
         let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
         if peer.queue.len() >= MAX_QUEUED {
             return Err(DropReason::QueueFull);
@@ -169,7 +87,7 @@ impl Tunnel {
         if peer.pending.is_none() {
             self.initiate(now, peer_id);
         }
-        Ok(Encapsulated::Queued { peer: peer_id })
+        Ok(())
     }
 
     /// Takes a counter on the current session for `buf[DATA_HEADER_LEN..DATA_HEADER_LEN +
@@ -195,26 +113,6 @@ impl Tunnel {
             self.initiate(now, peer_id);
         }
         Ok((destination, seal))
-    }
-
-    /// Convenience for callers without their own buffers (the simulator, control traffic):
-    /// routes and seals `packet` and queues the datagram for [`Tunnel::poll_transmit`].
-    pub fn send(&mut self, now: Instant, packet: &[u8]) -> Result<(), DropReason> {
-        let mut out = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
-        if let Encapsulated::Ready {
-            peer,
-            destination,
-            len,
-        } = self.encapsulate(now, packet, &mut out)?
-        {
-            out.truncate(len);
-            self.transmits.push_back(Transmit {
-                destination,
-                peer: Some(peer),
-                bytes: out,
-            });
-        }
-        Ok(())
     }
 
     /// Seals a small message on the current session and queues it for transmission.
@@ -267,12 +165,6 @@ fn is_multicast_or_broadcast(dst: std::net::IpAddr) -> bool {
     dst.is_multicast() || dst == std::net::IpAddr::V4(std::net::Ipv4Addr::BROADCAST)
 }
 
-/// Seals what [`Tunnel::reserve`] set up; the cipher refusing the buffer is the session's
-/// drop, as when sealing was one call.
-fn sealed(seal: Seal, buf: &mut [u8]) -> Result<usize, DropReason> {
-    seal.seal(buf).map_err(|_| DropReason::SessionExpired)
-}
-
 /// WireGuard's rule: the initiator rekeys when the session is old; the responder waits a
 /// little longer so both sides do not start handshakes at once.
 fn wants_rekey_on_send(s: &Session, now: Instant) -> bool {
@@ -288,13 +180,12 @@ fn wants_rekey_on_send(s: &Session, now: Instant) -> bool {
 mod tests {
     use std::time::Duration;
 
-    use super::{DropReason, Encapsulated};
+    use super::{DropReason, Prepared};
     use crate::sim::{self, LinkModel, Simulation};
-    use crate::tunnel::Incoming;
     use crate::wire;
 
     #[test]
-    fn encapsulate_in_place_seals_where_the_packet_lies() {
+    fn prepare_in_place_and_seal_work_where_the_packet_lies() {
         let mut sim = Simulation::new(2, LinkModel::default(), 11);
         let packet = sim::ipv4_packet(sim.nodes[0].ipv4, sim.nodes[1].ipv4, &[0x5a; 100]);
         let mut buf = vec![0u8; wire::DATA_OVERHEAD + packet.len()];
@@ -304,11 +195,8 @@ mod tests {
         let now = sim.now;
         let queued = sim.nodes[0]
             .tunnel
-            .encapsulate_in_place(now, &mut buf.clone(), packet.len());
-        assert!(
-            matches!(queued, Ok(Encapsulated::Queued { .. })),
-            "{queued:?}"
-        );
+            .prepare_in_place(now, &mut buf.clone(), packet.len());
+        assert!(matches!(queued, Ok(Prepared::Queued { .. })), "{queued:?}");
         while let Some(t) = sim.nodes[0].tunnel.poll_transmit() {
             sim.put_on_wire(sim::Datagram {
                 from: sim.nodes[0].address,
@@ -321,28 +209,27 @@ mod tests {
 
         // With a session: sealed in place, and node 1 opens exactly the packet.
         let now = sim.now;
-        let Ok(Encapsulated::Ready { len, .. }) =
+        let Ok(Prepared::Ready { seal, .. }) =
             sim.nodes[0]
                 .tunnel
-                .encapsulate_in_place(now, &mut buf, packet.len())
+                .prepare_in_place(now, &mut buf, packet.len())
         else {
             panic!("an established session seals");
         };
+        let len = seal.seal(&mut buf).unwrap();
         assert_eq!(len, buf.len());
-        let from = sim.nodes[0].address;
-        match sim.nodes[1]
-            .tunnel
-            .handle_outside(now, from, &mut buf[..len])
-        {
-            Ok(Incoming::Packet { packet: opened, .. }) => assert_eq!(opened, &packet[..]),
+        let (from, to) = (sim.nodes[0].address, sim.nodes[1].address);
+        let bytes = buf[..len].to_vec();
+        match sim.inject(sim::Datagram { from, to, bytes }) {
+            Some(Ok(true)) => assert_eq!(sim.nodes[1].received.last().unwrap().1, packet),
             other => panic!("{other:?}"),
         }
 
         // Too little room for the tag, or a length past the buffer: counted, never a panic.
         let short = &mut vec![0u8; wire::DATA_OVERHEAD + packet.len() - 1];
         for (buf, len) in [(short, packet.len()), (&mut vec![0u8; 8], usize::MAX)] {
-            let r = sim.nodes[0].tunnel.encapsulate_in_place(now, buf, len);
-            assert_eq!(r, Err(DropReason::PacketTooLarge));
+            let r = sim.nodes[0].tunnel.prepare_in_place(now, buf, len);
+            assert!(matches!(r, Err(DropReason::PacketTooLarge)), "{r:?}");
         }
         assert_eq!(
             sim.nodes[0]
