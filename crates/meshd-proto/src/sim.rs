@@ -217,14 +217,31 @@ impl Simulation {
 
     /// Sends a raw IP packet from node `from`'s TUN.
     pub fn send_packet(&mut self, from: usize, packet: &[u8]) -> Result<(), DropReason> {
+        let sealed = self.seal_packet(from, packet)?;
+        // What preparing sent (a handshake the packet started, or a rekey) goes first.
+        self.collect(from);
+        if let Some((destination, bytes)) = sealed {
+            self.put_from(from, destination, bytes);
+        }
+        Ok(())
+    }
+
+    /// Seals a raw IP packet from node `from`'s TUN as the engine does, and returns the
+    /// datagram and where it goes without putting it on the wire; `None` if the packet was
+    /// queued behind a handshake. Anything else the tunnel sends waits for the next call.
+    pub fn seal_packet(
+        &mut self,
+        from: usize,
+        packet: &[u8],
+    ) -> Result<Option<(SocketAddr, Vec<u8>)>, DropReason> {
         let now = self.now;
         // Where the engine reads a packet from the TUN: after room for the header, with room
         // for the tag.
         let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
         buf[wire::DATA_HEADER_LEN..][..packet.len()].copy_from_slice(packet);
         let tunnel = &mut self.nodes[from].tunnel;
-        let sealed = match tunnel.prepare_in_place(now, &mut buf, packet.len())? {
-            Prepared::Queued { .. } => None,
+        match tunnel.prepare_in_place(now, &mut buf, packet.len())? {
+            Prepared::Queued { .. } => Ok(None),
             Prepared::Ready {
                 destination, seal, ..
             } => {
@@ -233,15 +250,9 @@ impl Simulation {
                     .seal(&mut buf)
                     .map_err(|_| DropReason::SessionExpired)?;
                 buf.truncate(len);
-                Some((destination, buf))
+                Ok(Some((destination, buf)))
             }
-        };
-        // What preparing sent (a handshake the packet started, or a rekey) goes first.
-        self.collect(from);
-        if let Some((destination, bytes)) = sealed {
-            self.put_from(from, destination, bytes);
         }
-        Ok(())
     }
 
     /// Moves node `i`'s outgoing datagrams onto the wire.

@@ -246,7 +246,6 @@ mod tests {
 
     use super::{Begun, DropReason, Incoming};
     use crate::sim::{self, LinkModel, Simulation};
-    use crate::tunnel::Prepared;
     use crate::wire;
 
     /// Two nodes with a session from 0 to 1, and a sealed data message from 0 to 1.
@@ -255,19 +254,10 @@ mod tests {
         sim.send(0, 1, b"first").unwrap();
         sim.run_for(Duration::from_millis(100));
         let packet = sim::ipv4_packet(sim.nodes[0].ipv4, sim.nodes[1].ipv4, &[0xa5; 200]);
-        let mut buf = vec![0u8; wire::DATA_OVERHEAD + packet.len()];
-        buf[wire::DATA_HEADER_LEN..][..packet.len()].copy_from_slice(&packet);
-        let now = sim.now;
-        let Ok(Prepared::Ready { seal, .. }) =
-            sim.nodes[0]
-                .tunnel
-                .prepare_in_place(now, &mut buf, packet.len())
-        else {
-            panic!("an established session prepares");
+        let Ok(Some((_, datagram))) = sim.seal_packet(0, &packet) else {
+            panic!("an established session seals");
         };
-        let len = seal.seal(&mut buf).unwrap();
-        buf.truncate(len);
-        (sim, buf, packet)
+        (sim, datagram, packet)
     }
 
     /// begin_outside, DataJob::open and finish_data, as an engine runs them.
