@@ -1,10 +1,11 @@
 //! The per-packet path in process, as the data plane runs it, with and without the cipher.
 //!
-//! * `per_packet/outbound/<cipher>/<size>`: [`Tunnel::encapsulate_in_place`] on one IPv4
-//!   packet lying in a TUN read slot: managed-route lookup, session choice, counter, frame
-//!   and seal, no copy.
-//! * `per_packet/inbound/<cipher>/<size>`: [`Tunnel::handle_outside`] on one datagram:
-//!   parse, session lookup, replay window, open, and the source-address check.
+//! * `per_packet/outbound/<cipher>/<size>`: `Tunnel::prepare_in_place` and `Seal::seal` on
+//!   one IPv4 packet lying in a TUN read slot: managed-route lookup, session choice,
+//!   counter, frame and seal, no copy.
+//! * `per_packet/inbound/<cipher>/<size>`: `Tunnel::begin_outside`, `DataJob::open` and
+//!   `Tunnel::finish_data` on one datagram: parse, session lookup, replay window, open, and
+//!   the source-address check.
 //!
 //! `<cipher>` is `chacha20poly1305` (ring, as the node runs) or `null` (feature
 //! `null-crypto`: a zero tag and no encryption), so `chacha20poly1305 - null` is what the
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use meshd_benches::TunnelPair;
-use meshd_proto::tunnel::{Encapsulated, Incoming};
+use meshd_proto::tunnel::{Begun, Incoming, Prepared};
 use meshd_proto::wire;
 
 /// The packet of the netns benchmark's UDP row (20 IP + 8 UDP + 64 payload bytes), and a
@@ -55,9 +56,9 @@ fn slot(packet: &[u8]) -> Vec<u8> {
 }
 
 fn seal(pair: &mut TunnelPair, buf: &mut [u8], len: usize) -> usize {
-    match pair.sender.encapsulate_in_place(pair.now, buf, len) {
-        Ok(Encapsulated::Ready { len, .. }) => len,
-        other => panic!("the session is established, yet encapsulation gave {other:?}"),
+    match pair.sender.prepare_in_place(pair.now, buf, len) {
+        Ok(Prepared::Ready { seal, .. }) => seal.seal(buf).expect("a prepared slot seals"),
+        other => panic!("the session is established, yet preparing gave {other:?}"),
     }
 }
 
@@ -103,7 +104,13 @@ fn inbound(c: &mut Criterion) {
                         let (now, from) = (pair.now, pair.sender_address);
                         let start = Instant::now();
                         for d in &mut chunk[..k] {
-                            match pair.receiver.handle_outside(now, from, black_box(d)) {
+                            let d = black_box(d);
+                            let receiver = &mut pair.receiver;
+                            let Ok(Begun::Data(job)) = receiver.begin_outside(now, from, d) else {
+                                panic!("a sealed packet is not a data job");
+                            };
+                            let opened = job.open(d);
+                            match receiver.finish_data(now, from, d, job, opened) {
                                 Ok(Incoming::Packet { packet, .. }) => {
                                     assert_eq!(packet.len(), size);
                                 }

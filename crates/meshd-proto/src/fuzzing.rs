@@ -5,7 +5,9 @@
 //! - [`config()`]: a config that decodes re-encodes to exactly the same bytes (one encoding per
 //!   config is what makes signatures over it meaningful).
 //! - [`responder()`]: a node's [`Tunnel`] fed untrusted datagrams, as the fixed responder of a
-//!   two-member network.
+//!   two-member network, through the calls an engine's packet workers make: every drop is
+//!   counted under the reason the tunnel gives, and of two copies of a datagram raced through
+//!   at once, one at most comes out as a packet.
 //!
 //! The fixed identities make a committed seed useful across runs: [`responder_seed_initiation`]
 //! is a real initiation to the fixed responder, with a correct mac1, so the fuzzer starts past
@@ -28,7 +30,7 @@ use crate::config::{ManagedRoute, MemberConfig, NetworkConfig, SignedConfig, cod
 use crate::handshake::{self, InitiationParams, MacKeys};
 use crate::session::Session;
 use crate::sim::ipv4_packet;
-use crate::tunnel::{Begun, Incoming, Tunnel};
+use crate::tunnel::{Begun, DataJob, DropReason, Incoming, Tunnel, TunnelStats};
 use crate::wire::{self, Message};
 use crate::{Identity, NetworkKey, RouteTable, addr};
 
@@ -58,7 +60,7 @@ pub const FRAME_PROBE: u8 = 1;
 pub const FRAME_RAW: u8 = 2;
 pub const FRAME_REPLAY: u8 = 3;
 pub const FRAME_RELAYED: u8 = 4;
-pub const FRAME_IN_PARTS: u8 = 8;
+pub const FRAME_RACED: u8 = 8;
 
 /// The fixed network both identities are members of.
 #[derive(Debug)]
@@ -169,7 +171,9 @@ pub fn config(data: &[u8]) {
     let _ = SignedConfig::from_bytes(data.to_vec()).verify(fixture().network_key.network_id());
 }
 
-/// Target `responder`: the fixed responder's tunnel, fed untrusted datagrams from [`FROM`].
+/// Target `responder`: the fixed responder's tunnel, fed untrusted datagrams from [`FROM`]
+/// as an engine's packet workers hand them over ([`Tunnel::begin_outside`],
+/// [`DataJob::open`], [`Tunnel::finish_data`]).
 ///
 /// 1. The whole input is one datagram to a fresh tunnel.
 /// 2. Then, on another fresh tunnel, the first byte is a control byte and the rest is up to
@@ -179,10 +183,9 @@ pub fn config(data: &[u8]) {
 ///      frame is then `selector | payload`, where selector bits 0-1 pick [`FRAME_DATA`] or
 ///      [`FRAME_PROBE`] (payload sealed on the session), [`FRAME_RAW`] (payload sent as is) or
 ///      [`FRAME_REPLAY`] (the previous datagram again), bit 2 ([`FRAME_RELAYED`]) wraps
-///      the datagram in a relay envelope, and bit 3 ([`FRAME_IN_PARTS`]) hands it to the
-///      tunnel as an engine's packet workers do ([`Tunnel::begin_outside`],
-///      [`DataJob::open`](crate::tunnel::DataJob::open), [`Tunnel::finish_data`]). Without
-///      the session bit each frame is a raw datagram;
+///      the datagram in a relay envelope, and bit 3 ([`FRAME_RACED`]) hands two copies of it
+///      to the tunnel as two packet workers would, both begun before either finishes.
+///      Without the session bit each frame is a raw datagram;
 ///    - bits 4-7: seconds to advance before a last `handle_timeout` (keepalives, probes).
 pub fn responder(data: &[u8]) {
     let _ = run_responder(data);
@@ -203,14 +206,8 @@ fn run_responder(data: &[u8]) -> Reached {
     let mut reached = Reached::default();
     let mut t = fx.tunnel(now);
     let mut datagram = data.to_vec();
-    let whole = outcome(t.handle_outside(now, FROM, &mut datagram));
+    reached.note(&receive(&mut t, now, &mut datagram));
     reached.drain(&mut t);
-    // The same datagram in parts, on a tunnel in the same state, ends the same way.
-    let mut t = fx.tunnel(now);
-    let mut datagram = data.to_vec();
-    let parts = in_parts(&mut t, now, &mut datagram);
-    assert_eq!(whole, parts, "handle_outside and the parts disagree");
-    reached.packets += usize::from(matches!(whole, Ok(Some(_))));
 
     let Some((&ctrl, rest)) = data.split_first() else {
         return reached;
@@ -220,7 +217,7 @@ fn run_responder(data: &[u8]) -> Reached {
         t.set_under_load(ctrl & CTRL_UNDER_LOAD != 0);
         for frame in frames(rest) {
             let mut datagram = frame.to_vec();
-            reached.note(t.handle_outside(now, FROM, &mut datagram));
+            reached.note(&receive(&mut t, now, &mut datagram));
             reached.drain(&mut t);
         }
     } else if let Some(mut session) = handshake_as_initiator(&mut t, now, &mut reached) {
@@ -241,11 +238,12 @@ fn run_responder(data: &[u8]) -> Reached {
                 datagram = wire::relay_envelope(to, from, &datagram);
             }
             previous.clone_from(&datagram);
-            if selector & FRAME_IN_PARTS != 0 {
-                let packet = in_parts(&mut t, now, &mut datagram);
-                reached.packets += usize::from(matches!(packet, Ok(Some(_))));
+            if selector & FRAME_RACED != 0 {
+                raced(&mut t, now, &datagram)
+                    .iter()
+                    .for_each(|outcome| reached.note(outcome));
             } else {
-                reached.note(t.handle_outside(now, FROM, &mut datagram));
+                reached.note(&receive(&mut t, now, &mut datagram));
             }
             reached.drain(&mut t);
         }
@@ -255,34 +253,82 @@ fn run_responder(data: &[u8]) -> Reached {
     reached
 }
 
-/// What a datagram came to, comparably: the packet it yielded (`None`: handled), or the drop.
-fn outcome(
-    r: Result<Incoming<'_>, crate::tunnel::DropReason>,
-) -> Result<Option<Vec<u8>>, crate::tunnel::DropReason> {
-    r.map(|incoming| match incoming {
-        Incoming::Packet { packet, .. } => Some(packet.to_vec()),
-        Incoming::Handled => None,
-    })
+/// What a datagram came to: the packet it yielded (`None`: handled), or the drop.
+type Outcome = Result<Option<Vec<u8>>, DropReason>;
+
+/// What [`Tunnel::begin_outside`] left to do with a datagram.
+enum Step {
+    Open(DataJob),
+    Done(Outcome),
 }
 
-/// One datagram through the tunnel the way an engine's packet workers hand it over.
-fn in_parts(
-    t: &mut Tunnel,
-    now: Instant,
-    datagram: &mut [u8],
-) -> Result<Option<Vec<u8>>, crate::tunnel::DropReason> {
-    match t.begin_outside(now, FROM, datagram)? {
-        Begun::Handled(incoming) => outcome(Ok(incoming)),
-        Begun::Data(job) => {
+fn begin(t: &mut Tunnel, now: Instant, datagram: &mut [u8]) -> Step {
+    match t.begin_outside(now, FROM, datagram) {
+        Ok(Begun::Data(job)) => Step::Open(job),
+        Ok(Begun::Handled(incoming)) => Step::Done(Ok(packet(incoming))),
+        Err(reason) => Step::Done(Err(reason)),
+    }
+}
+
+fn finish(t: &mut Tunnel, now: Instant, datagram: &mut [u8], step: Step) -> Outcome {
+    match step {
+        Step::Done(outcome) => outcome,
+        Step::Open(job) => {
             let opened = job.open(datagram);
-            outcome(t.finish_data(now, FROM, datagram, job, opened))
+            t.finish_data(now, FROM, datagram, job, opened).map(packet)
         }
     }
 }
 
+fn packet(incoming: Incoming<'_>) -> Option<Vec<u8>> {
+    match incoming {
+        Incoming::Packet { packet, .. } => Some(packet.to_vec()),
+        Incoming::Handled => None,
+    }
+}
+
+/// One datagram through the tunnel the way an engine's packet worker hands it over.
+fn receive(t: &mut Tunnel, now: Instant, datagram: &mut [u8]) -> Outcome {
+    let before = t.stats().clone();
+    let step = begin(t, now, datagram);
+    let outcome = finish(t, now, datagram, step);
+    assert_counted(&before, t.stats(), std::slice::from_ref(&outcome));
+    outcome
+}
+
+/// Two copies of `datagram` through the tunnel as two packet workers that received it at
+/// once: both are begun (checked against the replay window) before either finishes.
+fn raced(t: &mut Tunnel, now: Instant, datagram: &[u8]) -> [Outcome; 2] {
+    let before = t.stats().clone();
+    let (mut first, mut second) = (datagram.to_vec(), datagram.to_vec());
+    let steps = (begin(t, now, &mut first), begin(t, now, &mut second));
+    let outcomes = [
+        finish(t, now, &mut first, steps.0),
+        finish(t, now, &mut second, steps.1),
+    ];
+    assert_counted(&before, t.stats(), &outcomes);
+    assert!(
+        !outcomes.iter().all(|o| matches!(o, Ok(Some(_)))),
+        "both copies of a datagram came out as packets"
+    );
+    outcomes
+}
+
+/// Every drop among `outcomes` was counted under its reason between `before` and `after`.
+fn assert_counted(before: &TunnelStats, after: &TunnelStats, outcomes: &[Outcome]) {
+    for &reason in DropReason::ALL {
+        let given = outcomes.iter().filter(|o| **o == Err(reason)).count() as u64;
+        let counted = after.dropped(reason) - before.dropped(reason);
+        assert!(
+            counted >= given,
+            "{given} datagrams dropped as {reason}, {counted} counted"
+        );
+    }
+}
+
 impl Reached {
-    fn note(&mut self, incoming: Result<Incoming<'_>, crate::tunnel::DropReason>) {
-        if let Ok(Incoming::Packet { .. }) = incoming {
+    fn note(&mut self, outcome: &Outcome) {
+        if let Ok(Some(_)) = outcome {
             self.packets += 1;
         }
     }
@@ -364,7 +410,7 @@ pub fn responder_seed_initiation() -> Vec<u8> {
 /// Runs a handshake with `t` as the fixed initiator; returns the initiator's session.
 fn handshake_as_initiator(t: &mut Tunnel, now: Instant, reached: &mut Reached) -> Option<Session> {
     let (mut msg, state) = initiation();
-    t.handle_outside(now, FROM, &mut msg).ok()?;
+    receive(t, now, &mut msg).ok()?;
     let response = reached
         .drain(t)
         .into_iter()
@@ -402,14 +448,14 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let response = {
         let (mut msg, _) = initiation();
         let mut t = fx.tunnel(now);
-        let _ = t.handle_outside(now, FROM, &mut msg);
+        let _ = receive(&mut t, now, &mut msg);
         t.poll_transmit().expect("a handshake response").bytes
     };
     let cookie_reply = {
         let (mut msg, _) = initiation();
         let mut t = fx.tunnel(now);
         t.set_under_load(true);
-        let _ = t.handle_outside(now, FROM, &mut msg);
+        let _ = receive(&mut t, now, &mut msg);
         t.poll_transmit().expect("a cookie reply").bytes
     };
     let data = seal(&mut session, now, wire::TYPE_DATA, &packet);
@@ -438,10 +484,10 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         with(FRAME_PROBE, &probe),
         with(FRAME_REPLAY, &[]),
     ];
-    let in_parts_frames = [
-        with(FRAME_DATA | FRAME_IN_PARTS, &packet),
-        with(FRAME_REPLAY | FRAME_IN_PARTS, &[]),
-        with(FRAME_DATA | FRAME_IN_PARTS, &spoofed),
+    let raced_frames = [
+        with(FRAME_DATA | FRAME_RACED, &packet),
+        with(FRAME_REPLAY | FRAME_RACED, &[]),
+        with(FRAME_DATA | FRAME_RACED, &spoofed),
     ];
     let relayed_frames = [
         with(FRAME_DATA | FRAME_RELAYED, &v6),
@@ -501,8 +547,8 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         (
             "responder",
-            "session-in-parts-packet-replay-spoofed",
-            frame_refs(&in_parts_frames),
+            "session-raced-packet-replay-spoofed",
+            frame_refs(&raced_frames),
         ),
     ]
 }
@@ -599,8 +645,8 @@ mod tests {
             relayed.packets, 1,
             "the relayed v6 packet only: {relayed:?}"
         );
-        let in_parts = reached("session-in-parts-packet-replay-spoofed");
-        assert_eq!(in_parts.packets, 1, "not the replay, not the spoofed one");
+        let raced = reached("session-raced-packet-replay-spoofed");
+        assert_eq!(raced.packets, 1, "not the replay, not the spoofed one");
     }
 
     /// The committed corpus goes stale silently if the fixture or a format changes: regenerate

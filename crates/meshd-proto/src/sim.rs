@@ -2,7 +2,10 @@
 //! jitter (reordering) and loss from a seeded generator. No sockets, no threads.
 //!
 //! Used by the simulator tests and by `meshd simulate`. Every node runs the real
-//! [`Tunnel`] with real keys; only the wire and the clock are simulated.
+//! [`Tunnel`] with real keys, driven by the same calls as the engine's data plane
+//! ([`Tunnel::prepare_in_place`] and [`Seal::seal`](crate::session::Seal::seal) out,
+//! [`Tunnel::begin_outside`], [`DataJob::open`](crate::tunnel::DataJob::open) and
+//! [`Tunnel::finish_data`] in); only the wire and the clock are simulated.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -10,8 +13,8 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 
 use crate::config::{MemberConfig, NetworkConfig};
-use crate::tunnel::{DropReason, Incoming, Tunnel};
-use crate::{Identity, NetworkKey, NodeId};
+use crate::tunnel::{Begun, DropReason, Incoming, Prepared, Tunnel};
+use crate::{Identity, NetworkKey, NodeId, wire};
 
 /// Link behaviour between every pair of nodes.
 #[derive(Debug, Clone, Copy)]
@@ -214,24 +217,61 @@ impl Simulation {
 
     /// Sends a raw IP packet from node `from`'s TUN.
     pub fn send_packet(&mut self, from: usize, packet: &[u8]) -> Result<(), DropReason> {
-        let now = self.now;
-        self.nodes[from].tunnel.send(now, packet)?;
+        let sealed = self.seal_packet(from, packet)?;
+        // What preparing sent (a handshake the packet started, or a rekey) goes first.
         self.collect(from);
+        if let Some((destination, bytes)) = sealed {
+            self.put_from(from, destination, bytes);
+        }
         Ok(())
     }
 
-    /// Moves node `i`'s outgoing datagrams onto the wire, each from the node's address on
-    /// the path of its destination.
+    /// Seals a raw IP packet from node `from`'s TUN as the engine does, and returns the
+    /// datagram and where it goes without putting it on the wire; `None` if the packet was
+    /// queued behind a handshake. Anything else the tunnel sends waits for the next call.
+    pub fn seal_packet(
+        &mut self,
+        from: usize,
+        packet: &[u8],
+    ) -> Result<Option<(SocketAddr, Vec<u8>)>, DropReason> {
+        let now = self.now;
+        // Where the engine reads a packet from the TUN: after room for the header, with room
+        // for the tag.
+        let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
+        buf[wire::DATA_HEADER_LEN..][..packet.len()].copy_from_slice(packet);
+        let tunnel = &mut self.nodes[from].tunnel;
+        match tunnel.prepare_in_place(now, &mut buf, packet.len())? {
+            Prepared::Queued { .. } => Ok(None),
+            Prepared::Ready {
+                destination, seal, ..
+            } => {
+                // Refused only for a buffer shorter than prepare_in_place checked: never.
+                let len = seal
+                    .seal(&mut buf)
+                    .map_err(|_| DropReason::SessionExpired)?;
+                buf.truncate(len);
+                Ok(Some((destination, buf)))
+            }
+        }
+    }
+
+    /// Moves node `i`'s outgoing datagrams onto the wire.
     fn collect(&mut self, i: usize) {
         while let Some(t) = self.nodes[i].tunnel.poll_transmit() {
-            let path = self.path_of(t.destination).unwrap_or(0);
-            let d = Datagram {
-                from: self.nodes[i].addresses[path],
-                to: t.destination,
-                bytes: t.bytes,
-            };
-            self.put_on_wire(d);
+            self.put_from(i, t.destination, t.bytes);
         }
+    }
+
+    /// Puts a datagram from node `i` on the wire, from the node's address on the path of its
+    /// destination.
+    fn put_from(&mut self, i: usize, destination: SocketAddr, bytes: Vec<u8>) {
+        let path = self.path_of(destination).unwrap_or(0);
+        let d = Datagram {
+            from: self.nodes[i].addresses[path],
+            to: destination,
+            bytes,
+        };
+        self.put_on_wire(d);
     }
 
     /// The path an address of some node is on.
@@ -273,7 +313,16 @@ impl Simulation {
         let now = self.now;
         let mut bytes = d.bytes;
         let node = &mut self.nodes[i];
-        let out = match node.tunnel.handle_outside(now, d.from, &mut bytes) {
+        let incoming = match node.tunnel.begin_outside(now, d.from, &mut bytes) {
+            Ok(Begun::Handled(incoming)) => Ok(incoming),
+            Ok(Begun::Data(job)) => {
+                let opened = job.open(&mut bytes);
+                node.tunnel
+                    .finish_data(now, d.from, &mut bytes, job, opened)
+            }
+            Err(e) => Err(e),
+        };
+        let out = match incoming {
             Ok(Incoming::Packet { peer, packet }) => {
                 node.received.push((peer, packet.to_vec()));
                 Ok(true)
