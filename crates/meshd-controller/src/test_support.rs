@@ -1,8 +1,8 @@
 //! Fixtures shared by the crate's unit tests.
 
-use meshd_proto::{NetworkId, NetworkKey};
+use meshd_proto::{Identity, NetworkId, NetworkKey};
 
-use crate::state::NetworkSpec;
+use crate::state::{Command, ControllerState, NetworkSpec};
 
 /// A network created from a fixed key seed: small IPv4 pool (six hosts), a container pool
 /// with four /24s, both IPv6 modes on.
@@ -25,4 +25,29 @@ pub(crate) fn nwid(seed: u8) -> NetworkId {
     NetworkKey::from_seed(&[seed; 32])
         .expect("any seed is valid")
         .network_id()
+}
+
+/// `identity` joins `network` and is authorized, as a node and an admin would.
+pub(crate) fn authorized_member(
+    state: &mut ControllerState,
+    network: NetworkId,
+    identity: &Identity,
+) {
+    let join = Command::MemberJoin {
+        network,
+        identity: *identity.public(),
+        physical: None,
+        local: vec![],
+        at_ms: 2,
+    };
+    let authorize = Command::Authorize {
+        network,
+        node: identity.node_id(),
+        at_ms: 3,
+    };
+    for cmd in [join, authorize] {
+        state
+            .apply(&cmd)
+            .expect("a fresh member of an existing network");
+    }
 }

@@ -558,7 +558,7 @@ mod tests {
 
     use super::*;
     use crate::state::Rejected;
-    use crate::test_support::{nwid, spec};
+    use crate::test_support::{authorized_member, nwid, spec};
 
     #[test]
     fn join_verdicts() {
@@ -677,22 +677,7 @@ mod tests {
         let node = a.node_id();
         let configs = SignedConfigs::default();
         state.apply(&Command::CreateNetwork(spec(7))).unwrap();
-        for cmd in [
-            Command::MemberJoin {
-                network,
-                identity: *a.public(),
-                physical: None,
-                local: vec![],
-                at_ms: 2,
-            },
-            Command::Authorize {
-                network,
-                node,
-                at_ms: 3,
-            },
-        ] {
-            state.apply(&cmd).unwrap();
-        }
+        authorized_member(&mut state, network, &a);
         let mut t = Tracked::new(0);
         let ok = ControllerMessage::Status {
             network,

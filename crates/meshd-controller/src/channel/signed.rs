@@ -132,18 +132,11 @@ impl SignedConfigs {
                 ),
             }
         }
-        let mut configs = self.configs.write().unwrap_or_else(PoisonError::into_inner);
-        for (network, signed) in fresh {
-            // A newer revision may have been signed meanwhile by nobody else (one signer),
-            // but keep the rule explicit: never replace a newer signature with an older one.
-            let newer = configs
-                .get(&network)
-                .is_some_and(|s| s.revision > signed.revision);
-            if !newer {
-                configs.insert(network, signed);
-            }
-        }
-        drop(configs);
+        // One signer per `SignedConfigs` ([`run`]), so nothing newer was signed meanwhile.
+        self.configs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(fresh);
         self.signed.send_modify(|n| *n += 1);
     }
 }
@@ -167,7 +160,7 @@ mod tests {
 
     use super::*;
     use crate::state::Command;
-    use crate::test_support::{nwid, spec};
+    use crate::test_support::{authorized_member, nwid, spec};
 
     #[test]
     fn each_revision_is_signed_once_and_verifies() {
@@ -193,23 +186,7 @@ mod tests {
         assert_eq!(configs.signatures(), 1);
 
         // A new revision: the old one is no longer handed out, the new one is, once.
-        let a = Identity::generate();
-        state
-            .apply(&Command::MemberJoin {
-                network,
-                identity: *a.public(),
-                physical: None,
-                local: vec![],
-                at_ms: 2,
-            })
-            .unwrap();
-        state
-            .apply(&Command::Authorize {
-                network,
-                node: a.node_id(),
-                at_ms: 3,
-            })
-            .unwrap();
+        authorized_member(&mut state, network, &Identity::generate());
         let newer = state.networks[&network].revision;
         assert!(newer > revision);
         assert!(configs.get(network, newer).is_none(), "not signed yet");
