@@ -14,8 +14,9 @@
 //! Layout:
 //! - [`state`]: the state directory (identity, joined networks, cached configs).
 //! - [`controller_link`]: connections to controller replicas, with reconnection.
-//! - [`dataplane`]: the [`Dataplane`] trait, and `NoDataplane` for the daemon's unit tests.
+//! - [`dataplane`]: the [`Dataplane`] trait, with the engine's status and error types.
 //! - [`engine`]: the trait implemented by `meshd-engine` (TUN, kernel routes, UDP).
+//! - [`no_dataplane`]: [`NoDataplane`], which records calls and touches nothing, for tests.
 //! - [`api`]: the local HTTP+JSON API on `DIR/meshd.sock` and its JSON shapes.
 //! - [`client`]: the CLI's client of that API.
 //! - [`bench`]: the bench server on TCP/UDP port 9992 of the mesh addresses (`meshd bench`).
