@@ -19,7 +19,7 @@ pub use meshd_engine::{EngineError, NetworkStatus, WorkerPackets};
 use meshd_proto::{NetworkConfig, NetworkId};
 
 /// What the daemon drives. Implemented by the engine (meshd-engine) and, for the daemon's
-/// own tests and for builds without the engine, by [`NoDataplane`].
+/// own tests and for builds without the engine, by [`NoDataplane`](super::NoDataplane).
 ///
 /// The types are the engine's own: what it reports is what `meshd status` shows, and its
 /// errors (one line meant for the user) are shown per network.
@@ -32,7 +32,7 @@ pub trait Dataplane: Send + Sync + 'static {
     fn leave(&self, nwid: NetworkId) -> BoxFuture<'_, Result<(), EngineError>>;
     /// What the network looks like right now; `None` when it is not up.
     fn status(&self, nwid: NetworkId) -> Option<NetworkStatus>;
-    /// Whether packets really flow (false for [`NoDataplane`]); shown by `meshd status`.
+    /// Whether packets really flow (false for [`NoDataplane`](super::NoDataplane)); shown by `meshd status`.
     fn attached(&self) -> bool {
         true
     }
