@@ -36,4 +36,6 @@ pub enum EngineError {
     AlreadyJoined(NetworkId),
     #[error("network {0} is not joined")]
     NotJoined(NetworkId),
+    #[error("this node is joined to {0} networks, the most it can be: leave one first")]
+    TooManyNetworks(usize),
 }

@@ -1,5 +1,6 @@
 //! Two nodes in two network namespaces joined by a veth pair, each running a real
-//! `Dataplane`: ping every kind of mesh address, move 5 MB over TCP byte-exact, leave.
+//! `Dataplane`: ping every kind of mesh address, move 5 MB over TCP byte-exact, run a second
+//! network over the same sockets, leave.
 //! Needs root, iproute2 and iputils-ping.
 
 mod common;
@@ -280,6 +281,49 @@ fn two_namespaces_ping_and_transfer_through_the_mesh() {
     assert!(a.routes(&ifname, &["proto", "109"]).is_empty());
     dp_a.update(&cfg).unwrap();
     assert_eq!(a.routes(&ifname, &["proto", "109"]).len(), 1);
+
+    // A second network over the same sockets: its tunnels issue receiver indices under
+    // another prefix, and every handshake response and data message finds its network by
+    // that index alone.
+    let key2 = NetworkKey::generate();
+    let nwid2 = key2.network_id();
+    let mut cfg2 = config(
+        &key2,
+        1,
+        vec![
+            member(0, &public_a, SocketAddr::from((underlay_a, dp_a.port))),
+            member(1, &public_b, SocketAddr::from((underlay_b, dp_b.port))),
+        ],
+    );
+    cfg2.v4_pools = vec!["10.148.17.0/24".parse().unwrap()];
+    cfg2.container_pool = None;
+    for (i, m) in cfg2.members.iter_mut().enumerate() {
+        let i = u8::try_from(i).unwrap();
+        m.ipv4 = vec![Ipv4Addr::new(10, 148, 17, 10 + i)];
+        m.container_subnet = None;
+    }
+    let b_in_2 = cfg2.member(node_b).unwrap().ipv4[0];
+    let a_in_2 = cfg2.member(node_a).unwrap().ipv4[0];
+    dp_a.join(&cfg2).unwrap();
+    dp_b.join(&cfg2).unwrap();
+    ping(&a, IpAddr::V4(b_in_2));
+    ping(&b, IpAddr::V4(a_in_2));
+    ping(&a, IpAddr::V6(sixplane_addr(nwid2, node_b)));
+    // The first network still works beside it.
+    ping(&a, IpAddr::V4(Ipv4Addr::new(10, 147, 17, 11)));
+    for dp in [&dp_a, &dp_b] {
+        let drops = dp.socket_drops();
+        assert!(
+            drops
+                .iter()
+                .all(|(name, n)| *n == 0 || *name == "unknown_network"),
+            "{drops:?}"
+        );
+        assert!(dp.status(nwid2).unwrap().peers[0].has_session);
+    }
+    for dp in [&dp_a, &dp_b] {
+        dp.leave(nwid2).unwrap();
+    }
 
     // Leaving removes the interface, its addresses and routes; nothing is left behind.
     for (dp, ns) in [(&dp_a, &a), (&dp_b, &b)] {

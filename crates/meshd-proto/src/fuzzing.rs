@@ -145,6 +145,14 @@ impl Fixture {
 
 /// Target `wire`: parses one datagram.
 pub fn wire(data: &[u8]) {
+    // The data plane routes by `recipient` and the tunnel parses: they must agree.
+    match (wire::parse(data), wire::recipient(data)) {
+        (Ok(_) | Err(wire::WireError::BadRelayNode), recipient) => assert!(
+            recipient.is_ok(),
+            "a message that parses has no recipient: {recipient:?}"
+        ),
+        (Err(e), recipient) => assert_eq!(recipient, Err(e), "recipient and parse disagree"),
+    }
     if let Ok(Message::Relay(r)) = wire::parse(data) {
         let inner = wire::parse(r.inner);
         assert!(

@@ -247,6 +247,68 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, WireError> {
     }
 }
 
+/// Whom a message is for on a node that runs several networks over one socket: the network
+/// an initiation names, or the receiver index every other message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipient {
+    Network([u8; 8]),
+    Index(u32),
+}
+
+/// Reads a message's [`Recipient`] from its header alone, with the checks of [`parse`] on
+/// type, reserved bytes and length, so that the data plane can hand the datagram to its
+/// network and that network's tunnel parses it, once. A relay envelope's recipient is its
+/// inner message's.
+pub fn recipient(bytes: &[u8]) -> Result<Recipient, WireError> {
+    let kind = *bytes.first().ok_or(WireError::Empty)?;
+    if !(TYPE_HANDSHAKE_INIT..=TYPE_RELAY).contains(&kind) {
+        return Err(WireError::UnknownType(kind));
+    }
+    let too_short = |min: usize| WireError::TooShort {
+        kind,
+        min,
+        got: bytes.len(),
+    };
+    if bytes.len() < 4 {
+        return Err(too_short(4));
+    }
+    if bytes[1..4] != [0, 0, 0] {
+        return Err(WireError::ReservedNotZero);
+    }
+    match kind {
+        TYPE_HANDSHAKE_INIT => {
+            exact(bytes, kind, HANDSHAKE_INIT_LEN)?;
+            let mut network_id = [0u8; 8];
+            network_id.copy_from_slice(&bytes[8..16]);
+            Ok(Recipient::Network(network_id))
+        }
+        TYPE_HANDSHAKE_RESPONSE => {
+            exact(bytes, kind, HANDSHAKE_RESPONSE_LEN)?;
+            Ok(Recipient::Index(u32_at(bytes, 8)))
+        }
+        TYPE_COOKIE_REPLY => {
+            exact(bytes, kind, COOKIE_REPLY_LEN)?;
+            Ok(Recipient::Index(u32_at(bytes, 4)))
+        }
+        TYPE_DATA | TYPE_PROBE => {
+            if bytes.len() < DATA_OVERHEAD {
+                return Err(too_short(DATA_OVERHEAD));
+            }
+            Ok(Recipient::Index(u32_at(bytes, 4)))
+        }
+        _ => {
+            if bytes.len() < RELAY_HEADER_LEN + 1 {
+                return Err(too_short(RELAY_HEADER_LEN + 1));
+            }
+            let inner = &bytes[RELAY_HEADER_LEN..];
+            if inner[0] == TYPE_RELAY {
+                return Err(WireError::NestedRelay);
+            }
+            recipient(inner)
+        }
+    }
+}
+
 /// Writes the 4-byte `type | reserved` prefix.
 pub fn put_type(out: &mut [u8], kind: u8) {
     out[..4].copy_from_slice(&[kind, 0, 0, 0]);
@@ -359,7 +421,58 @@ mod tests {
         assert_eq!(parse(&bad_reserved), Err(WireError::ReservedNotZero));
     }
 
+    /// The recipient [`parse`] implies for a message it accepts.
+    fn recipient_of(msg: &Message<'_>) -> Recipient {
+        match msg {
+            Message::HandshakeInit(m) => Recipient::Network(m.network_id),
+            Message::HandshakeResponse(m) => Recipient::Index(m.receiver_index),
+            Message::CookieReply(m) => Recipient::Index(m.receiver_index),
+            Message::Data(m) | Message::Probe(m) => Recipient::Index(m.receiver_index),
+            Message::Relay(r) => recipient_of(&parse(r.inner).expect("parse checked the inner")),
+        }
+    }
+
+    #[test]
+    fn every_message_type_has_its_recipient_and_prefixes_have_none() {
+        let mut init = vec![0u8; HANDSHAKE_INIT_LEN];
+        put_type(&mut init, TYPE_HANDSHAKE_INIT);
+        init[8..16].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut response = vec![0u8; HANDSHAKE_RESPONSE_LEN];
+        put_type(&mut response, TYPE_HANDSHAKE_RESPONSE);
+        response[8..12].copy_from_slice(&7u32.to_le_bytes());
+        let mut cookie = vec![0u8; COOKIE_REPLY_LEN];
+        put_type(&mut cookie, TYPE_COOKIE_REPLY);
+        cookie[4..8].copy_from_slice(&8u32.to_le_bytes());
+        let mut data = vec![0u8; DATA_OVERHEAD + 20];
+        put_data_header(&mut data, TYPE_DATA, 9, 1);
+        let node = |b: u8| NodeId::from_bytes([b, 2, 3, 4, 5]).unwrap();
+        let relayed = relay_envelope(node(1), node(2), &data);
+        for (bytes, want) in [
+            (&init, Recipient::Network([1, 2, 3, 4, 5, 6, 7, 8])),
+            (&response, Recipient::Index(7)),
+            (&cookie, Recipient::Index(8)),
+            (&data, Recipient::Index(9)),
+            (&relayed, Recipient::Index(9)),
+        ] {
+            assert_eq!(recipient(bytes), Ok(want));
+            assert_eq!(recipient_of(&parse(bytes).unwrap()), want);
+            for len in 0..bytes.len().min(DATA_OVERHEAD) {
+                assert!(recipient(&bytes[..len]).is_err(), "{len} bytes of {want:?}");
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_recipient_is_what_parse_implies(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            match parse(&bytes) {
+                Ok(msg) => prop_assert_eq!(recipient(&bytes), Ok(recipient_of(&msg))),
+                // Only a relay's node ids are beyond the header checks.
+                Err(WireError::BadRelayNode) => prop_assert!(recipient(&bytes).is_ok()),
+                Err(e) => prop_assert_eq!(recipient(&bytes), Err(e)),
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse(&bytes);

@@ -34,12 +34,15 @@
 //! `begin_outside`, `finish_data`) or one `handle_timeout`, and never across an `.await` or
 //! the cipher: packets are sealed and opened without it, so several workers move one
 //! network's packets in parallel. The workers and the timers are its only contenders. The network map is a
-//! `RwLock`, read once per receive batch. Control operations
+//! `RwLock`, read once per receive batch; it finds a datagram's network by the network id
+//! of an initiation or by the prefix of any other message's receiver index (module
+//! `networks`), from the header alone, so each datagram is parsed once, by its tunnel. Control operations
 //! (join, update, leave) are serialized by an async mutex because they await the kernel
 //! between reading and storing the plan.
 
 mod busy_poll;
 mod gso;
+mod networks;
 mod outside;
 mod pacing;
 mod tasks;
@@ -51,9 +54,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use meshd_proto::tunnel::{DropReason, PeerStatus, Tunnel};
+use meshd_proto::tunnel::{DropReason, PeerStatus, Settings, Tunnel};
 use meshd_proto::{Identity, NetworkConfig, NetworkId, NodeId};
-use rustc_hash::FxHashMap;
 use std::os::fd::{AsFd, AsRawFd};
 use tokio::task::JoinHandle;
 use tun_rs::SyncDevice;
@@ -63,6 +65,8 @@ use outside::{Outside, get};
 
 use crate::plan::{InterfacePlan, plan};
 use crate::{EngineError, Kernel, tun};
+pub use networks::MAX_NETWORKS;
+use networks::NetworkTable;
 use worker::Worker;
 pub use worker::WorkerPackets;
 
@@ -88,11 +92,13 @@ pub struct Dataplane {
     next_token: AtomicU64,
 }
 
-type Networks = Arc<RwLock<FxHashMap<NetworkId, Arc<Network>>>>;
+type Networks = Arc<RwLock<NetworkTable>>;
 
 /// One joined network.
 struct Network {
     id: NetworkId,
+    /// The top bits of every receiver index its tunnel issues ([`networks`]).
+    index_prefix: u8,
     me: NodeId,
     interface: String,
     /// The TUN's queues, one per packet worker, non-blocking; queue `k` is read and written
@@ -256,9 +262,16 @@ impl Dataplane {
     pub async fn join(&self, identity: &Identity, cfg: &NetworkConfig) -> Result<(), EngineError> {
         let _control = self.control.lock().await;
         let id = cfg.network_id;
-        if read(&self.networks).contains_key(&id) {
-            return Err(EngineError::AlreadyJoined(id));
-        }
+        let index_prefix = {
+            let networks = read(&self.networks);
+            if networks.contains(&id) {
+                return Err(EngineError::AlreadyJoined(id));
+            }
+            // Joins are serialized by `control`: the prefix stays free until inserted below.
+            networks
+                .free_prefix()
+                .ok_or(EngineError::TooManyNetworks(MAX_NETWORKS))?
+        };
         let me = identity.node_id();
         let wanted = plan(cfg, me);
         let interface = wanted.name.clone();
@@ -274,13 +287,17 @@ impl Dataplane {
         let unix_now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let mut tunnel = Tunnel::new(identity, id, now, unix_now);
+        let mut tunnel = Tunnel::new(identity, id, now, unix_now).with_settings(Settings {
+            index_prefix,
+            ..Settings::default()
+        });
         tunnel.apply_config(cfg);
         // Handshake with every member now: after a restart our peers still hold sessions we
         // lost, and this replaces them at once. The timer task sends what this queues.
         tunnel.connect_all(now);
         let net = Arc::new(Network {
             id,
+            index_prefix,
             me,
             interface: interface.clone(),
             queues,
@@ -291,7 +308,7 @@ impl Dataplane {
             tasks: Mutex::new(Vec::new()),
         });
         // Visible to the receiver before the first handshake leaves, so its answer finds us.
-        write(&self.networks).insert(id, Arc::clone(&net));
+        write(&self.networks).insert(Arc::clone(&net));
         let added = self
             .workers
             .iter()
@@ -387,15 +404,17 @@ impl Dataplane {
 
     /// The joined networks, sorted.
     pub fn networks(&self) -> Vec<NetworkId> {
-        let mut ids: Vec<NetworkId> = read(&self.networks).keys().copied().collect();
+        let mut ids: Vec<NetworkId> = read(&self.networks).ids().collect();
         ids.sort();
         ids
     }
 
     /// Datagrams the socket received that reached no network, by stable name:
-    /// `udp_recv_error`, `malformed`, `unknown_network` (an initiation for a network not
-    /// joined), `unknown_index` (several networks joined, none issued the index; with one
-    /// network joined its tunnel counts these as its own `unknown_index`).
+    /// `udp_recv_error`, `malformed` (no readable header), `unknown_network` (an initiation
+    /// for a network not joined), `unknown_index` (a receiver index under a prefix no joined
+    /// network has; one under a joined network's prefix that its tunnel did not issue is
+    /// that tunnel's own `unknown_index`, and a bad message with a readable header is that
+    /// tunnel's `malformed`).
     pub fn socket_drops(&self) -> Vec<(&'static str, u64)> {
         let mut total = self.outside[0].counters.list();
         for other in &self.outside[1..] {

@@ -24,9 +24,7 @@ use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use meshd_proto::NetworkId;
 use meshd_proto::tunnel::Transmit;
-use meshd_proto::wire::{self, Message};
 
 use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -400,31 +398,13 @@ pub(crate) fn from_wire(source: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Which network a datagram is for, as far as its cleartext says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Owner {
-    Network(NetworkId),
-    /// The receiver index of the tunnel that issued it.
-    Index(u32),
-}
-
-/// Reads the owner of a datagram; `None` if it does not parse as a message.
-pub(crate) fn owner(datagram: &[u8]) -> Option<Owner> {
-    Some(match wire::parse(datagram).ok()? {
-        Message::HandshakeInit(m) => Owner::Network(NetworkId::from_bytes(m.network_id)),
-        Message::HandshakeResponse(m) => Owner::Index(m.receiver_index),
-        Message::CookieReply(m) => Owner::Index(m.receiver_index),
-        Message::Data(m) | Message::Probe(m) => Owner::Index(m.receiver_index),
-        // `parse` checked that the inner message parses and is not itself a relay.
-        Message::Relay(r) => return owner(r.inner),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use meshd_proto::NetworkId;
     use meshd_proto::sim::{LinkModel, Simulation};
+    use meshd_proto::wire::{self, Recipient};
 
     use super::*;
 
@@ -438,23 +418,23 @@ mod tests {
         let mut seen = [false; 3];
         for d in sim.recorded.take().unwrap() {
             let receiver = sim.nodes.iter().position(|n| n.address == d.to).unwrap();
-            match (d.bytes[0], owner(&d.bytes).unwrap()) {
-                (wire::TYPE_HANDSHAKE_INIT, Owner::Network(id)) => {
-                    assert_eq!(id, nwid);
+            match (d.bytes[0], wire::recipient(&d.bytes).unwrap()) {
+                (wire::TYPE_HANDSHAKE_INIT, Recipient::Network(id)) => {
+                    assert_eq!(NetworkId::from_bytes(id), nwid);
                     seen[0] = true;
                 }
-                (wire::TYPE_HANDSHAKE_RESPONSE, Owner::Index(i)) => {
+                (wire::TYPE_HANDSHAKE_RESPONSE, Recipient::Index(i)) => {
                     assert!(sim.nodes[receiver].tunnel.owns_index(i));
                     seen[1] = true;
                 }
-                (wire::TYPE_DATA | wire::TYPE_PROBE, Owner::Index(i)) => {
+                (wire::TYPE_DATA | wire::TYPE_PROBE, Recipient::Index(i)) => {
                     assert!(sim.nodes[receiver].tunnel.owns_index(i));
                     let relayed = wire::relay_envelope(
                         sim.node_id(receiver),
                         sim.node_id(1 - receiver),
                         &d.bytes,
                     );
-                    assert_eq!(owner(&relayed), Some(Owner::Index(i)));
+                    assert_eq!(wire::recipient(&relayed), Ok(Recipient::Index(i)));
                     seen[2] = true;
                 }
                 other => panic!("unexpected {other:?}"),
@@ -465,11 +445,11 @@ mod tests {
 
     #[test]
     fn garbage_has_no_owner() {
-        assert_eq!(owner(&[]), None);
-        assert_eq!(owner(&[wire::TYPE_DATA, 0, 0, 0, 1, 2]), None);
-        assert_eq!(owner(&[0xff; 64]), None);
+        assert!(wire::recipient(&[]).is_err());
+        assert!(wire::recipient(&[wire::TYPE_DATA, 0, 0, 0, 1, 2]).is_err());
+        assert!(wire::recipient(&[0xff; 64]).is_err());
         let init = [wire::TYPE_HANDSHAKE_INIT, 0, 0, 0];
-        assert_eq!(owner(&init), None);
+        assert!(wire::recipient(&init).is_err());
     }
 
     /// Retries a non-blocking call until it has something (loopback delivers at once; the

@@ -19,12 +19,12 @@ use meshd_proto::session::{Seal, SessionError};
 use meshd_proto::tunnel::{
     Begun, DataJob, Event, Incoming, Prepared, TIMER_TICK, Transmit, Tunnel,
 };
-use meshd_proto::wire;
-use rustc_hash::FxHashMap;
+use meshd_proto::wire::{self, Recipient};
 use tokio::time::MissedTickBehavior;
 
 use super::gso::{self, Sealed};
-use super::outside::{Outside, Owner, Received, add, bump, owner};
+use super::networks::NetworkTable;
+use super::outside::{Outside, Received, add, bump};
 use super::{Network, Networks, lock, read};
 use crate::tun;
 
@@ -249,28 +249,25 @@ impl Receiver {
     }
 }
 
-/// The network a datagram belongs to (see [`super::outside`]); counts what belongs nowhere.
+/// The network a datagram belongs to, from its header alone (the network's tunnel parses
+/// it); counts what belongs nowhere.
 fn demux<'a>(
     outside: &Outside,
-    networks: &'a FxHashMap<NetworkId, Arc<Network>>,
+    networks: &'a NetworkTable,
     datagram: &[u8],
 ) -> Option<&'a Arc<Network>> {
-    let Some(owner) = owner(datagram) else {
+    let Ok(recipient) = wire::recipient(datagram) else {
         bump(&outside.counters.malformed);
         return None;
     };
-    let found = match owner {
-        Owner::Network(id) => networks.get(&id),
-        // One network: its tunnel judges (and counts) the index itself.
-        Owner::Index(_) if networks.len() == 1 => networks.values().next(),
-        Owner::Index(index) => networks
-            .values()
-            .find(|net| lock(&net.tunnel).owns_index(index)),
+    let found = match recipient {
+        Recipient::Network(id) => networks.get(&NetworkId::from_bytes(id)),
+        Recipient::Index(index) => networks.by_index(index),
     };
     if found.is_none() {
-        bump(match owner {
-            Owner::Network(_) => &outside.counters.unknown_network,
-            Owner::Index(_) => &outside.counters.unknown_index,
+        bump(match recipient {
+            Recipient::Network(_) => &outside.counters.unknown_network,
+            Recipient::Index(_) => &outside.counters.unknown_index,
         });
     }
     found

@@ -80,7 +80,12 @@ impl Tunnel {
             .by_static
             .get(&received.initiator_static)
             .ok_or(DropReason::UnknownPeer)?;
-        let local_index = allocate_index(&mut self.by_index, &mut self.index_state, peer_id);
+        let local_index = allocate_index(
+            &mut self.by_index,
+            &mut self.index_state,
+            self.settings.index_prefix,
+            peer_id,
+        );
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             self.by_index.remove(&local_index);
             return Err(DropReason::UnknownPeer);
@@ -210,7 +215,12 @@ impl Tunnel {
             increment(&mut timestamp);
         }
         self.last_timestamp = timestamp;
-        let local_index = allocate_index(&mut self.by_index, &mut self.index_state, peer_id);
+        let local_index = allocate_index(
+            &mut self.by_index,
+            &mut self.index_state,
+            self.settings.index_prefix,
+            peer_id,
+        );
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             self.by_index.remove(&local_index);
             return;
@@ -278,13 +288,21 @@ impl Tunnel {
     }
 }
 
-/// A fresh non-zero local index not in use, from a full-period LCG seeded at random.
-fn allocate_index(by_index: &mut FxHashMap<u32, NodeId>, state: &mut u32, peer: NodeId) -> u32 {
+/// A fresh non-zero local index not in use, with the tunnel's `prefix` on top and below it
+/// the low bits of a full-period LCG seeded at random (they cycle through every value).
+fn allocate_index(
+    by_index: &mut FxHashMap<u32, NodeId>,
+    state: &mut u32,
+    prefix: u8,
+    peer: NodeId,
+) -> u32 {
+    let low = (1u32 << super::INDEX_PREFIX_SHIFT) - 1;
     loop {
         *state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        if *state != 0 && !by_index.contains_key(state) {
-            by_index.insert(*state, peer);
-            return *state;
+        let index = (u32::from(prefix) << super::INDEX_PREFIX_SHIFT) | (*state & low);
+        if index != 0 && !by_index.contains_key(&index) {
+            by_index.insert(index, peer);
+            return index;
         }
     }
 }
@@ -295,6 +313,25 @@ fn increment(bytes: &mut [u8]) {
         *b = v;
         if !carry {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_carry_the_prefix_and_never_repeat_while_in_use() {
+        let peer = NodeId::from_bytes([1, 2, 3, 4, 5]).unwrap();
+        for prefix in [0u8, 1, 0x7f, 0xff] {
+            let (mut by_index, mut state) = (FxHashMap::default(), 0x1234_5678);
+            for _ in 0..10_000 {
+                let index = allocate_index(&mut by_index, &mut state, prefix, peer);
+                assert_eq!(super::super::index_prefix(index), prefix);
+                assert_ne!(index, 0);
+            }
+            assert_eq!(by_index.len(), 10_000, "every index distinct");
         }
     }
 }

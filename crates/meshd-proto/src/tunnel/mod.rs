@@ -71,14 +71,28 @@ use crate::{Identity, NetworkId, NodeId};
 pub struct Settings {
     /// Above this many initiations per second the responder demands cookies (mac2).
     pub cookie_threshold_per_second: u32,
+    /// The top bits ([`index_prefix`]) of every receiver index this tunnel issues. A data
+    /// plane running several networks over one socket gives each network's tunnel its own,
+    /// and so finds a datagram's network from its receiver index alone.
+    pub index_prefix: u8,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             cookie_threshold_per_second: 1000,
+            index_prefix: 0,
         }
     }
+}
+
+/// Bits of a receiver index below its prefix: 16 million indices per tunnel.
+const INDEX_PREFIX_SHIFT: u32 = 24;
+
+/// The [`Settings::index_prefix`] of the tunnel that issued receiver index `index`.
+pub fn index_prefix(index: u32) -> u8 {
+    // The shift leaves exactly the top 8 bits.
+    (index >> INDEX_PREFIX_SHIFT) as u8
 }
 
 /// A datagram to send.
