@@ -4,6 +4,7 @@
 //! - [`daemon`]: the daemon: its state directory, the links to controller replicas, the local
 //!   API on a Unix socket and its client, the [`daemon::Dataplane`] seam to `meshd-engine`,
 //!   the bench server, and the kernel forwarding and firewall checks.
+//! - [`bench`]: the client side of `meshd bench`: which peer, the measurement, the report.
 //! - [`docker`]: the Docker settings (`daemon.json`, compose, `docker network create`) for a
 //!   host's container subnets, and the host routes they need.
 //!
@@ -12,5 +13,6 @@
 //! depends on the controller.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod daemon;
 pub mod docker;
