@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 mod cli;
-mod demo;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;

@@ -12,7 +12,6 @@
 
 mod common;
 mod mesh;
-mod netns;
 
 use std::net::IpAddr;
 use std::process::Output;
@@ -20,7 +19,6 @@ use std::time::Duration;
 
 use common::ok_stdout;
 use mesh::{MESHD, Mesh, network, python};
-use netns::Lab;
 use serde_json::Value;
 
 const NODES: [&str; 2] = ["n1", "n2"];
@@ -32,7 +30,9 @@ fn bench(m: &Mesh, i: usize, args: &[&str]) -> Output {
     let mut argv = vec![MESHD, "bench"];
     argv.extend(args);
     argv.extend(["--state", n.state.to_str().expect("UTF-8 path")]);
-    m.lab.exec_timeout(n.role, &argv, Duration::from_secs(60))
+    m.lab
+        .exec_timeout(n.role, &argv, Duration::from_secs(60))
+        .expect("lab")
 }
 
 /// `meshd bench ... --json` on node `i`: the result.
@@ -85,7 +85,7 @@ fn bench_measures_the_tunnel_to_a_peer() {
     let n2 = m.nodes[1].addrs();
     let to_n2 = [(0, IpAddr::V4(n2.v4)), (0, IpAddr::V6(n2.rfc4193))];
     let mut failed = Vec::new();
-    let up = Lab::wait_until(Duration::from_secs(20), || {
+    let up = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
         failed = m.pings(&to_n2, 1, 1);
         failed.is_empty()
     });
@@ -205,7 +205,13 @@ fn bench_measures_the_tunnel_to_a_peer() {
     // ... and so does n2's server, on its underlay address: closed without an answer,
     // while its mesh address answers the same request.
     let port = BENCH_PORT.to_string();
-    let probe = |to: &str| ok_stdout(&m.lab.exec(NODES[0], &[python(), "-c", PROBE, to, &port]));
+    let probe = |to: &str| {
+        ok_stdout(
+            &m.lab
+                .exec(NODES[0], &[python(), "-c", PROBE, to, &port])
+                .expect("lab"),
+        )
+    };
     assert_eq!(probe(&underlay), "CLOSED");
     assert!(probe(&n2.v4.to_string()).contains("\"ok\":true"));
     m.phase("non-mesh addresses refused");

@@ -13,7 +13,6 @@
 
 mod common;
 mod mesh;
-mod netns;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
@@ -21,8 +20,8 @@ use std::time::{Duration, Instant};
 use common::ok_stdout;
 use ipnet::{Ipv4Net, Ipv6Net};
 use mesh::{Mesh, network, ping_all, transfer};
+use meshd_lab::Lab;
 use meshd_proto::NetworkId;
-use netns::Lab;
 use serde_json::Value;
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
@@ -104,7 +103,7 @@ fn dataplane_report(m: &Mesh, nwid: NetworkId) -> String {
                 "net.ipv6.conf.all.forwarding",
             ],
         ] {
-            let o = m.lab.exec(n.role, argv);
+            let o = m.lab.exec(n.role, argv).expect("lab");
             out.push_str(&format!(
                 "$ {}\n{}{}",
                 argv.join(" "),
@@ -261,13 +260,17 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
         check_docker_config(&m, i, nwid, &s, net);
         let bridge = m.lab.link_name(&format!("b{}", i + 1));
         let lab = &m.lab;
-        lab.run_ip(role, &["link", "add", &bridge, "type", "bridge"]);
-        lab.run_ip(role, &["addr", "add", &format!("{gw4}/24"), "dev", &bridge]);
+        lab.run_ip(role, &["link", "add", &bridge, "type", "bridge"])
+            .expect("lab");
+        lab.run_ip(role, &["addr", "add", &format!("{gw4}/24"), "dev", &bridge])
+            .expect("lab");
         lab.run_ip(
             role,
             &["addr", "add", &format!("{gw6}/80"), "dev", &bridge, "nodad"],
-        );
-        lab.run_ip(role, &["link", "set", &bridge, "up"]);
+        )
+        .expect("lab");
+        lab.run_ip(role, &["link", "set", &bridge, "up"])
+            .expect("lab");
         for j in 0..CONTAINERS {
             let (v4, v6) = s.container(j);
             let c = Container {
@@ -278,25 +281,33 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
             };
             let outer = m.lab.link_name(&format!("v{}{}", i + 1, j + 1));
             let inner = m.lab.link_name(&format!("c{}{}", i + 1, j + 1));
-            m.lab.add_namespace(&c.role);
+            m.lab.add_namespace(&c.role).expect("lab");
             let lab = &m.lab;
-            lab.add_veth(role, &outer, &c.role, &inner);
-            lab.run_ip(role, &["link", "set", &outer, "mtu", &mtu]);
-            lab.run_ip(role, &["link", "set", &outer, "master", &bridge]);
-            lab.run_ip(role, &["link", "set", &outer, "up"]);
+            lab.add_veth(role, &outer, &c.role, &inner).expect("lab");
+            lab.run_ip(role, &["link", "set", &outer, "mtu", &mtu])
+                .expect("lab");
+            lab.run_ip(role, &["link", "set", &outer, "master", &bridge])
+                .expect("lab");
+            lab.run_ip(role, &["link", "set", &outer, "up"])
+                .expect("lab");
             let cr = c.role.as_str();
-            lab.run_ip(cr, &["link", "set", &inner, "mtu", &mtu]);
-            lab.run_ip(cr, &["addr", "add", &format!("{v4}/24"), "dev", &inner]);
+            lab.run_ip(cr, &["link", "set", &inner, "mtu", &mtu])
+                .expect("lab");
+            lab.run_ip(cr, &["addr", "add", &format!("{v4}/24"), "dev", &inner])
+                .expect("lab");
             lab.run_ip(
                 cr,
                 &["addr", "add", &format!("{v6}/80"), "dev", &inner, "nodad"],
-            );
-            lab.run_ip(cr, &["link", "set", &inner, "up"]);
-            lab.run_ip(cr, &["route", "add", "default", "via", &gw4.to_string()]);
+            )
+            .expect("lab");
+            lab.run_ip(cr, &["link", "set", &inner, "up"]).expect("lab");
+            lab.run_ip(cr, &["route", "add", "default", "via", &gw4.to_string()])
+                .expect("lab");
             lab.run_ip(
                 cr,
                 &["-6", "route", "add", "default", "via", &gw6.to_string()],
-            );
+            )
+            .expect("lab");
             containers.push(c);
         }
         subnets.push(s);
@@ -332,7 +343,7 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
             .collect::<Vec<_>>()
     };
     let mut failed = Vec::new();
-    let converged = Lab::wait_until(Duration::from_secs(20), || {
+    let converged = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
         failed = failures(&v4_targets, 1, 1);
         failed.is_empty()
     });
@@ -396,21 +407,30 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
     // 5. A LAN behind h2, routed through it by a managed route.
     let owner = m.nodes[LAN_OWNER].role;
     let owner_id = m.nodes[LAN_OWNER].id().to_string();
-    m.lab.add_namespace(LAN);
+    m.lab.add_namespace(LAN).expect("lab");
     let (near, far) = (m.lab.link_name("l0"), m.lab.link_name("l1"));
-    m.lab.add_veth(owner, &near, LAN, &far);
-    m.lab.run_ip(
-        owner,
-        &["addr", "add", &format!("{LAN_GATEWAY}/24"), "dev", &near],
-    );
-    m.lab.run_ip(owner, &["link", "set", &near, "up"]);
-    m.lab.run_ip(
-        LAN,
-        &["addr", "add", &format!("{LAN_HOST}/24"), "dev", &far],
-    );
-    m.lab.run_ip(LAN, &["link", "set", &far, "up"]);
+    m.lab.add_veth(owner, &near, LAN, &far).expect("lab");
     m.lab
-        .run_ip(LAN, &["route", "add", "default", "via", LAN_GATEWAY]);
+        .run_ip(
+            owner,
+            &["addr", "add", &format!("{LAN_GATEWAY}/24"), "dev", &near],
+        )
+        .expect("lab");
+    m.lab
+        .run_ip(owner, &["link", "set", &near, "up"])
+        .expect("lab");
+    m.lab
+        .run_ip(
+            LAN,
+            &["addr", "add", &format!("{LAN_HOST}/24"), "dev", &far],
+        )
+        .expect("lab");
+    m.lab
+        .run_ip(LAN, &["link", "set", &far, "up"])
+        .expect("lab");
+    m.lab
+        .run_ip(LAN, &["route", "add", "default", "via", LAN_GATEWAY])
+        .expect("lab");
     let local = ping_all(&m.lab, &[(owner, IpAddr::V4(LAN_HOST))], 1, 2);
     assert!(local[0].is_ok(), "{owner} reaches its own LAN: {local:?}");
     m.phase(&format!("LAN {LAN_PREFIX} behind {owner}"));
@@ -426,7 +446,7 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
     let added = Instant::now();
     let (mut routed_at, mut ping_at) = (None, None);
     let (mut owner_routes_it, mut last, mut last_ping) = (false, Value::Null, Ok(()));
-    Lab::wait_until(ROUTE_DEADLINE * 3, || {
+    meshd_lab::interrupt::wait_until(ROUTE_DEADLINE * 3, || {
         last = m.status(h1);
         owner_routes_it |= kernel_route(&m.status(LAN_OWNER), nwid, LAN_PREFIX);
         if routed_at.is_none() && kernel_route(&last, nwid, LAN_PREFIX) {
@@ -472,9 +492,13 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
     let removed = Instant::now();
     let (mut unrouted_at, mut unreachable_at) = (None, None);
     let mut kernel = String::new();
-    Lab::wait_until(ROUTE_DEADLINE * 3, || {
+    meshd_lab::interrupt::wait_until(ROUTE_DEADLINE * 3, || {
         last = m.status(h1);
-        kernel = ok_stdout(&m.lab.exec(m.nodes[h1].role, &["ip", "-4", "route"]));
+        kernel = ok_stdout(
+            &m.lab
+                .exec(m.nodes[h1].role, &["ip", "-4", "route"])
+                .expect("lab"),
+        );
         let gone = !kernel_route(&last, nwid, LAN_PREFIX) && !kernel.contains(LAN_PREFIX);
         if unrouted_at.is_none() && gone {
             unrouted_at = Some(removed.elapsed());
@@ -506,7 +530,7 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
     // 6. Dropping the lab removes every namespace and link it made, containers too.
     let namespaces = m.lab.namespaces().len();
     drop(m);
-    let left = netns::leftovers(&tag);
+    let left = meshd_lab::leftovers(&tag);
     assert!(
         left.is_empty(),
         "the lab {tag} left namespaces or links behind: {left:#?}"
@@ -520,15 +544,19 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
 fn lab_cleans_up_namespaces_behind_hosts_after_a_panic() {
     let mut seen: Option<(String, usize)> = None;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut lab = Lab::new(&["h"]);
-        lab.add_namespace("c");
+        let mut lab = Lab::new(meshd_lab::Naming::test(), &["h"]).expect("lab");
+        lab.add_namespace("c").expect("lab");
         let (near, far) = (lab.link_name("v0"), lab.link_name("v1"));
-        lab.add_veth("h", &near, "c", &far);
-        lab.run_ip("h", &["addr", "add", "192.168.99.1/24", "dev", &near]);
-        lab.run_ip("h", &["link", "set", &near, "up"]);
-        lab.run_ip("c", &["addr", "add", "192.168.99.2/24", "dev", &far]);
-        lab.run_ip("c", &["link", "set", &far, "up"]);
-        let out = lab.exec("c", &["ping", "-n", "-c", "1", "-W", "2", "192.168.99.1"]);
+        lab.add_veth("h", &near, "c", &far).expect("lab");
+        lab.run_ip("h", &["addr", "add", "192.168.99.1/24", "dev", &near])
+            .expect("lab");
+        lab.run_ip("h", &["link", "set", &near, "up"]).expect("lab");
+        lab.run_ip("c", &["addr", "add", "192.168.99.2/24", "dev", &far])
+            .expect("lab");
+        lab.run_ip("c", &["link", "set", &far, "up"]).expect("lab");
+        let out = lab
+            .exec("c", &["ping", "-n", "-c", "1", "-W", "2", "192.168.99.1"])
+            .expect("lab");
         assert!(
             out.status.success(),
             "c -> h over the veth: {}",
@@ -540,6 +568,6 @@ fn lab_cleans_up_namespaces_behind_hosts_after_a_panic() {
     assert!(result.is_err(), "the closure panics");
     let (tag, namespaces) = seen.expect("the lab was built");
     assert_eq!(namespaces, 3, "switch, host and the namespace behind it");
-    let left = netns::leftovers(&tag);
+    let left = meshd_lab::leftovers(&tag);
     assert!(left.is_empty(), "the lab {tag} left {left:#?}");
 }

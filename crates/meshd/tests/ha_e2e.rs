@@ -17,7 +17,6 @@
 
 mod common;
 mod mesh;
-mod netns;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -26,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::ok_stdout;
 use mesh::{CHANNEL_PORT, CTL, MESHD, Mesh, network, network_status, revision, tail};
+use meshd_lab::Proc;
 use meshd_proto::NetworkId;
-use netns::{Lab, Proc};
 use serde_json::Value;
 
 /// The replicas' hosts: the mesh's controller host is the first.
@@ -86,6 +85,7 @@ impl Cluster {
         self.m
             .lab
             .exec_timeout(rep.role, &argv, Duration::from_secs(15))
+            .expect("lab")
     }
 
     fn init(&self, r: usize, join: Option<(&str, &str)>) -> String {
@@ -109,28 +109,32 @@ impl Cluster {
         if let Some((url, token)) = join {
             argv.extend(["--join", url, "--token", token]);
         }
-        ok_stdout(&self.m.lab.exec(rep.role, &argv))
+        ok_stdout(&self.m.lab.exec(rep.role, &argv).expect("lab"))
     }
 
     fn run(&mut self, r: usize) {
         let rep = &self.replicas[r];
         let (role, log) = (rep.role, rep.log.clone());
         let data = rep.data.to_str().expect("UTF-8 path").to_owned();
-        let proc = self.m.lab.spawn(
-            role,
-            &[
-                "env",
-                "RUST_LOG=info,openraft=warn",
-                MESHD,
-                "controller",
-                "run",
-                "--data",
-                &data,
-            ],
-            &log,
-        );
+        let proc = self
+            .m
+            .lab
+            .spawn(
+                role,
+                &[
+                    "env",
+                    "RUST_LOG=info,openraft=warn",
+                    MESHD,
+                    "controller",
+                    "run",
+                    "--data",
+                    &data,
+                ],
+                &log,
+            )
+            .expect("lab");
         self.replicas[r].proc = Some(proc);
-        let up = Lab::wait_until(Duration::from_secs(30), || {
+        let up = meshd_lab::interrupt::wait_until(Duration::from_secs(30), || {
             self.cli(r, &["replica", "list", "--json"]).status.success()
                 || self.m.lab.exited(proc).is_some()
         });
@@ -204,7 +208,7 @@ impl Cluster {
     /// Waits until every node in `nodes` runs on `nwid` at `revision` or newer.
     fn wait_revision(&self, nodes: &[usize], nwid: NetworkId, at_least: u64, within: Duration) {
         let mut behind = Vec::new();
-        let ok = Lab::wait_until(within, || {
+        let ok = meshd_lab::interrupt::wait_until(within, || {
             behind = nodes
                 .iter()
                 .filter(|&&i| revision(&self.m.status(i), nwid).is_none_or(|r| r < at_least))
@@ -227,7 +231,7 @@ impl Cluster {
             .map(|&(a, b)| (a, IpAddr::V4(self.m.nodes[b].addrs().v4)))
             .collect();
         let mut failed = Vec::new();
-        Lab::wait_until(Duration::from_secs(10), || {
+        meshd_lab::interrupt::wait_until(Duration::from_secs(10), || {
             failed = self.m.pings(&targets, 1, 1);
             failed.is_empty()
         });
@@ -279,7 +283,7 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
         let out = c.cli(0, &argv);
         ok_stdout(&out);
     }
-    let healthy = Lab::wait_until(Duration::from_secs(20), || {
+    let healthy = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
         let list = c.list(0);
         list["leader"].is_u64()
             && list["replicas"].as_array().is_some_and(|rs| {
@@ -313,7 +317,7 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
         });
     }
     record_addresses(&mut c.m, nwid, &early);
-    let learned = Lab::wait_until(Duration::from_secs(10), || {
+    let learned = meshd_lab::interrupt::wait_until(Duration::from_secs(10), || {
         early.iter().all(|&i| {
             c.m.status(i)["controllers"]
                 .as_array()
@@ -365,7 +369,7 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
     let t0 = Instant::now();
     let mut attempts = 0;
     let mut last = String::new();
-    let acked = Lab::wait_until(Duration::from_secs(15), || {
+    let acked = meshd_lab::interrupt::wait_until(Duration::from_secs(15), || {
         attempts += 1;
         let out = c.cli(
             survivor,
@@ -417,7 +421,7 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
     // The killed replica restarts and catches up; no acknowledged write is lost.
     c.run(leader);
     let mut dumps = Vec::new();
-    let same = Lab::wait_until(Duration::from_secs(20), || {
+    let same = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
         dumps = (0..REPLICAS.len()).map(|r| c.dump(r)).collect();
         dumps.iter().all(|d| d.is_some() && *d == dumps[0])
     });
@@ -446,7 +450,9 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
         .expect("a follower");
     let cut_role = c.replicas[cut].role;
     let link = c.m.lab.host(cut_role).link.clone();
-    c.m.lab.run_ip(cut_role, &["link", "set", &link, "down"]);
+    c.m.lab
+        .run_ip(cut_role, &["link", "set", &link, "down"])
+        .expect("lab");
     let writer = (0..REPLICAS.len())
         .find(|&r| r != leader && r != cut)
         .expect("a third");
@@ -472,8 +478,10 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
     c.m.phase(&format!(
         "{cut_role} cut off; 3 networks and a route written meanwhile"
     ));
-    c.m.lab.run_ip(cut_role, &["link", "set", &link, "up"]);
-    let same = Lab::wait_until(Duration::from_secs(20), || {
+    c.m.lab
+        .run_ip(cut_role, &["link", "set", &link, "up"])
+        .expect("lab");
+    let same = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
         dumps = (0..REPLICAS.len()).map(|r| c.dump(r)).collect();
         dumps.iter().all(|d| d.is_some() && *d == dumps[0])
     });
@@ -518,7 +526,8 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
     for r in 0..REPLICAS.len() {
         c.run(r);
     }
-    let leader_back = Lab::wait_until(Duration::from_secs(20), || c.leader(0).is_some());
+    let leader_back =
+        meshd_lab::interrupt::wait_until(Duration::from_secs(20), || c.leader(0).is_some());
     assert!(
         leader_back,
         "no leader after the restart\n{}",

@@ -14,7 +14,6 @@
 
 mod common;
 mod mesh;
-mod netns;
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -22,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::ok_stdout;
 use mesh::{Mesh, NODE_PORT, Node, network, network_status, revision, transfer};
+use meshd_lab::Lab;
 use meshd_proto::NetworkId;
-use netns::Lab;
 use serde_json::Value;
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -80,7 +79,7 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
         .map(|&(a, b)| (a, IpAddr::V4(m.nodes[b].addrs().v4)))
         .collect();
     let mut failed = Vec::new();
-    let converged = Lab::wait_until(Duration::from_secs(20), || {
+    let converged = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
         failed = m.pings(&v4_targets, 1, 1);
         failed.is_empty()
     });
@@ -120,7 +119,7 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
 
     // n1's status: OK, its addresses, every other node a direct peer on the underlay.
     let mut last = Value::Null;
-    let direct = Lab::wait_until(Duration::from_secs(5), || {
+    let direct = meshd_lab::interrupt::wait_until(Duration::from_secs(5), || {
         last = m.status(0);
         (1..NODES.len()).all(|j| {
             let endpoint = format!("{}:{NODE_PORT}", m.lab.ip(NODES[j]));
@@ -163,7 +162,7 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
     ok_stdout(&m.ctl(&["member", "deauthorize", &nwid.to_string(), &n3]));
     let pushed = Instant::now();
     let mut holders = Vec::new();
-    let torn_down = Lab::wait_until(Duration::from_secs(5), || {
+    let torn_down = meshd_lab::interrupt::wait_until(Duration::from_secs(5), || {
         holders = (0..2)
             .filter(|&i| {
                 m.status(i)["peers"]
@@ -187,7 +186,7 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
     );
     let to_n3 = m.matrix(&[(0, 2), (1, 2)]);
     let mut answered = Vec::new();
-    let cut = Lab::wait_until(Duration::from_secs(10), || {
+    let cut = meshd_lab::interrupt::wait_until(Duration::from_secs(10), || {
         answered = to_n3
             .iter()
             .zip(m.ping_results(&to_n3, 1, 1))
@@ -262,7 +261,7 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
     assert_eq!(revision(&status, nwid), Some(cached), "{status:#}");
     let v4 = [(0, IpAddr::V4(m.nodes[1].addrs().v4))];
     let mut failed = Vec::new();
-    let back = Lab::wait_until(Duration::from_secs(15), || {
+    let back = meshd_lab::interrupt::wait_until(Duration::from_secs(15), || {
         failed = m.pings(&v4, 1, 1);
         failed.is_empty()
     });
@@ -312,7 +311,10 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
     let status = m.status(0);
     assert!(network(&status, nwid).is_none(), "{status:#}");
     let role = m.nodes[0].role;
-    let link = m.lab.exec(role, &["ip", "link", "show", "dev", &iface]);
+    let link = m
+        .lab
+        .exec(role, &["ip", "link", "show", "dev", &iface])
+        .expect("lab");
     assert!(
         !link.status.success(),
         "{iface} is still there after leave: {}",
@@ -335,7 +337,7 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
         &["ip", "-4", "route", "show", "table", "all"],
         &["ip", "-6", "route", "show", "table", "all"],
     ] {
-        let left = owned(&ok_stdout(&m.lab.exec(role, argv)));
+        let left = owned(&ok_stdout(&m.lab.exec(role, argv).expect("lab")));
         assert!(left.is_empty(), "{argv:?} after leave still shows {left:?}");
     }
     m.phase("n1 left: no interface, address or route of the network is left");
@@ -362,15 +364,17 @@ fn lab_cleans_up_after_a_panic() {
     let log = tmp.path().join("sleep.log");
     let mut seen: Option<(String, Vec<String>, u32)> = None;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut lab = Lab::new(&["a", "b"]);
+        let lab = Lab::new(meshd_lab::Naming::test(), &["a", "b"]).expect("lab");
         let b = lab.ip("b").to_string();
-        let out = lab.exec("a", &["ping", "-n", "-c", "1", "-W", "2", &b]);
+        let out = lab
+            .exec("a", &["ping", "-n", "-c", "1", "-W", "2", &b])
+            .expect("lab");
         assert!(
             out.status.success(),
             "a -> b on the underlay: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let sleeper = lab.spawn("b", &["sleep", "600"], &log);
+        let sleeper = lab.spawn("b", &["sleep", "600"], &log).expect("lab");
         assert!(lab.exited(sleeper).is_none());
         seen = Some((lab.tag().to_owned(), lab.namespaces().to_vec(), sleeper.pid));
         panic!("on purpose, to test the lab's cleanup");

@@ -14,13 +14,11 @@
 
 mod common;
 mod mesh;
-mod netns;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mesh::{Mesh, NODE_PORT, python};
-use netns::Lab;
 use serde_json::Value;
 
 /// One-way delay the slow path adds.
@@ -52,10 +50,10 @@ while True:
 /// the delay line `dl` in the router. Returns the hosts' addresses on it.
 fn build_slow_path(m: &mut Mesh) -> (Ipv4Addr, Ipv4Addr) {
     let lab = &mut m.lab;
-    lab.add_namespace(ROUTER);
+    lab.add_namespace(ROUTER).expect("lab");
     let [p1, p2, p3, p4, dl] = ["p1", "p2", "p3", "p4", "dl"].map(|s| lab.link_name(s));
-    lab.add_veth("n1", &p1, ROUTER, &p2);
-    lab.add_veth("n2", &p4, ROUTER, &p3);
+    lab.add_veth("n1", &p1, ROUTER, &p2).expect("lab");
+    lab.add_veth("n2", &p4, ROUTER, &p3).expect("lab");
     let n1 = Ipv4Addr::new(10, 201, 1, 1);
     let n2 = Ipv4Addr::new(10, 201, 2, 2);
     for (role, link, cidr) in [
@@ -64,48 +62,58 @@ fn build_slow_path(m: &mut Mesh) -> (Ipv4Addr, Ipv4Addr) {
         (ROUTER, &p3, "10.201.2.254/24".to_owned()),
         ("n2", &p4, format!("{n2}/24")),
     ] {
-        lab.run_ip(role, &["addr", "add", &cidr, "dev", link]);
-        lab.run_ip(role, &["link", "set", link, "up"]);
+        lab.run_ip(role, &["addr", "add", &cidr, "dev", link])
+            .expect("lab");
+        lab.run_ip(role, &["link", "set", link, "up"]).expect("lab");
     }
     lab.run_ip(
         "n1",
         &["route", "add", "10.201.2.0/24", "via", "10.201.1.254"],
-    );
+    )
+    .expect("lab");
     lab.run_ip(
         "n2",
         &["route", "add", "10.201.1.0/24", "via", "10.201.2.254"],
-    );
+    )
+    .expect("lab");
     // Forward, and accept what comes back out of the delay line from an address that
     // routes elsewhere.
-    let sysctl = lab.exec(
-        ROUTER,
-        &[
-            "sysctl",
-            "-q",
-            "-w",
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-        ],
-    );
+    let sysctl = lab
+        .exec(
+            ROUTER,
+            &[
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ],
+        )
+        .expect("lab");
     assert!(sysctl.status.success(), "{sysctl:?}");
     let log = m.ctl_log.with_file_name("delay-line.log");
     let delay = format!("{}", DELAY_MS as f64 / 1000.0);
-    lab.spawn(ROUTER, &[python(), "-c", DELAY_LINE, &dl, &delay], &log);
-    let up = Lab::wait_until(Duration::from_secs(10), || {
+    lab.spawn(ROUTER, &[python(), "-c", DELAY_LINE, &dl, &delay], &log)
+        .expect("lab");
+    let up = meshd_lab::interrupt::wait_until(Duration::from_secs(10), || {
         lab.exec(ROUTER, &["ip", "link", "show", &dl])
+            .expect("lab")
             .status
             .success()
     });
     assert!(up, "the delay line's TUN did not appear");
-    lab.run_ip(ROUTER, &["link", "set", &dl, "up"]);
+    lab.run_ip(ROUTER, &["link", "set", &dl, "up"])
+        .expect("lab");
     for from in [&p2, &p3] {
-        lab.run_ip(ROUTER, &["rule", "add", "iif", from, "lookup", "100"]);
+        lab.run_ip(ROUTER, &["rule", "add", "iif", from, "lookup", "100"])
+            .expect("lab");
     }
     lab.run_ip(
         ROUTER,
         &["route", "add", "default", "dev", &dl, "table", "100"],
-    );
+    )
+    .expect("lab");
     (n1, n2)
 }
 
@@ -114,7 +122,9 @@ fn bridge_path(m: &Mesh, open: bool) {
     let verb = if open { "del" } else { "add" };
     for (role, peer) in [("n1", "n2"), ("n2", "n1")] {
         let to = format!("{}/32", m.lab.ip(peer));
-        m.lab.run_ip(role, &["route", verb, "blackhole", &to]);
+        m.lab
+            .run_ip(role, &["route", verb, "blackhole", &to])
+            .expect("lab");
     }
 }
 
@@ -132,10 +142,13 @@ fn endpoint(status: &Value) -> Option<SocketAddr> {
 fn ping_median_ms(m: &Mesh, from: usize, to: IpAddr, count: u32) -> f64 {
     let count = count.to_string();
     let to = to.to_string();
-    let out = m.lab.exec(
-        m.nodes[from].role,
-        &["ping", "-n", "-c", &count, "-i", "0.05", "-W", "2", &to],
-    );
+    let out = m
+        .lab
+        .exec(
+            m.nodes[from].role,
+            &["ping", "-n", "-c", &count, "-i", "0.05", "-W", "2", &to],
+        )
+        .expect("lab");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "ping {to} failed:\n{text}");
     // 64 bytes from 10.147.0.2: icmp_seq=1 ttl=64 time=6.31 ms

@@ -12,7 +12,7 @@ use meshd_proto::{NetworkId, NodeId, addr};
 use serde_json::Value;
 
 use crate::cli::ResultExt;
-use crate::demo::{self, Lab};
+use meshd_lab::{Lab, Naming, interrupt};
 use meshd_node::docker::DockerSettings;
 
 /// Build a local multi-host mesh in network namespaces (needs root)
@@ -46,10 +46,12 @@ const STEPS: usize = 9;
 const CONTAINERS_PER_HOST: u8 = 2;
 /// How long one `meshd` CLI call inside the lab may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the demo looks again while it waits for something to come up.
+const POLL: Duration = Duration::from_millis(200);
 
 /// Runs `meshd demo`.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    if !demo::is_root() {
+    if !meshd_lab::is_root() {
         return Err(anyhow::anyhow!(
             "`meshd demo` needs root: it creates network namespaces, veths and TUN devices"
         ))
@@ -60,8 +62,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .to_str()
         .context("the meshd executable's path is not UTF-8")?
         .to_owned();
-    demo::install_signal_handler()?;
-    let mut lab = Lab::new()?;
+    interrupt::install_signal_handler("the demo")?;
+    let mut lab = Lab::new(Naming::demo(), &[])?;
     let result = Demo {
         lab: &mut lab,
         exe,
@@ -77,8 +79,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         Err(e) => {
             // The logs are about to go with the lab's directory: show their ends first.
-            if demo::check_interrupted().is_ok() {
-                print_log_tails(&lab.dir);
+            if interrupt::check().is_ok() {
+                print_log_tails(lab.dir());
             }
             Err(e.context("meshd demo failed"))
         } // `lab` drops here on every path: it cleans up unless kept.
@@ -114,11 +116,11 @@ impl Demo<'_> {
     }
 
     fn state(&self, role: &str) -> String {
-        self.lab.dir.join(role).display().to_string()
+        self.lab.dir().join(role).display().to_string()
     }
 
     fn ctl_data(&self) -> String {
-        self.lab.dir.join(CTL).display().to_string()
+        self.lab.dir().join(CTL).display().to_string()
     }
 
     /// `meshd controller <args> --data D` on the controller host; its stdout on success.
@@ -127,7 +129,7 @@ impl Demo<'_> {
         let mut argv = vec![self.exe.as_str(), "controller"];
         argv.extend(args);
         argv.extend(["--data", &data]);
-        ok_stdout(&argv, self.lab.exec(CTL, &argv, CLI_TIMEOUT)?)
+        ok_stdout(&argv, self.lab.exec_timeout(CTL, &argv, CLI_TIMEOUT)?)
     }
 
     /// `meshd <args> --state S` on a node host.
@@ -136,7 +138,7 @@ impl Demo<'_> {
         let mut argv = vec![self.exe.as_str()];
         argv.extend(args);
         argv.extend(["--state", &state]);
-        self.lab.exec(role, &argv, CLI_TIMEOUT)
+        Ok(self.lab.exec_timeout(role, &argv, CLI_TIMEOUT)?)
     }
 
     /// A node's `status --json`, or `None` while its daemon does not answer.
@@ -151,7 +153,7 @@ impl Demo<'_> {
     /// Waits until every node's status for `nwid` is `want`; the last statuses.
     fn wait_network_status(&self, nwid: NetworkId, want: &str) -> anyhow::Result<Vec<Value>> {
         let mut last = Vec::new();
-        let done = demo::wait_for(Duration::from_secs(20), || {
+        let done = wait_for(Duration::from_secs(20), || {
             last.clear();
             for role in NODES {
                 let s = self.status(role)?.unwrap_or(Value::Null);
@@ -180,16 +182,18 @@ impl Demo<'_> {
         // 1. The lab.
         let mut roles = vec![CTL];
         roles.extend(NODES);
-        self.lab.build(&roles)?;
+        for role in &roles {
+            self.lab.add_host(role)?;
+        }
         self.step(
             1,
             &format!(
-                "lab: {} namespaces {}-{{sw,{}}} on bridge {}, underlay {}/24: ok",
+                "lab: {} namespaces {}-{{switch,{}}} on bridge {}, underlay {}/24: ok",
                 self.lab.namespaces().len(),
-                self.lab.tag,
+                self.lab.naming().namespace_prefix,
                 roles.join(","),
-                self.lab.bridge,
-                self.lab.subnet
+                self.lab.bridge(),
+                self.lab.naming().subnet
             ),
         );
 
@@ -198,13 +202,13 @@ impl Demo<'_> {
         let api = format!("127.0.0.1:{API_PORT}");
         let data = self.ctl_data();
         self.ctl(&["init", "--listen", &channel, "--api-listen", &api])?;
-        let log = self.lab.dir.join("ctl.log");
+        let log = self.lab.dir().join("ctl.log");
         let exe = self.exe.clone();
         let pid = self
             .lab
             .spawn(CTL, &[&exe, "controller", "run", "--data", &data], &log)?;
-        let up = demo::wait_for(Duration::from_secs(20), || {
-            if self.lab.exited(pid) {
+        let up = wait_for(Duration::from_secs(20), || {
+            if self.lab.exited(pid).is_some() {
                 bail!("the controller exited:\n{}", tail(&log));
             }
             Ok(self.ctl(&["network", "list"]).ok())
@@ -214,7 +218,7 @@ impl Demo<'_> {
         }
         self.step(
             2,
-            &format!("controller running on {channel} (pid {pid}): ok"),
+            &format!("controller running on {channel} (pid {}): ok", pid.pid),
         );
 
         // 3. A network.
@@ -230,7 +234,7 @@ impl Demo<'_> {
         let mut pids = Vec::new();
         for role in NODES {
             let state = self.state(role);
-            let log = self.lab.dir.join(format!("{role}.log"));
+            let log = self.lab.dir().join(format!("{role}.log"));
             let pid = self.lab.spawn(
                 role,
                 &[
@@ -249,8 +253,8 @@ impl Demo<'_> {
             pids.push((role, pid, log));
         }
         for (role, pid, log) in &pids {
-            let up = demo::wait_for(Duration::from_secs(20), || {
-                if self.lab.exited(*pid) {
+            let up = wait_for(Duration::from_secs(20), || {
+                if self.lab.exited(*pid).is_some() {
                     bail!("{role}: the daemon exited:\n{}", tail(log));
                 }
                 self.status(role)
@@ -259,7 +263,10 @@ impl Demo<'_> {
                 bail!("{role}: the daemon's API did not answer within 20 s");
             }
         }
-        let listed: Vec<String> = pids.iter().map(|(r, p, _)| format!("{r}={p}")).collect();
+        let listed: Vec<String> = pids
+            .iter()
+            .map(|(r, p, _)| format!("{r}={}", p.pid))
+            .collect();
         self.step(
             4,
             &format!("started 3 daemons (pids {}): ok", listed.join(" ")),
@@ -397,10 +404,10 @@ impl Demo<'_> {
         let pids: Vec<String> = self.lab.pids().iter().map(u32::to_string).collect();
         println!(
             "lab {}: namespaces {}; pids {}; state {}",
-            self.lab.tag,
+            self.lab.naming().namespace_prefix,
             self.lab.namespaces().join(" "),
             pids.join(" "),
-            self.lab.dir.display()
+            self.lab.dir().display()
         );
         if ok != targets.len() || !converged {
             bail!("{} of {} pings failed", targets.len() - ok, targets.len());
@@ -431,7 +438,7 @@ impl Demo<'_> {
     fn wire_containers(&mut self, nwid: NetworkId) -> anyhow::Result<Vec<Container>> {
         let mut containers = Vec::new();
         for (i, host) in NODES.into_iter().enumerate() {
-            let bridge = format!("{}b{i}", self.lab.link_tag);
+            let bridge = self.lab.link_name(&format!("b{i}"));
             let out = self.node_cli(
                 host,
                 &[
@@ -484,7 +491,7 @@ impl Demo<'_> {
         pairs: &[(&str, IpAddr)],
         count: u32,
     ) -> anyhow::Result<(bool, Vec<Option<f64>>)> {
-        let converged = demo::wait_for(Duration::from_secs(20), || {
+        let converged = wait_for(Duration::from_secs(20), || {
             let results = self.pings(pairs, 1)?;
             Ok(results.iter().all(Option::is_some).then_some(()))
         })?;
@@ -508,10 +515,14 @@ impl Demo<'_> {
                 argv
             })
             .collect();
-        let commands: Vec<(&str, Vec<&str>)> = pairs
+        let argvs: Vec<Vec<&str>> = argvs
+            .iter()
+            .map(|a| a.iter().map(String::as_str).collect())
+            .collect();
+        let commands: Vec<(&str, &[&str])> = pairs
             .iter()
             .zip(&argvs)
-            .map(|((from, _), a)| (*from, a.iter().map(String::as_str).collect()))
+            .map(|((from, _), a)| (*from, a.as_slice()))
             .collect();
         let outs = self
             .lab
@@ -536,6 +547,15 @@ struct Container {
     host: &'static str,
     /// IPv4, then IPv6 if the network has 6PLANE.
     addrs: Vec<IpAddr>,
+}
+
+/// Polls `done` every [`POLL`] until it gives `Some` or `timeout` passes (`None`); an
+/// interrupt is an error.
+fn wait_for<T>(
+    timeout: Duration,
+    done: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<Option<T>> {
+    interrupt::wait_for(timeout, POLL, done)
 }
 
 /// Address `n` of `subnet` with the subnet's prefix length (`n` = 1 is the gateway's).
@@ -657,26 +677,26 @@ fn print_keep(lab: &Lab, summary: &Summary) {
         println!(
             "  ip netns exec {} {exe} status --state {}",
             lab.host(role).netns,
-            lab.dir.join(role).display()
+            lab.dir().join(role).display()
         );
     }
     println!(
         "  ip netns exec {} {exe} controller member list {} --data {}",
         lab.host(CTL).netns,
         summary.nwid,
-        lab.dir.join(CTL).display()
+        lab.dir().join(CTL).display()
     );
     println!(
         "  ip netns exec {} ping {}    (n1 -> n2 over the mesh; logs: {}/*.log)",
         lab.host(NODES[0]).netns,
         summary.peer_v4,
-        lab.dir.display()
+        lab.dir().display()
     );
     println!("To remove it (as root):");
     let namespaces = lab.namespaces().join(" ");
     println!(
         "  for ns in {namespaces}; do ip netns pids $ns | xargs -r kill; ip netns del $ns; \
          done; rm -rf {}",
-        lab.dir.display()
+        lab.dir().display()
     );
 }

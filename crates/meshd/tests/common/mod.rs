@@ -214,38 +214,12 @@ pub fn ok_stdout(out: &Output) -> String {
 /// A network namespace of the test's own, entered by the calling thread: every process the
 /// thread starts afterwards (controller, daemons, CLI) lives in it, so daemons create their
 /// TUN devices and routes there, never in the host's namespace. Deleted on drop.
-pub struct TestNetns {
-    name: String,
-}
+pub struct TestNetns(meshd_lab::Netns);
 
 impl TestNetns {
     pub fn enter(tag: &str) -> Self {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static COUNT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "msh-{tag}-{:x}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        );
-        let ok = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(
-            ok.is_ok_and(|s| s.success()),
-            "ip netns add {name} (needs root)"
-        );
-        let ns = Self { name };
-        let up = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "ip", "link", "set", "lo", "up"])
-            .status();
-        assert!(up.is_ok_and(|s| s.success()), "loopback up in {}", ns.name);
-        meshd_engine::sys::netns::enter(&ns.name).expect("enter the test's namespace");
-        ns
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let ns = meshd_lab::Netns::tagged(tag);
+        ns.enter();
+        Self(ns)
     }
 }

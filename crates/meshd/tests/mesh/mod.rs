@@ -18,7 +18,7 @@ use meshd_proto::{NetworkId, NodeId, addr};
 use serde_json::Value;
 
 use crate::common::ok_stdout;
-use crate::netns::{Lab, Proc};
+use meshd_lab::{Lab, Proc};
 
 pub const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 pub const CTL: &str = "ctl";
@@ -94,7 +94,7 @@ impl Mesh {
         let mut roles = vec![CTL];
         roles.extend(extra);
         roles.extend(node_roles);
-        let lab = Lab::new(&roles);
+        let lab = Lab::new(meshd_lab::Naming::test(), &roles).expect("lab");
         let nodes = node_roles
             .iter()
             .map(|role| Node {
@@ -145,34 +145,42 @@ impl Mesh {
         let mut argv = vec![MESHD, "controller"];
         argv.extend(args);
         argv.extend(["--data", data]);
-        self.lab.exec(CTL, &argv)
+        self.lab.exec(CTL, &argv).expect("lab")
     }
 
     pub fn start_controller(&mut self) {
         let data = self.ctl_data.to_str().expect("UTF-8 path").to_owned();
         let channel = self.channel();
         let api = format!("127.0.0.1:{API_PORT}");
-        ok_stdout(&self.lab.exec(
-            CTL,
-            &[
-                MESHD,
-                "controller",
-                "init",
-                "--data",
-                &data,
-                "--listen",
-                &channel,
-                "--api-listen",
-                &api,
-            ],
-        ));
-        let proc = self.lab.spawn(
-            CTL,
-            &[MESHD, "controller", "run", "--data", &data],
-            &self.ctl_log.clone(),
+        ok_stdout(
+            &self
+                .lab
+                .exec(
+                    CTL,
+                    &[
+                        MESHD,
+                        "controller",
+                        "init",
+                        "--data",
+                        &data,
+                        "--listen",
+                        &channel,
+                        "--api-listen",
+                        &api,
+                    ],
+                )
+                .expect("lab"),
         );
+        let proc = self
+            .lab
+            .spawn(
+                CTL,
+                &[MESHD, "controller", "run", "--data", &data],
+                &self.ctl_log.clone(),
+            )
+            .expect("lab");
         self.ctl_proc = Some(proc);
-        let up = Lab::wait_until(Duration::from_secs(30), || {
+        let up = meshd_lab::interrupt::wait_until(Duration::from_secs(30), || {
             self.ctl(&["network", "list"]).status.success() || self.lab.exited(proc).is_some()
         });
         assert!(
@@ -197,6 +205,7 @@ impl Mesh {
         argv.extend(["--state", n.state.to_str().expect("UTF-8 path")]);
         self.lab
             .exec_timeout(n.role, &argv, Duration::from_secs(10))
+            .expect("lab")
     }
 
     pub fn status(&self, i: usize) -> Value {
@@ -221,7 +230,7 @@ impl Mesh {
         done: impl Fn(&Value) -> bool,
     ) -> Value {
         let mut last = Value::Null;
-        let ok = Lab::wait_until(timeout, || {
+        let ok = meshd_lab::interrupt::wait_until(timeout, || {
             last = self.status(i);
             done(&last)
         });
@@ -254,9 +263,9 @@ impl Mesh {
             &channel,
         ];
         argv.extend(&self.daemon_args);
-        let proc = self.lab.spawn(role, &argv, &log);
+        let proc = self.lab.spawn(role, &argv, &log).expect("lab");
         self.nodes[i].proc = Some(proc);
-        let up = Lab::wait_until(Duration::from_secs(20), || {
+        let up = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
             self.node_cli(i, &["status", "--json"]).status.success()
                 || self.lab.exited(proc).is_some()
         });
@@ -351,7 +360,8 @@ impl Mesh {
         });
         let out = self
             .lab
-            .exec(n.role, &["ip", "-j", "addr", "show", "dev", iface]);
+            .exec(n.role, &["ip", "-j", "addr", "show", "dev", iface])
+            .expect("lab");
         let text = ok_stdout(&out);
         let links: Value = serde_json::from_str(&text).expect("ip -j prints JSON");
         let link = &links[0];
@@ -469,6 +479,7 @@ pub fn ping_all(
         .map(|((from, _), argv)| (*from, argv.as_slice()))
         .collect();
     lab.exec_all(&commands, Duration::from_secs(20))
+        .expect("lab")
         .into_iter()
         .zip(targets)
         .map(|(out, (from, to))| {
@@ -602,7 +613,9 @@ pub fn transfer(
     );
     let receiver: &[&str] = &[python(), "-c", RECEIVER, &to, &port];
     let sender: &[&str] = &[python(), "-c", SENDER, &to, &port, &size, &seed];
-    let outs = lab.exec_all(&[(at, receiver), (from, sender)], Duration::from_secs(45));
+    let outs = lab
+        .exec_all(&[(at, receiver), (from, sender)], Duration::from_secs(45))
+        .expect("lab");
     let (received, sent) = (ok_stdout(&outs[0]), ok_stdout(&outs[1]));
     let received: Vec<&str> = received.split_whitespace().collect();
     let sent: Vec<&str> = sent.split_whitespace().collect();

@@ -1,0 +1,41 @@
+//! Network-namespace labs: the one harness behind `meshd demo`, the end-to-end tests of
+//! `meshd`, the engine's tests and the benches' lab.
+//!
+//! - [`lab`]: [`Lab`], hosts on one switch (a bridge in a namespace of its own), with
+//!   bridges, containers and LANs behind a host ([`Lab::add_bridge`],
+//!   [`Lab::add_container`], [`Lab::add_namespace`], [`Lab::add_veth`]). Every name carries
+//!   a tag unique to the process and the lab ([`Naming`]); every link is made inside one of
+//!   the lab's namespaces, so deleting them leaves nothing behind.
+//! - [`process`]: commands in a lab's namespaces, waited for ([`Lab::exec`]) or kept
+//!   running ([`Lab::spawn`]), only ever stopped by the handles the lab holds.
+//! - [`interrupt`]: SIGINT/SIGTERM turned into an error at the next wait, so that the lab's
+//!   drop cleans up ([`interrupt::install_signal_handler`]).
+//! - [`netns`]: a bare namespace whose threads run inside it ([`Netns`]), for tests that
+//!   run the data plane in-process.
+//!
+//! It only ever runs `ip` and the commands it is given; it never kills a process by name.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod interrupt;
+pub mod lab;
+pub mod netns;
+pub mod process;
+
+pub use error::LabError;
+pub use lab::{Host, Lab, Naming, leftovers};
+pub use netns::Netns;
+pub use process::{EXEC_TIMEOUT, Proc};
+
+/// Whether this process runs as root (effective uid 0), which a lab needs, from
+/// `/proc/self/status`.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
