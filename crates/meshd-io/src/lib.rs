@@ -5,6 +5,7 @@
 //! - [`clock`]: the wall clock as Unix time, for timestamps that are stored or shown.
 //! - [`http`]: the HTTP/1 client of meshd's JSON APIs (the admin API, the node's local API,
 //!   replication between replicas) and the error body every one of them answers with.
+//! - [`text`]: the column tables the CLI prints.
 //!
 //! What it does not do: the data path (TUN, UDP, kernel routes) is `meshd-engine`'s, the
 //! node–controller channel `meshd-channel`'s.
@@ -13,3 +14,4 @@
 pub mod clock;
 pub mod fs;
 pub mod http;
+pub mod text;

@@ -7,6 +7,7 @@
 //! - [`bench`]: the client side of `meshd bench`: which peer, the measurement, the report.
 //! - [`docker`]: the Docker settings (`daemon.json`, compose, `docker network create`) for a
 //!   host's container subnets, and the host routes they need.
+//! - [`text`]: the human form of `status`, `peers` and `join`.
 //!
 //! What it does not do: packets (TUN, UDP, kernel routes) are `meshd-engine`'s, the protocol
 //! `meshd-proto`'s, the channel's messages and QUIC identities `meshd-channel`'s. It never
@@ -16,3 +17,4 @@
 pub mod bench;
 pub mod daemon;
 pub mod docker;
+pub mod text;

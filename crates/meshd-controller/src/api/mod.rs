@@ -32,6 +32,7 @@ pub mod error;
 pub(crate) mod extract;
 mod handlers;
 pub mod requests;
+pub mod text;
 pub mod views;
 
 use std::future::Future;

@@ -8,10 +8,10 @@ use tokio::time::Instant;
 
 use super::daemon::with_daemon;
 use super::output::print;
-use super::status::network_block;
 use super::{NetworkIdArg, StateArgs};
 use meshd_node::daemon::api::{NetworkStatus, NetworkView};
 use meshd_node::daemon::controller_link::ControllerAddr;
+use meshd_node::text::status::network_block;
 
 /// Ask the controller to admit this host to a network
 ///

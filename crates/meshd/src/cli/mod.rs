@@ -160,7 +160,8 @@ impl<T, E: Into<anyhow::Error>> ResultExt<T> for Result<T, E> {
 mod tests {
     use clap::Parser;
 
-    use super::controller::{ControllerCommand, NetworkCommand};
+    use super::controller::ControllerCommand;
+    use super::controller::network::NetworkCommand;
     use super::docker_config::DockerFormat;
     use super::*;
 

@@ -19,25 +19,3 @@ pub fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value).context("cannot encode JSON")?;
     print(&format!("{text}\n"))
 }
-
-/// Left-aligned columns under a header row, two spaces apart, no trailing blanks.
-pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
-    std::iter::once(header)
-        .chain(rows)
-        .map(|row| {
-            let line: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(cell, w)| format!("{cell:w$}"))
-                .collect();
-            format!("{}\n", line.join("  ").trim_end())
-        })
-        .collect()
-}

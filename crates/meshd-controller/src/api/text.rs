@@ -2,16 +2,16 @@
 //! functions of the API's views (and the current time), so they are tested without a
 //! controller.
 
-use meshd_controller::api::views::{MemberView, NetworkView, RouteView};
-use meshd_controller::replica::{ClusterView, ReplicaRole};
+use meshd_io::text::table;
 
-use crate::cli::output::table;
+use crate::api::views::{MemberView, NetworkView, RouteView};
+use crate::replica::{ClusterView, ReplicaRole};
 
 /// Printed for an absent value.
 const NONE: &str = "-";
 
 /// `network list`.
-pub(super) fn network_table(networks: &[NetworkView]) -> String {
+pub fn network_table(networks: &[NetworkView]) -> String {
     if networks.is_empty() {
         return "no networks; create one with `meshd controller network create --name NAME`\n"
             .to_owned();
@@ -44,7 +44,7 @@ pub(super) fn network_table(networks: &[NetworkView]) -> String {
 }
 
 /// `network show`.
-pub(super) fn network_details(n: &NetworkView) -> String {
+pub fn network_details(n: &NetworkView) -> String {
     let on_off = |range: Option<String>, per_member: &str| {
         range.map_or_else(|| "off".to_owned(), |r| format!("{r}, {per_member}"))
     };
@@ -88,7 +88,7 @@ pub(super) fn network_details(n: &NetworkView) -> String {
 }
 
 /// `member list`.
-pub(super) fn member_table(members: &[MemberView], now_ms: u64) -> String {
+pub fn member_table(members: &[MemberView], now_ms: u64) -> String {
     if members.is_empty() {
         return "no members yet; a node appears here once it runs `meshd join NWID`\n".to_owned();
     }
@@ -121,7 +121,7 @@ pub(super) fn member_table(members: &[MemberView], now_ms: u64) -> String {
 }
 
 /// One line about a member after `authorize`.
-pub(super) fn authorized(network: &str, m: &MemberView) -> String {
+pub fn authorized(network: &str, m: &MemberView) -> String {
     let mut parts = vec![format!("IPv4 {}", join(&m.ipv4))];
     if let Some(s) = m.container_subnet {
         parts.push(format!("containers {s}"));
@@ -137,7 +137,7 @@ pub(super) fn authorized(network: &str, m: &MemberView) -> String {
 }
 
 /// `replica list` (and after `replica add`/`remove`): a summary line, then one row a replica.
-pub(super) fn replica_table(view: &ClusterView) -> String {
+pub fn replica_table(view: &ClusterView) -> String {
     let mut out = match (view.leader, &view.note) {
         (Some(leader), _) => format!(
             "leader: replica {leader}, term {}, last log index {}\n",
@@ -199,7 +199,7 @@ fn role_text(role: ReplicaRole) -> &'static str {
     }
 }
 
-pub(super) fn route_text(r: &RouteView) -> String {
+pub fn route_text(r: &RouteView) -> String {
     match r.gateway {
         Some(g) => format!("{} via {} (gateway {g})", r.target, r.via),
         None => format!("{} via {}", r.target, r.via),
@@ -266,7 +266,7 @@ fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use meshd_controller::api::views::MemberCounts;
+    use crate::api::views::MemberCounts;
 
     use super::*;
 
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn replica_table_shows_roles_and_progress() {
-        use meshd_controller::replica::ReplicaStatus;
+        use crate::replica::ReplicaStatus;
         let status = |id, role, lag: Option<u64>, healthy| ReplicaStatus {
             id,
             address: format!("10.0.0.{id}:9994"),

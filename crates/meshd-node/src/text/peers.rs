@@ -1,0 +1,132 @@
+//! `meshd peers` for people: one row per peer and network, ZeroTier `peers` style.
+
+use meshd_io::text::table;
+
+use crate::daemon::api::{PeerPath, StatusView};
+use crate::text::status::duration;
+
+/// One row per peer and network, ZeroTier `peers` style.
+pub fn render(s: &StatusView) -> String {
+    if s.peers.is_empty() {
+        return if s.dataplane_attached {
+            "no peers\n".to_owned()
+        } else {
+            "no peers: the data plane is not attached\n".to_owned()
+        };
+    }
+    let dash = || "-".to_owned();
+    table(
+        &[
+            "NODE",
+            "NAME",
+            "NETWORK",
+            "PATH",
+            "ENDPOINT",
+            "RTT",
+            "HANDSHAKE",
+            "RX",
+            "TX",
+        ],
+        s.peers
+            .iter()
+            .map(|p| {
+                vec![
+                    p.node_id.to_string(),
+                    if p.name.is_empty() {
+                        dash()
+                    } else {
+                        p.name.clone()
+                    },
+                    p.network.to_string(),
+                    match p.path {
+                        PeerPath::Direct => "DIRECT",
+                        PeerPath::Relay => "RELAY",
+                        PeerPath::None => "NONE",
+                    }
+                    .to_owned(),
+                    p.endpoint.map_or_else(dash, |e| e.to_string()),
+                    p.rtt_ms.map_or_else(dash, |r| format!("{r:.1}ms")),
+                    p.last_handshake_s
+                        .map_or_else(dash, |h| format!("{} ago", duration(h))),
+                    bytes(p.rx_bytes),
+                    bytes(p.tx_bytes),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// Bytes in the largest unit that keeps a number at or above 1: `512 B`, `1.2 MB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::daemon::api::PeerView;
+
+    use super::*;
+
+    #[test]
+    fn table_of_peers() {
+        let mut s = StatusView {
+            node_id: "89e92ceee5".parse().unwrap(),
+            version: "0.1.0".into(),
+            online: true,
+            controller: None,
+            controllers_unreachable_for_s: None,
+            dataplane_attached: true,
+            controllers: vec![],
+            networks: vec![],
+            peers: vec![],
+            forwarding: Default::default(),
+            packet_workers: vec![],
+        };
+        assert_eq!(render(&s), "no peers\n");
+        s.peers.push(PeerView {
+            node_id: "1a2b3c4d5e".parse().unwrap(),
+            network: "8056c2e21c000001".parse().unwrap(),
+            name: "host-b".into(),
+            path: PeerPath::Direct,
+            endpoint: Some("192.0.2.11:9993".parse().unwrap()),
+            candidates: vec!["192.0.2.11:9993".parse().unwrap()],
+            path_changes: 0,
+            path_scan: None,
+            rtt_ms: Some(0.42),
+            last_handshake_s: Some(12),
+            rx_bytes: 1_234_567,
+            tx_bytes: 512,
+            addresses: vec![],
+        });
+        let text = render(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with("NODE        NAME    NETWORK"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "1a2b3c4d5e  host-b  8056c2e21c000001  DIRECT  192.0.2.11:9993  0.4ms  12s ago    1.2 MB  512 B"
+        );
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1_000), "1.0 kB");
+        assert_eq!(bytes(3_400_000_000), "3.4 GB");
+    }
+}
