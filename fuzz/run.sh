@@ -15,7 +15,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -eq 0 ]]; then
     exit 2
 fi
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"
-targets=(wire config responder)
+targets=(wire config responder reach)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -8,6 +8,9 @@
 //!   two-member network, through the calls an engine's packet workers make: every drop is
 //!   counted under the reason the tunnel gives, and of two copies of a datagram raced through
 //!   at once, one at most comes out as a packet.
+//! - [`reach()`]: a replica's relay fed up to three datagrams from two registered members'
+//!   addresses: it forwards only to registered addresses, answers a request only to where it
+//!   came from and at most five bytes larger, and counts every datagram exactly once.
 //!
 //! The fixed identities make a committed seed useful across runs: [`responder_seed_initiation`]
 //! is a real initiation to the fixed responder, with a correct mac1, so the fuzzer starts past
@@ -28,6 +31,9 @@ use ipnet::Ipv4Net;
 
 use crate::config::{ManagedRoute, MemberConfig, NetworkConfig, SignedConfig, codec};
 use crate::handshake::{self, InitiationParams, MacKeys};
+use crate::reach::credential::RelaySecret;
+use crate::reach::reflect::{ReflectRequest, Reflection};
+use crate::reach::relay::{RelayAction, RelayLimits, RelayServer};
 use crate::session::Session;
 use crate::sim::ipv4_packet;
 use crate::tunnel::{Begun, DataJob, DropReason, Incoming, Tunnel, TunnelStats};
@@ -177,6 +183,73 @@ pub fn config(data: &[u8]) {
         }
     }
     let _ = SignedConfig::from_bytes(data.to_vec()).verify(fixture().network_key.network_id());
+}
+
+/// The relay secret of the `reach` target's replica.
+const RELAY_SECRET: &[u8] = b"meshd fuzzing relay";
+/// Where the `reach` target's two members registered from.
+const MEMBER_ADDRS: [SocketAddr; 2] = [
+    FROM,
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 9993),
+];
+
+/// A reflect request of `node` under the `reach` target's secret, never expiring.
+fn reach_request(node: crate::NodeId, sequence: u64) -> Vec<u8> {
+    let cred = RelaySecret::derive(RELAY_SECRET).issue(node, u64::MAX);
+    ReflectRequest {
+        node,
+        expires: cred.expires,
+        sequence,
+    }
+    .encode(&cred.key)
+    .to_vec()
+}
+
+/// Target `reach`: the fixture's two members registered at a relay (sequence 1), then
+/// [`frames`] of the input, alternately from the first and the second member's address.
+pub fn reach(data: &[u8]) {
+    let _ = run_reach(data);
+}
+
+/// [`reach`], with what the relay counted.
+fn run_reach(data: &[u8]) -> crate::reach::relay::RelayCounters {
+    let fx = fixture();
+    let now = Instant::now();
+    let secret = RelaySecret::derive(RELAY_SECRET);
+    let mut relay = RelayServer::new(secret.clone(), RelayLimits::default());
+    let nwid = fx.network_key.network_id();
+    let members = [fx.initiator.node_id(), fx.responder.node_id()];
+    relay.set_members(members.map(|m| (nwid, m)));
+    for (m, from) in members.iter().zip(MEMBER_ADDRS) {
+        let request = reach_request(*m, 1);
+        let registered = relay.handle(now, 0, from, &request);
+        assert!(matches!(registered, Ok(RelayAction::Reply { .. })));
+    }
+    let frames = frames(data);
+    for (i, frame) in frames.iter().enumerate() {
+        let from = MEMBER_ADDRS[i % 2];
+        match relay.handle(now, 0, from, frame) {
+            Ok(RelayAction::Forward { to, bytes }) => {
+                assert!(MEMBER_ADDRS.contains(&to), "forwarded to {to}");
+                assert_eq!(bytes, *frame, "forwarded other bytes");
+            }
+            Ok(RelayAction::Reply { to, bytes }) => {
+                assert_eq!(to, from, "answered elsewhere");
+                assert!(bytes.len() <= frame.len() + 5, "amplified");
+            }
+            Err(_) => {}
+        }
+        let key = secret.key_for(members[i % 2], u64::MAX);
+        let _ = Reflection::open(frame, &key);
+    }
+    let c = relay.counters();
+    let counted = c.reflections + c.relayed_packets + c.drops.values().sum::<u64>();
+    assert_eq!(
+        counted,
+        2 + frames.len() as u64,
+        "a datagram not counted once"
+    );
+    c.clone()
 }
 
 /// Target `responder`: the fixed responder's tunnel, fed untrusted datagrams from [`FROM`]
@@ -529,6 +602,19 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("config", "signed-config", signed.as_bytes().to_vec()),
         ("responder", "initiation", init.clone()),
         (
+            "reach",
+            "reflect-then-relay-both-ways",
+            encode_frames(
+                0,
+                &[
+                    &reach_request(initiator_id, 2),
+                    &wire::relay_envelope(initiator_id, responder_id, &response),
+                    &wire::relay_envelope(responder_id, initiator_id, &init),
+                ],
+            )[1..]
+                .to_vec(),
+        ),
+        (
             "responder",
             "relayed-initiation",
             wire::relay_envelope(responder_id, initiator_id, &init),
@@ -589,12 +675,12 @@ mod tests {
         let seeds = seeds();
         assert!(seeds.len() < 50);
         for (_, _, bytes) in &seeds {
-            for f in [wire, config, responder] {
+            for f in [wire, config, responder, reach] {
                 f(bytes);
             }
             for len in [0, 1, bytes.len() / 2] {
                 let cut = &bytes[..len];
-                for f in [wire, config, responder] {
+                for f in [wire, config, responder, reach] {
                     f(cut);
                 }
             }
@@ -655,6 +741,17 @@ mod tests {
         );
         let raced = reached("session-raced-packet-replay-spoofed");
         assert_eq!(raced.packets, 1, "not the replay, not the spoofed one");
+    }
+
+    #[test]
+    fn reach_seed_reflects_and_relays_both_ways() {
+        let (_, bytes) = seeds_for("reach").remove(0);
+        let counted = run_reach(&bytes);
+        assert_eq!(
+            (counted.reflections, counted.relayed_packets),
+            (3, 2),
+            "{counted:?}"
+        );
     }
 
     /// The committed corpus goes stale silently if the fixture or a format changes: regenerate

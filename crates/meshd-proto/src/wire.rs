@@ -10,6 +10,8 @@
 //! 4 Data               type|res | receiver index (4) | counter (8) | ciphertext | tag (16)
 //! 5 Probe              same layout as Data; the plaintext is a probe body, never an IP packet
 //! 6 Relay              type|res | destination node (5) | source node (5) | inner message
+//! 7 Reflect            node → replica: see [`crate::reach::reflect`]
+//! 8 Reflected          replica → node: see [`crate::reach::reflect`]
 //! ```
 //! Parsing checks sizes, types and reserved bytes only; authenticity is checked by the layer
 //! that owns the keys. A relay envelope carries exactly one non-relay message.
@@ -22,6 +24,10 @@ pub const TYPE_COOKIE_REPLY: u8 = 3;
 pub const TYPE_DATA: u8 = 4;
 pub const TYPE_PROBE: u8 = 5;
 pub const TYPE_RELAY: u8 = 6;
+/// Not a tunnel message: a node's reflect request to a replica ([`crate::reach`]).
+pub const TYPE_REFLECT: u8 = 7;
+/// Not a tunnel message: a replica's answer to a reflect request.
+pub const TYPE_REFLECTED: u8 = 8;
 
 pub const MAC_LEN: usize = 16;
 pub const TAG_LEN: usize = 16;
