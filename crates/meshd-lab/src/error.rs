@@ -7,6 +7,10 @@ pub enum LabError {
     /// `ip` refused a step; its stderr says why.
     #[error("ip {args}: {stderr}")]
     Ip { args: String, stderr: String },
+    /// A command the lab runs itself (`nft`, `sysctl`, `conntrack`) failed; its stderr
+    /// says why.
+    #[error("{command}: {stderr}")]
+    Command { command: String, stderr: String },
     /// A command could not be started at all.
     #[error("cannot run {what}: {source}")]
     Spawn {

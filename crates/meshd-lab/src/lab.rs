@@ -9,7 +9,8 @@
 //!   netns <ns>-<role0>  netns <ns>-<role1>
 //!   <subnet>.10/24      <subnet>.11/24
 //!                       bridge, containers, LANs behind a host (add_bridge, add_container,
-//!                       add_namespace + add_veth)
+//!                       add_namespace + add_veth); a NAT router with hosts on its LAN
+//!                       (add_router, add_host_behind: see crate::nat)
 //! ```
 //!
 //! `<ns>` and `<link>` come from the lab's [`Naming`]: unique to the process (its pid) and
@@ -126,7 +127,9 @@ pub struct Lab {
     naming: Naming,
     switch: String,
     bridge: String,
-    hosts: Vec<Host>,
+    pub(crate) hosts: Vec<Host>,
+    /// The NAT routers among the hosts ([`Lab::add_router`]).
+    pub(crate) routers: Vec<crate::nat::Router>,
     /// Every namespace made so far, in order (the switch first).
     namespaces: Vec<String>,
     pub(crate) procs: RefCell<Vec<Spawned>>,
@@ -143,6 +146,7 @@ impl Lab {
             bridge: format!("{}br", naming.link_prefix),
             naming,
             hosts: Vec::new(),
+            routers: Vec::new(),
             namespaces: Vec::new(),
             procs: RefCell::new(Vec::new()),
             dir_made: false,

@@ -6,6 +6,10 @@
 //!   [`Lab::add_container`], [`Lab::add_namespace`], [`Lab::add_veth`]). Every name carries
 //!   a tag unique to the process and the lab ([`Naming`]); every link is made inside one of
 //!   the lab's namespaces, so deleting them leaves nothing behind.
+//! - [`nat`]: NAT routers on the switch with a LAN behind each ([`Lab::add_router`],
+//!   [`Lab::add_host_behind`]): port-restricted cone, symmetric or full cone
+//!   ([`NatKind`]), in nftables; their mappings flushed or timed out on demand
+//!   ([`Lab::flush_conntrack`], [`Lab::set_udp_timeout`]).
 //! - [`process`]: commands in a lab's namespaces, waited for ([`Lab::exec`]) or kept
 //!   running ([`Lab::spawn`]), only ever stopped by the handles the lab holds.
 //! - [`interrupt`]: SIGINT/SIGTERM turned into an error at the next wait, so that the lab's
@@ -13,17 +17,20 @@
 //! - [`netns`]: a bare namespace whose threads run inside it ([`Netns`]), for tests that
 //!   run the data plane in-process.
 //!
-//! It only ever runs `ip` and the commands it is given; it never kills a process by name.
+//! It only ever runs `ip`, for routers `nft`, `sysctl` and `conntrack`, and the commands it
+//! is given; it never kills a process by name.
 #![forbid(unsafe_code)]
 
 pub mod error;
 pub mod interrupt;
 pub mod lab;
+pub mod nat;
 pub mod netns;
 pub mod process;
 
 pub use error::LabError;
 pub use lab::{Host, Lab, Naming, leftovers};
+pub use nat::{NatKind, Router};
 pub use netns::Netns;
 pub use process::{EXEC_TIMEOUT, Proc};
 
