@@ -157,6 +157,11 @@ impl ChannelClient {
         self.send(&NodeMessage::Leave { network }).await
     }
 
+    /// Reports where the controller's relays see the node's data-plane socket.
+    pub async fn reflexive(&mut self, address: SocketAddr) -> Result<(), ChannelError> {
+        self.send(&NodeMessage::Reflexive { address }).await
+    }
+
     /// The next message from the controller: answers and pushes alike. Cancel-safe.
     pub async fn recv(&mut self) -> Result<ControllerMessage, ChannelError> {
         match self.incoming.recv().await {

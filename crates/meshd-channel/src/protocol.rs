@@ -50,6 +50,10 @@ pub enum NodeMessage {
     },
     /// Stop receiving updates for a network on this connection. The member record stays.
     Leave { network: NetworkId },
+    /// Where the replicas' relays see the node's data-plane socket (its server-reflexive
+    /// address), when it learned or changed it: peers get it as the node's public endpoint
+    /// in place of the guess from the channel's own source address.
+    Reflexive { address: SocketAddr },
 }
 
 /// What a controller sends, as answers and as pushes.
@@ -80,6 +84,21 @@ pub enum ControllerMessage {
         #[serde(deserialize_with = "replica_list::deserialize")]
         addresses: Vec<String>,
     },
+    /// The node's relay credential (see `meshd_proto::reach::credential`): sent after
+    /// `Hello` and again before it expires. Every replica's relay, at UDP port
+    /// [`relay_port`] of its node-channel address, checks the node's reflect requests with
+    /// it. Sent only by controllers that relay.
+    RelayCredential {
+        /// Unix seconds.
+        expires: u64,
+        key: [u8; 32],
+    },
+}
+
+/// The UDP port of a replica's relay, whose node channel is at `channel_port`: the next one
+/// (9994 → 9995; the admin API's 9995 is TCP).
+pub fn relay_port(channel_port: u16) -> Option<u16> {
+    channel_port.checked_add(1)
 }
 
 /// Most addresses a [`ControllerMessage::Replicas`] may carry.
@@ -290,6 +309,7 @@ mod tests {
                 have_revision
             }),
             network().prop_map(|network| NodeMessage::Leave { network }),
+            socket_addr().prop_map(|address| NodeMessage::Reflexive { address }),
         ]
     }
 
@@ -315,6 +335,8 @@ mod tests {
             ".{0,40}".prop_map(|message| ControllerMessage::Error { message }),
             prop::collection::vec("[a-z0-9.:\\[\\]-]{1,40}", 0..=MAX_REPLICAS)
                 .prop_map(|addresses| ControllerMessage::Replicas { addresses }),
+            (any::<u64>(), any::<[u8; 32]>())
+                .prop_map(|(expires, key)| ControllerMessage::RelayCredential { expires, key }),
         ]
     }
 

@@ -21,6 +21,7 @@ pub mod controller;
 pub mod datadir;
 pub mod ipam;
 pub mod raft;
+pub mod relay;
 pub mod replica;
 pub mod service;
 pub mod state;

@@ -1,6 +1,9 @@
 //! A controller replica as a running service: `meshd controller init` lays out its data
 //! directory, `meshd controller run` serves from it.
 //!
+//! Ports: the node channel on UDP `listen`, replication on TCP at the same address, the relay
+//! on UDP at the next port, the admin API on TCP `api_listen`.
+//!
 //! ```text
 //! DIR/                mode 0700
 //!   replica.json      id, listen address (node channel on UDP, replication on TCP),
@@ -175,6 +178,8 @@ pub struct Bound {
     pub channel: SocketAddr,
     /// TCP, the same address as `channel`: replication between replicas.
     pub replication: SocketAddr,
+    /// UDP, the next port after `channel`'s: reflect requests and relaying.
+    pub relay: SocketAddr,
 }
 
 /// Serves a replica from `dir` until `shutdown` resolves: the replicated store, the admin
@@ -209,6 +214,23 @@ pub async fn run(
     let replication_addr = replication
         .local_addr()
         .map_err(io("read the replication address"))?;
+    let relay_listen = meshd_channel::protocol::relay_port(channel_addr.port())
+        .map(|port| SocketAddr::new(settings.listen.ip(), port))
+        .ok_or_else(|| ServiceError::Io {
+            what: "listen for the relay".into(),
+            source: std::io::Error::other(format!(
+                "the relay takes the UDP port after the node channel's, and {} is the last",
+                channel_addr.port()
+            )),
+        })?;
+    let relay_socket = tokio::net::UdpSocket::bind(relay_listen)
+        .await
+        .map_err(io(format!(
+            "listen on {relay_listen} (UDP) for the relay (the port after the node channel's)"
+        )))?;
+    let relay_addr = relay_socket
+        .local_addr()
+        .map_err(io("read the relay address"))?;
     let advertise = settings
         .advertise
         .clone()
@@ -251,17 +273,31 @@ pub async fn run(
         api: api_addr,
         channel: channel_addr,
         replication: replication_addr,
+        relay: relay_addr,
     });
     tracing::info!(
         replica = settings.id,
         api = %api_addr,
         channel = %channel_addr,
         replication = %replication_addr,
+        relay = %relay_addr,
         advertise = replica.advertise(),
         "controller replica serving"
     );
 
-    let channel_task = tokio::spawn(channel::serve(endpoint.clone(), replica.clone()));
+    let relay_secret = crate::relay::secret(&token);
+    let channel_task = tokio::spawn(channel::serve_relaying(
+        endpoint.clone(),
+        replica.clone(),
+        relay_secret.clone(),
+    ));
+    let relay_task = tokio::spawn(crate::relay::serve(
+        relay_socket,
+        replica.clone(),
+        relay_secret,
+        meshd_proto::reach::relay::RelayLimits::default(),
+        crate::relay::RelayStats::default(),
+    ));
     let replication_task = tokio::spawn(axum::serve(replication, replica.router()).into_future());
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -271,6 +307,7 @@ pub async fn run(
         b"controller shutting down",
     );
     channel_task.abort();
+    relay_task.abort();
     replica.shutdown().await;
     replication_task.abort();
     served.map_err(io("serve the admin API"))

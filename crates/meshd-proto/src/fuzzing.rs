@@ -421,7 +421,12 @@ impl Reached {
             .map(|tx| tx.bytes)
             .collect();
         for bytes in &sent {
-            match bytes.first().copied() {
+            // A reply to a relayed message goes back in an envelope: count what it carries.
+            let inner = match wire::parse(bytes) {
+                Ok(Message::Relay(r)) => r.inner,
+                _ => bytes,
+            };
+            match inner.first().copied() {
                 Some(wire::TYPE_HANDSHAKE_RESPONSE) => self.handshake_responses += 1,
                 Some(wire::TYPE_COOKIE_REPLY) => self.cookie_replies += 1,
                 _ => self.data_sent += 1,

@@ -6,6 +6,10 @@
 //! ([`Tunnel::prepare_in_place`] and [`Seal::seal`](crate::session::Seal::seal) out,
 //! [`Tunnel::begin_outside`], [`DataJob::open`](crate::tunnel::DataJob::open) and
 //! [`Tunnel::finish_data`] in); only the wire and the clock are simulated.
+//!
+//! Relays ([`Simulation::add_relay`]) run the real [`RelayServer`] with every node
+//! registered; [`Simulation::direct_blocked`] drops every datagram from node to node (as
+//! two NATs that no punch gets through), so that only relayed traffic arrives.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -13,6 +17,9 @@ use std::time::{Duration, Instant};
 use ipnet::Ipv4Net;
 
 use crate::config::{MemberConfig, NetworkConfig};
+use crate::reach::credential::RelaySecret;
+use crate::reach::reflect::ReflectRequest;
+use crate::reach::relay::{RelayAction, RelayLimits, RelayServer};
 use crate::tunnel::{Begun, DropReason, Incoming, Prepared, Tunnel};
 use crate::{Identity, NetworkKey, NodeId, wire};
 
@@ -105,6 +112,10 @@ pub struct Simulation {
     pub delivered: u64,
     pub lost: u64,
     next_timer: Instant,
+    /// Relays by address ([`Simulation::add_relay`]).
+    pub relays: Vec<(SocketAddr, RelayServer)>,
+    /// Drop every datagram from one node's address to another's.
+    pub direct_blocked: bool,
 }
 
 impl Simulation {
@@ -188,6 +199,49 @@ impl Simulation {
             delivered: 0,
             lost: 0,
             next_timer: now,
+            relays: Vec::new(),
+            direct_blocked: false,
+        }
+    }
+
+    /// Starts a relay at `address` with every node an authorized member and registered from
+    /// its address on path 0, and gives every node's tunnel the live relays.
+    pub fn add_relay(&mut self, address: SocketAddr) {
+        let secret = RelaySecret::derive(b"sim");
+        // Registered once: the simulated nodes run no reach client to refresh them.
+        let limits = RelayLimits {
+            registration_ttl: Duration::from_secs(24 * 3600),
+            ..RelayLimits::default()
+        };
+        let mut relay = RelayServer::new(secret.clone(), limits);
+        let nwid = self.network_key.network_id();
+        relay.set_members(self.nodes.iter().map(|n| (nwid, n.identity.node_id())));
+        for node in &self.nodes {
+            let credential = secret.issue(node.identity.node_id(), u64::MAX);
+            let request = ReflectRequest {
+                node: credential.node,
+                expires: credential.expires,
+                sequence: 1,
+            }
+            .encode(&credential.key);
+            let registered = relay.handle(self.now, 0, node.address, &request);
+            assert!(matches!(registered, Ok(RelayAction::Reply { .. })));
+        }
+        self.relays.push((address, relay));
+        self.set_relays();
+    }
+
+    /// Takes the relay at `address` away (a replica that died): what is sent to it is lost,
+    /// and the nodes are told the relays that remain.
+    pub fn remove_relay(&mut self, address: SocketAddr) {
+        self.relays.retain(|(a, _)| *a != address);
+        self.set_relays();
+    }
+
+    fn set_relays(&mut self) {
+        let live: Vec<SocketAddr> = self.relays.iter().map(|(a, _)| *a).collect();
+        for node in &mut self.nodes {
+            node.tunnel.set_relays(live.clone());
         }
     }
 
@@ -243,13 +297,19 @@ impl Simulation {
         match tunnel.prepare_in_place(now, &mut buf, packet.len())? {
             Prepared::Queued { .. } => Ok(None),
             Prepared::Ready {
-                destination, seal, ..
+                destination,
+                seal,
+                envelope,
+                ..
             } => {
                 // Refused only for a buffer shorter than prepare_in_place checked: never.
                 let len = seal
                     .seal(&mut buf)
                     .map_err(|_| DropReason::SessionExpired)?;
                 buf.truncate(len);
+                if let Some(header) = envelope {
+                    buf.splice(0..0, header);
+                }
                 Ok(Some((destination, buf)))
             }
         }
@@ -285,6 +345,11 @@ impl Simulation {
     pub fn put_on_wire(&mut self, d: Datagram) {
         if let Some(r) = &mut self.recorded {
             r.push(d.clone());
+        }
+        let direct = self.path_of(d.from).is_some() && self.path_of(d.to).is_some();
+        if self.direct_blocked && direct {
+            self.lost += 1;
+            return;
         }
         let path = self.path_of(d.to).map(|p| self.paths[p]);
         if path.is_some_and(|p| !p.up) || (self.link.loss > 0.0 && self.rng.unit() < self.link.loss)
@@ -358,6 +423,21 @@ impl Simulation {
                     .map(|(i, _)| i);
                 let Some(at) = due else { break };
                 let (_, _, d) = self.in_flight.swap_remove(at);
+                if let Some((relay_addr, relay)) = self.relays.iter_mut().find(|(a, _)| *a == d.to)
+                {
+                    let relay_addr = *relay_addr;
+                    if let Ok(RelayAction::Forward { to, bytes }) =
+                        relay.handle(self.now, 0, d.from, &d.bytes)
+                    {
+                        let forwarded = Datagram {
+                            from: relay_addr,
+                            to,
+                            bytes: bytes.to_vec(),
+                        };
+                        self.put_on_wire(forwarded);
+                    }
+                    continue;
+                }
                 if let Some(i) = self.nodes.iter().position(|n| n.addresses.contains(&d.to)) {
                     self.delivered += 1;
                     let _ = self.deliver(i, d);

@@ -8,7 +8,7 @@
 pub mod server;
 mod signed;
 
-pub use server::{endpoint, serve};
+pub use server::{endpoint, serve, serve_relaying};
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,9 @@
 //! network the node joined, pushes what changed: a newer config, a deauthorization, the
 //! network's deletion. The node also learns the addresses of every replica (`Replicas`),
 //! right after its `Hello` and again whenever the set changes, so it can fail over.
+//! A replica that relays ([`serve_relaying`]) also hands the node its relay credential
+//! (`RelayCredential`), and takes the node's server-reflexive address (`Reflexive`) as
+//! where peers reach it from outside.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshd_proto::reach::credential::RelaySecret;
 use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -56,7 +60,16 @@ pub fn endpoint(listen: SocketAddr, server_seed: &[u8; 32]) -> io::Result<quinn:
 /// Serves node connections on `endpoint` until it is closed. Each connection runs in a task
 /// of its own; closing the endpoint closes them all.
 pub async fn serve<C: Controller>(endpoint: quinn::Endpoint, controller: C) {
-    serve_signed(endpoint, controller, Arc::default()).await;
+    serve_signed(endpoint, controller, Arc::default(), None).await;
+}
+
+/// [`serve`] for a replica whose relay runs with `secret`: nodes get credentials for it.
+pub async fn serve_relaying<C: Controller>(
+    endpoint: quinn::Endpoint,
+    controller: C,
+    secret: RelaySecret,
+) {
+    serve_signed(endpoint, controller, Arc::default(), Some(Arc::new(secret))).await;
 }
 
 /// [`serve`], signing into `configs` (which a test can watch).
@@ -64,6 +77,7 @@ pub(super) async fn serve_signed<C: Controller>(
     endpoint: quinn::Endpoint,
     controller: C,
     configs: Arc<SignedConfigs>,
+    relay: Option<Arc<RelaySecret>>,
 ) {
     if let Ok(local) = endpoint.local_addr() {
         info!(%local, "node channel listening");
@@ -74,10 +88,11 @@ pub(super) async fn serve_signed<C: Controller>(
     )));
     while let Some(incoming) = endpoint.accept().await {
         let (controller, configs) = (controller.clone(), Arc::clone(&configs));
+        let relay = relay.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => connection(conn, controller, configs).await,
+                Ok(conn) => connection(conn, controller, configs, relay).await,
                 // Scanners and nodes with the wrong key type end here: not worth a warning.
                 Err(e) => debug!(%remote, error = %e, "node channel handshake failed"),
             }
@@ -114,6 +129,7 @@ async fn connection<C: Controller>(
     conn: quinn::Connection,
     controller: C,
     configs: Arc<SignedConfigs>,
+    relay: Option<Arc<RelaySecret>>,
 ) {
     let remote = conn.remote_address();
     let Some(ed25519) = tls::peer_ed25519(&conn) else {
@@ -188,6 +204,7 @@ async fn connection<C: Controller>(
         local: local_endpoints,
         networks: BTreeMap::new(),
         replicas: Vec::new(),
+        relay,
     };
     let mut applied = session.controller.applied();
     applied.borrow_and_update();
@@ -196,12 +213,21 @@ async fn connection<C: Controller>(
         drop(reader);
         return finish(&conn, Some(&mut send), end).await;
     }
+    if let Err(end) = session.send_credential(&mut send).await {
+        drop(reader);
+        return finish(&conn, Some(&mut send), end).await;
+    }
+    let mut credential_refresh = tokio::time::interval_at(
+        tokio::time::Instant::now() + crate::relay::CREDENTIAL_REFRESH,
+        crate::relay::CREDENTIAL_REFRESH,
+    );
     let mut replicas_poll =
         tokio::time::interval_at(tokio::time::Instant::now() + REPLICAS_POLL, REPLICAS_POLL);
     replicas_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         let step = tokio::select! {
             _ = replicas_poll.tick() => session.send_replicas(&mut send).await,
+            _ = credential_refresh.tick() => session.send_credential(&mut send).await,
             frame = rx.recv() => match frame {
                 Some(Ok(Some(msg))) => session.on_message(msg, &mut send).await,
                 Some(Ok(None)) | None => Err(End::NodeClosed),
@@ -309,6 +335,8 @@ struct Session<C> {
     networks: BTreeMap<NetworkId, Tracked>,
     /// The replica addresses last sent; empty before the first `Replicas`.
     replicas: Vec<String>,
+    /// The relay secret when this replica relays.
+    relay: Option<Arc<RelaySecret>>,
 }
 
 impl<C: Controller> Session<C> {
@@ -329,7 +357,56 @@ impl<C: Controller> Session<C> {
                 }
                 Ok(())
             }
+            NodeMessage::Reflexive { address } => self.reflexive(address).await,
         }
+    }
+
+    /// The node's relay credential, when this replica relays.
+    async fn send_credential(&mut self, send: &mut quinn::SendStream) -> Result<(), End> {
+        let Some(secret) = &self.relay else {
+            return Ok(());
+        };
+        let credential = crate::relay::issue(secret, self.node);
+        let msg = ControllerMessage::RelayCredential {
+            expires: credential.expires,
+            key: credential.key,
+        };
+        send_msg(send, &msg).await
+    }
+
+    /// Takes the node's server-reflexive address as where peers reach it from outside, and
+    /// records it for every network it follows (a config change for its peers).
+    async fn reflexive(&mut self, address: SocketAddr) -> Result<(), End> {
+        let address = unmap(address);
+        if address.ip().is_unspecified() || address.port() == 0 {
+            return Err(End::Protocol(format!(
+                "reflexive address {address} is no endpoint"
+            )));
+        }
+        if self.physical == Some(address) {
+            return Ok(());
+        }
+        info!(node = %self.node, %address, "node's public endpoint");
+        self.physical = Some(address);
+        let followed: Vec<NetworkId> = self.networks.keys().copied().collect();
+        for network in followed {
+            // The push that follows the applied change brings every member up to date;
+            // a refused write leaves the old endpoint, which the next report retries.
+            let written = self
+                .controller
+                .write(Command::MemberJoin {
+                    network,
+                    identity: self.identity,
+                    physical: self.physical,
+                    local: self.local.clone(),
+                    at_ms: meshd_io::clock::now_ms(),
+                })
+                .await;
+            if let Err(e) = written {
+                warn!(node = %self.node, network = %network, error = %e, "cannot record the public endpoint");
+            }
+        }
+        Ok(())
     }
 
     async fn join(
@@ -448,7 +525,9 @@ impl<C: Controller> Session<C> {
                         self.networks.remove(network);
                     }
                 }
-                ControllerMessage::Error { .. } | ControllerMessage::Replicas { .. } => {}
+                ControllerMessage::Error { .. }
+                | ControllerMessage::Replicas { .. }
+                | ControllerMessage::RelayCredential { .. } => {}
             }
             send_msg(send, msg).await?;
         }

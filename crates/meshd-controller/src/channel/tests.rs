@@ -506,6 +506,7 @@ async fn a_change_is_signed_once_for_every_connection() {
         ep.clone(),
         ctl.clone(),
         Arc::clone(&configs),
+        None,
     ));
 
     let mut clients = Vec::new();

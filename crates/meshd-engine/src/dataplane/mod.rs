@@ -45,6 +45,7 @@ mod gso;
 mod networks;
 mod outside;
 mod pacing;
+mod reach;
 mod tasks;
 mod worker;
 
@@ -67,6 +68,8 @@ use crate::plan::{InterfacePlan, plan};
 use crate::{EngineError, Kernel, tun};
 pub use networks::MAX_NETWORKS;
 use networks::NetworkTable;
+pub use reach::ReachDatagram;
+use reach::ReachInbox;
 use worker::Worker;
 pub use worker::WorkerPackets;
 
@@ -216,10 +219,14 @@ impl Dataplane {
         workers: usize,
         busy_poll: Duration,
     ) -> Result<Dataplane, EngineError> {
+        let reach = Arc::new(ReachInbox::default());
         let outside: Vec<Arc<Outside>> = Outside::bind(port, workers.max(1))
             .map_err(EngineError::Socket)?
             .into_iter()
-            .map(Arc::new)
+            .map(|mut o| {
+                o.reach = Arc::clone(&reach);
+                Arc::new(o)
+            })
             .collect();
         let local_addr = outside[0]
             .socket
@@ -402,6 +409,27 @@ impl Dataplane {
         })
     }
 
+    /// Sends one datagram from the data-plane socket that is not a tunnel's: the node's
+    /// reflect requests to controller relays, which must see the port peers use.
+    pub fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
+        let outside = &self.outside[0];
+        outside.socket.send_to(bytes, outside.to_wire(to)).map(drop)
+    }
+
+    /// The answers of controller relays the data-plane socket receives, for the node's reach
+    /// client: the receiver the first time, `None` after.
+    pub fn reach_datagrams(&self) -> Option<tokio::sync::mpsc::Receiver<ReachDatagram>> {
+        self.outside[0].reach.take_receiver()
+    }
+
+    /// The relays a network's tunnel may send through when a peer has no direct path, best
+    /// first (the node's reach client keeps the list to the live ones).
+    pub fn set_relays(&self, id: NetworkId, relays: Vec<SocketAddr>) {
+        if let Some(net) = self.network(id) {
+            lock(&net.tunnel).set_relays(relays);
+        }
+    }
+
     /// The joined networks, sorted.
     pub fn networks(&self) -> Vec<NetworkId> {
         let mut ids: Vec<NetworkId> = read(&self.networks).ids().collect();
@@ -414,7 +442,7 @@ impl Dataplane {
     /// for a network not joined), `unknown_index` (a receiver index under a prefix no joined
     /// network has; one under a joined network's prefix that its tunnel did not issue is
     /// that tunnel's own `unknown_index`, and a bad message with a readable header is that
-    /// tunnel's `malformed`).
+    /// tunnel's `malformed`), `reach_dropped` (answers of controller relays nobody took).
     pub fn socket_drops(&self) -> Vec<(&'static str, u64)> {
         let mut total = self.outside[0].counters.list();
         for other in &self.outside[1..] {
@@ -422,6 +450,7 @@ impl Dataplane {
                 *sum += n;
             }
         }
+        total.push(("reach_dropped", get(&self.outside[0].reach.dropped)));
         total
     }
 

@@ -22,6 +22,7 @@ use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::ops::Range;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use meshd_proto::tunnel::Transmit;
@@ -30,6 +31,7 @@ use quinn_udp::{RecvMeta, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::NetworkCounters;
+use super::reach::ReachInbox;
 use crate::sys::poll;
 use crate::sys::sockopt::{self, Buffer};
 
@@ -74,6 +76,8 @@ pub(crate) struct Outside {
     pub counters: SocketCounters,
     /// Segmented sends the kernel refused (then resent one datagram at a time).
     pub gso_refused: AtomicU64,
+    /// Where answers from controller relays go (shared by every worker's socket).
+    pub reach: Arc<ReachInbox>,
 }
 
 /// Per-socket drop counters (datagrams that reached no network).
@@ -226,6 +230,7 @@ impl Outside {
             dual_stack,
             counters: SocketCounters::default(),
             gso_refused: AtomicU64::new(0),
+            reach: Arc::default(),
         })
     }
 

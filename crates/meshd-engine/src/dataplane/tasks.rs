@@ -34,8 +34,14 @@ use crate::tun;
 pub(super) struct Sender {
     queue: usize,
     reader: tun::Reader,
-    /// Packets with a counter and header, waiting for the cipher: (slot, destination, seal).
-    prepared: Vec<(usize, SocketAddr, Seal)>,
+    /// Packets with a counter and header, waiting for the cipher: (slot, destination, seal,
+    /// the relay envelope's header when relayed).
+    prepared: Vec<(
+        usize,
+        SocketAddr,
+        Seal,
+        Option<[u8; wire::RELAY_HEADER_LEN]>,
+    )>,
     sealed: Vec<Sealed>,
     transmits: Vec<Transmit>,
 }
@@ -78,24 +84,35 @@ impl Sender {
                 // Err: counted by the tunnel. Queued: its handshake initiation is in
                 // `transmits`.
                 if let Ok(Prepared::Ready {
-                    destination, seal, ..
+                    destination,
+                    seal,
+                    envelope,
+                    ..
                 }) = tunnel.prepare_in_place(now, buf, len)
                 {
-                    prepared.push((slot, destination, seal));
+                    prepared.push((slot, destination, seal, envelope));
                 }
             }
             drain(&mut tunnel, transmits);
         }
         let slot_len = reader.slot_len();
         let slots = reader.slots_mut();
-        for (slot, destination, seal) in prepared.drain(..) {
-            match seal.seal(&mut slots[slot * slot_len..][..slot_len]) {
-                Ok(len) => sealed.push(Sealed {
+        for (slot, destination, seal, envelope) in prepared.drain(..) {
+            let buf = &mut slots[slot * slot_len..][..slot_len];
+            match (seal.seal(buf), envelope) {
+                (Ok(len), None) => sealed.push(Sealed {
                     slot,
                     destination,
                     len,
                 }),
-                Err(_) => bump(&net.counters.seal_error),
+                // Relayed: rare and rate-limited by the relay, so a copy behind the
+                // envelope's header is cheaper than making room in every slot.
+                (Ok(len), Some(header)) => transmits.push(Transmit {
+                    destination,
+                    peer: None,
+                    bytes: [&header[..], &buf[..len]].concat(),
+                }),
+                (Err(_), _) => bump(&net.counters.seal_error),
             }
         }
         let mut rest = &sealed[..];
@@ -179,7 +196,12 @@ impl Receiver {
         {
             let networks = read(networks);
             for (from, at) in rx.datagrams() {
-                let Some(net) = demux(outside, &networks, rx.bytes(at.clone())) else {
+                let datagram = rx.bytes(at.clone());
+                if datagram.first() == Some(&wire::TYPE_REFLECTED) {
+                    outside.reach.deliver(from, datagram);
+                    continue;
+                }
+                let Some(net) = demux(outside, &networks, datagram) else {
                     continue;
                 };
                 let network = match batch_networks.iter().position(|n| Arc::ptr_eq(n, net)) {

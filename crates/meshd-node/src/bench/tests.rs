@@ -19,6 +19,7 @@ fn peer(node: &str, name: &str, path: PeerPath, addresses: &[&str]) -> PeerView 
         network: NWID.parse().unwrap(),
         name: name.into(),
         path,
+        relay: None,
         endpoint: None,
         candidates: vec![],
         path_changes: 0,

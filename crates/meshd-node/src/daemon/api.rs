@@ -29,7 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ipnet::{IpNet, Ipv4Net};
 use meshd_io::http::ErrorBody;
-use meshd_proto::tunnel::PeerStatus;
+use meshd_proto::tunnel::{PeerStatus, Via};
 use meshd_proto::{NetworkConfig, NetworkId, NodeId, addr};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
@@ -69,6 +69,30 @@ pub struct StatusView {
     /// daemons).
     #[serde(default)]
     pub packet_workers: Vec<WorkerPackets>,
+    /// Where the controllers' relays see this node's data-plane socket (its address and
+    /// port on the internet); null until a relay answered.
+    #[serde(default)]
+    pub public_endpoint: Option<SocketAddr>,
+    /// The NAT in front of the node, from what the relays saw: `none`,
+    /// `endpoint-independent` (a cone NAT: direct paths can be punched),
+    /// `endpoint-dependent` (a symmetric NAT: peers behind NATs are reached through a
+    /// relay) or `unknown`; null while no controller relays.
+    #[serde(default)]
+    pub nat: Option<String>,
+    /// The controllers' relays this node registers with.
+    #[serde(default)]
+    pub relays: Vec<RelayStatusView>,
+}
+
+/// One relay as the node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RelayStatusView {
+    pub address: SocketAddr,
+    /// It answered within the last few seconds: traffic may go through it.
+    pub alive: bool,
+    pub rtt_ms: Option<f64>,
+    /// This node's address and port as the relay saw them.
+    pub observed: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,9 +200,9 @@ pub struct RouteView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerPath {
-    /// A session, and authenticated traffic came straight from the peer's endpoint.
+    /// A session, and traffic goes straight to the peer's endpoint, which answers.
     Direct,
-    /// A session, but traffic arrived only through a relay.
+    /// A session, and traffic goes through a relay: no direct path answers (yet).
     Relay,
     /// No session.
     None,
@@ -191,6 +215,9 @@ pub struct PeerView {
     /// The peer's member name, if the network's config gives one.
     pub name: String,
     pub path: PeerPath,
+    /// The relay traffic to the peer goes through, while its path is `relay`.
+    #[serde(default)]
+    pub relay: Option<SocketAddr>,
     pub endpoint: Option<SocketAddr>,
     /// Every address the config gives for the peer; the endpoint is the fastest that
     /// answered the last path scan. Empty from older daemons.
@@ -480,7 +507,20 @@ impl Daemon {
             ipv4: views.iter().any(|v| v.container_subnets.ipv4.is_some()),
             ipv6: views.iter().any(|v| v.container_subnets.ipv6.is_some()),
         };
+        let reach = self.reach_summary();
         StatusView {
+            public_endpoint: reach.public_endpoint,
+            nat: reach.nat.map(|n| n.as_str().to_owned()),
+            relays: reach
+                .relays
+                .iter()
+                .map(|(view, alive)| RelayStatusView {
+                    address: view.address,
+                    alive: *alive,
+                    rtt_ms: view.rtt.map(milliseconds_to_the_us),
+                    observed: view.observed,
+                })
+                .collect(),
             node_id: node,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             online: controllers.iter().any(|c| c.reachable),
@@ -576,10 +616,10 @@ fn network_view(
 }
 
 fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerView {
-    let path = match (p.has_session, p.endpoint) {
-        (true, Some(_)) => PeerPath::Direct,
-        (true, None) => PeerPath::Relay,
-        (false, _) => PeerPath::None,
+    let (path, relay) = match (p.has_session, p.via) {
+        (true, Some(Via::Relay(relay))) => (PeerPath::Relay, Some(relay)),
+        (true, _) => (PeerPath::Direct, None),
+        (false, _) => (PeerPath::None, None),
     };
     PeerView {
         node_id: p.node_id,
@@ -589,6 +629,7 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
             .map(|m| m.name.clone())
             .unwrap_or_default(),
         path,
+        relay,
         endpoint: p.endpoint,
         candidates: p.candidates.clone(),
         path_changes: p.path_changes,

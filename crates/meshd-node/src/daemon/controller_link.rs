@@ -372,6 +372,7 @@ pub(super) async fn run(daemon: Arc<Daemon>, key: LinkKey, wake: Arc<Notify>) {
                 sent: BTreeMap::new(),
                 pending: VecDeque::new(),
                 retry: BTreeMap::new(),
+                reflexive_sent: None,
             };
             let end = session.run(&wake, &mut stop).await;
             daemon.session_ended();
@@ -497,6 +498,8 @@ struct Session<'a> {
     pending: VecDeque<NetworkId>,
     /// Networks to join again once their time comes.
     retry: BTreeMap<NetworkId, Instant>,
+    /// The public endpoint last reported on this connection.
+    reflexive_sent: Option<SocketAddr>,
 }
 
 impl Session<'_> {
@@ -527,6 +530,13 @@ impl Session<'_> {
     /// Joins what is wanted and not joined (unless waiting to retry, and `meshd join` did
     /// not ask again), leaves what is joined and no longer wanted.
     async fn sync(&mut self, wanted: &[Wanted]) -> Result<(), meshd_channel::ChannelError> {
+        // Reported before joins, so that a join records where peers reach the node.
+        if let Some(reflexive) = self.daemon.reflexive_for(self.key)
+            && self.reflexive_sent != Some(reflexive)
+        {
+            self.client.reflexive(reflexive).await?;
+            self.reflexive_sent = Some(reflexive);
+        }
         let now = Instant::now();
         let is_wanted = |n: &NetworkId| wanted.iter().any(|w| w.network == *n);
         self.retry.retain(|n, at| *at > now && is_wanted(n));
@@ -582,6 +592,9 @@ impl Session<'_> {
             }
             ControllerMessage::Replicas { addresses } => {
                 self.daemon.on_replicas(self.key, &addresses).await;
+            }
+            ControllerMessage::RelayCredential { expires, key } => {
+                self.daemon.on_relay_credential(self.key, expires, key);
             }
             ControllerMessage::Error { message } => match self.pending.pop_front() {
                 Some(network) => {

@@ -12,11 +12,14 @@
 //! The returned futures borrow `self` only: take from `cfg` what the work needs (a clone)
 //! before returning the future.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+pub use meshd_engine::dataplane::ReachDatagram;
 pub use meshd_engine::{EngineError, NetworkStatus, WorkerPackets};
 use meshd_proto::{NetworkConfig, NetworkId};
+use tokio::sync::mpsc;
 
 /// What the daemon drives. Implemented by the engine (meshd-engine) and, for the daemon's
 /// own tests and for builds without the engine, by [`NoDataplane`](super::NoDataplane).
@@ -41,6 +44,18 @@ pub trait Dataplane: Send + Sync + 'static {
     fn workers(&self) -> Vec<WorkerPackets> {
         Vec::new()
     }
+    /// Sends a reach datagram (a reflect request) from the data-plane socket; false when it
+    /// could not (or there is no socket).
+    fn send_datagram(&self, _to: SocketAddr, _bytes: &[u8]) -> bool {
+        false
+    }
+    /// The relays' answers that reach the data-plane socket: the receiver the first time,
+    /// `None` after, and when there is no socket.
+    fn reach_datagrams(&self) -> Option<mpsc::Receiver<ReachDatagram>> {
+        None
+    }
+    /// The live relays, best first, for a network's peers without a direct path.
+    fn set_relays(&self, _nwid: NetworkId, _relays: Vec<SocketAddr>) {}
 }
 
 /// A shared data plane is a data plane: lets a test keep a handle on the one it passes to
@@ -63,6 +78,15 @@ impl<D: Dataplane + ?Sized> Dataplane for Arc<D> {
     }
     fn workers(&self) -> Vec<WorkerPackets> {
         (**self).workers()
+    }
+    fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        (**self).send_datagram(to, bytes)
+    }
+    fn reach_datagrams(&self) -> Option<mpsc::Receiver<ReachDatagram>> {
+        (**self).reach_datagrams()
+    }
+    fn set_relays(&self, nwid: NetworkId, relays: Vec<SocketAddr>) {
+        (**self).set_relays(nwid, relays);
     }
 }
 

@@ -1,11 +1,15 @@
 //! The daemon's [`Dataplane`] backed by `meshd-engine`: real TUN devices, kernel addresses
 //! and routes, and the encrypted UDP data plane.
 
+use std::net::SocketAddr;
+
 use futures::future::BoxFuture;
 use meshd_engine::dataplane::Dataplane as Engine;
 use meshd_proto::{Identity, NetworkConfig, NetworkId};
 
-use super::dataplane::{Dataplane, EngineError, NetworkStatus, WorkerPackets};
+use tokio::sync::mpsc;
+
+use super::dataplane::{Dataplane, EngineError, NetworkStatus, ReachDatagram, WorkerPackets};
 
 pub struct EngineDataplane {
     engine: Engine,
@@ -48,5 +52,17 @@ impl Dataplane for EngineDataplane {
 
     fn workers(&self) -> Vec<WorkerPackets> {
         self.engine.workers()
+    }
+
+    fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> bool {
+        self.engine.send_datagram(to, bytes).is_ok()
+    }
+
+    fn reach_datagrams(&self) -> Option<mpsc::Receiver<ReachDatagram>> {
+        self.engine.reach_datagrams()
+    }
+
+    fn set_relays(&self, nwid: NetworkId, relays: Vec<SocketAddr>) {
+        self.engine.set_relays(nwid, relays);
     }
 }

@@ -36,6 +36,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod forwarding;
 pub mod no_dataplane;
+mod reach;
 pub mod state;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -107,6 +108,7 @@ pub async fn run(
     );
     let server = tokio::spawn(api::serve(listener, Arc::clone(&daemon)));
     bench::start(&daemon);
+    daemon.lock().tasks.spawn(reach::run(Arc::clone(&daemon)));
     daemon.restore().await;
     daemon.update_links();
 
@@ -200,6 +202,8 @@ struct Link {
     wake: Arc<Notify>,
     /// The set's addresses in order, then the learned ones ([`merge_addresses`]).
     addrs: Vec<LinkAddr>,
+    /// The controller's relays as this node sees them.
+    reach: reach::LinkReach,
 }
 
 /// Why a join or leave request failed; the API maps each to a status.
@@ -350,6 +354,7 @@ impl Daemon {
                     id: key.id,
                     wake: Arc::clone(&wake),
                     addrs: merge_addresses(&controllers, &learned, &[]),
+                    reach: reach::LinkReach::new(),
                 },
             );
             inner

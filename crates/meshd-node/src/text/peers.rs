@@ -44,7 +44,10 @@ pub fn render(s: &StatusView) -> String {
                         PeerPath::None => "NONE",
                     }
                     .to_owned(),
-                    p.endpoint.map_or_else(dash, |e| e.to_string()),
+                    match (p.path, p.relay, p.endpoint) {
+                        (PeerPath::Relay, Some(relay), _) => format!("via {relay}"),
+                        (_, _, endpoint) => endpoint.map_or_else(dash, |e| e.to_string()),
+                    },
                     p.rtt_ms.map_or_else(dash, |r| format!("{r:.1}ms")),
                     p.last_handshake_s
                         .map_or_else(dash, |h| format!("{} ago", duration(h))),
@@ -92,6 +95,9 @@ mod tests {
             peers: vec![],
             forwarding: Default::default(),
             packet_workers: vec![],
+            public_endpoint: None,
+            nat: None,
+            relays: vec![],
         };
         assert_eq!(render(&s), "no peers\n");
         s.peers.push(PeerView {
@@ -99,6 +105,7 @@ mod tests {
             network: "8056c2e21c000001".parse().unwrap(),
             name: "host-b".into(),
             path: PeerPath::Direct,
+            relay: None,
             endpoint: Some("192.0.2.11:9993".parse().unwrap()),
             candidates: vec!["192.0.2.11:9993".parse().unwrap()],
             path_changes: 0,
@@ -120,6 +127,13 @@ mod tests {
             lines[1],
             "1a2b3c4d5e  host-b  8056c2e21c000001  DIRECT  192.0.2.11:9993  0.4ms  12s ago    1.2 MB  512 B"
         );
+        // A relayed peer shows the relay its traffic goes through.
+        let mut relayed = s.peers[0].clone();
+        relayed.path = PeerPath::Relay;
+        relayed.relay = Some("198.51.100.1:9995".parse().unwrap());
+        s.peers = vec![relayed];
+        let text = render(&s);
+        assert!(text.contains("RELAY  via 198.51.100.1:9995"), "{text}");
     }
 
     #[test]

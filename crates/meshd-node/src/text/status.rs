@@ -34,6 +34,7 @@ pub fn render(s: &StatusView) -> String {
         let _ = writeln!(out, "warning: {problem}");
     }
     controller_lines(s, &mut out);
+    reach_line(s, &mut out);
     if s.networks.is_empty() {
         let _ = writeln!(
             out,
@@ -259,6 +260,23 @@ fn join<T: ToString>(items: &[T]) -> String {
         .join("  ")
 }
 
+/// Where the internet sees the node, its NAT, and how many relays answer.
+fn reach_line(s: &StatusView, out: &mut String) {
+    if s.relays.is_empty() {
+        return;
+    }
+    let alive = s.relays.iter().filter(|r| r.alive).count();
+    let endpoint = s
+        .public_endpoint
+        .map_or_else(|| "not known yet".to_owned(), |e| e.to_string());
+    let nat = s.nat.as_deref().unwrap_or("unknown");
+    let _ = writeln!(
+        out,
+        "public endpoint {endpoint}  NAT {nat}  relays {alive}/{} answering",
+        s.relays.len()
+    );
+}
+
 /// A duration in its two largest units: `42s`, `2m13s`, `3h12m`, `5d3h`.
 pub fn duration(s: u64) -> String {
     match s {
@@ -339,6 +357,9 @@ mod tests {
                 problems: vec![],
             },
             packet_workers: vec![],
+            public_endpoint: None,
+            nat: None,
+            relays: vec![],
         }
     }
 
@@ -524,6 +545,35 @@ mod tests {
         let text = render(&s);
         assert!(
             text.contains("controllers unreachable for 2m10s; running on cached configs\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_public_endpoint_nat_and_relays_on_one_line() {
+        let mut s = status(vec![]);
+        assert!(
+            !render(&s).contains("public endpoint"),
+            "no relays, no line"
+        );
+        let relay = |address: &str, alive| crate::daemon::api::RelayStatusView {
+            address: address.parse().unwrap(),
+            alive,
+            rtt_ms: alive.then_some(1.5),
+            observed: alive.then(|| "203.0.113.5:40000".parse().unwrap()),
+        };
+        s.relays = vec![
+            relay("198.51.100.1:9995", true),
+            relay("198.51.100.2:9995", false),
+        ];
+        assert!(render(&s).contains("public endpoint not known yet  NAT unknown  relays 1/2"));
+        s.public_endpoint = Some("203.0.113.5:40000".parse().unwrap());
+        s.nat = Some("endpoint-independent".into());
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "public endpoint 203.0.113.5:40000  NAT endpoint-independent  relays 1/2 answering"
+            ),
             "{text}"
         );
     }

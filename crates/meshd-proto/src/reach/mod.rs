@@ -9,6 +9,8 @@
 //! - [`reflect`]: the node's authenticated *reflect request* and the replica's answer with
 //!   the address and port it saw (the server-reflexive candidate). The request also
 //!   registers the node at that address for relaying.
+//! - [`client`]: the node's side: requests to every relay, their answers, which relays are
+//!   alive, the node's public endpoint.
 //! - [`nat`]: what two replicas' answers say about the node's NAT.
 //! - [`relay`]: the replica's relay, sans-IO: registrations, who may relay to whom (members
 //!   authorized in a common network only), a per-member rate limit, and counters.
@@ -18,6 +20,7 @@
 //! a TURN server's channel data, a relayed datagram is accepted only from the address its
 //! source node registered with an authenticated request.
 
+pub mod client;
 pub mod credential;
 pub mod nat;
 pub mod reflect;

@@ -42,6 +42,8 @@ drop_reasons! {
     QueueFull => "queue_full",
     PacketTooLarge => "packet_too_large",
     RelayNotForUs => "relay_not_for_us",
+    // A relayed message that authenticated as another peer than the envelope names.
+    RelaySourceMismatch => "relay_source_mismatch",
     BadProbe => "bad_probe",
 }
 

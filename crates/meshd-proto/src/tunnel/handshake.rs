@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rustc_hash::FxHashMap;
 
 use super::peer::{Pending, retire};
-use super::{DropReason, Event, Incoming, Transmit, Tunnel};
+use super::{DropReason, Event, Incoming, Transmit, Tunnel, Via};
 use crate::NodeId;
 use crate::handshake::{self, InitiationParams};
 use crate::session::Session;
@@ -50,7 +50,7 @@ impl Tunnel {
         now: Instant,
         from: SocketAddr,
         init: &wire::HandshakeInit<'_>,
-        relayed: bool,
+        relayed: Option<NodeId>,
     ) -> Result<Incoming<'a>, DropReason> {
         if !handshake::mac_eq(&self.own_macs.mac1(init.before_mac1), init.mac1) {
             return Err(DropReason::BadMac1);
@@ -63,10 +63,14 @@ impl Tunnel {
             let reply =
                 self.cookie_secret
                     .reply(&self.own_macs, from, init.sender_index, init.mac1);
+            let bytes = match relayed {
+                Some(source) => wire::relay_envelope(source, self.node_id, &reply),
+                None => reply.to_vec(),
+            };
             self.transmits.push_back(Transmit {
                 destination: from,
                 peer: None,
-                bytes: reply.to_vec(),
+                bytes,
             });
             return Err(DropReason::CookieSent);
         }
@@ -80,6 +84,9 @@ impl Tunnel {
             .by_static
             .get(&received.initiator_static)
             .ok_or(DropReason::UnknownPeer)?;
+        if relayed.is_some_and(|source| source != peer_id) {
+            return Err(DropReason::RelaySourceMismatch);
+        }
         let local_index = allocate_index(
             &mut self.by_index,
             &mut self.index_state,
@@ -113,16 +120,13 @@ impl Tunnel {
             now,
         );
         retire(&mut self.by_index, peer.next.replace(session));
-        if !relayed {
-            peer.roam(from, now);
+        match relayed {
+            Some(_) => peer.relay = Some(from),
+            None => peer.roam(from, now),
         }
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
-        self.transmits.push_back(Transmit {
-            destination: from,
-            peer: Some(peer_id),
-            bytes: out.to_vec(),
-        });
+        self.push_via(Via::back(from, relayed.is_some()), peer_id, out.to_vec());
         Ok(Incoming::Handled)
     }
 
@@ -131,7 +135,7 @@ impl Tunnel {
         now: Instant,
         from: SocketAddr,
         resp: &wire::HandshakeResponse<'_>,
-        relayed: bool,
+        relayed: Option<NodeId>,
     ) -> Result<Incoming<'a>, DropReason> {
         if !handshake::mac_eq(&self.own_macs.mac1(resp.before_mac1), resp.mac1) {
             return Err(DropReason::BadMac1);
@@ -140,6 +144,9 @@ impl Tunnel {
             .by_index
             .get(&resp.receiver_index)
             .ok_or(DropReason::UnknownIndex)?;
+        if relayed.is_some_and(|source| source != peer_id) {
+            return Err(DropReason::RelaySourceMismatch);
+        }
         let peer = self
             .peers
             .get_mut(&peer_id)
@@ -168,8 +175,9 @@ impl Tunnel {
             &mut self.by_index,
             std::mem::replace(&mut peer.previous, old),
         );
-        if !relayed {
-            peer.roam(from, now);
+        match relayed {
+            Some(_) => peer.relay = Some(from),
+            None => peer.roam(from, now),
         }
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
@@ -257,15 +265,19 @@ impl Tunnel {
             self.by_index.remove(&old.local_index);
         }
         let destinations = peer.handshake_destinations(retry);
-        if destinations.is_empty() {
+        // Through a relay as well while no direct path is known to work: whichever way
+        // answers first carries the session.
+        let relay = (!peer.direct_alive(now))
+            .then(|| super::via::relay_for(&self.relays, peer))
+            .flatten();
+        if destinations.is_empty() && relay.is_none() {
             self.stats.count(DropReason::NoEndpoint);
         }
         for destination in destinations {
-            self.transmits.push_back(Transmit {
-                destination,
-                peer: Some(peer_id),
-                bytes: out.to_vec(),
-            });
+            self.push_via(Via::Direct(destination), peer_id, out.to_vec());
+        }
+        if let Some(relay) = relay {
+            self.push_via(Via::Relay(relay), peer_id, out.to_vec());
         }
     }
 

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::peer::{Slot, retire};
-use super::{DropReason, Event, Tunnel, paths};
+use super::{DropReason, Event, Tunnel, Via, paths};
 use crate::session::{Open, Session, SessionError};
 use crate::wire::{self, Message};
 use crate::{NodeId, ip};
@@ -69,7 +69,7 @@ impl Tunnel {
             });
             return job.map(Begun::Data).inspect_err(|r| self.stats.count(*r));
         }
-        let result = self.handle_message(now, from, datagram, false);
+        let result = self.handle_message(now, from, datagram, None);
         result
             .map(Begun::Handled)
             .inspect_err(|r| self.stats.count(*r))
@@ -93,7 +93,7 @@ impl Tunnel {
             self.session_mut(peer_id, slot)?
                 .accept(job.open.counter())
                 .map_err(session_drop)?;
-            self.opened(now, from, datagram, peer_id, slot, len, false)
+            self.opened(now, from, datagram, peer_id, slot, len, None)
         });
         result.inspect_err(|r| self.stats.count(*r))
     }
@@ -103,7 +103,7 @@ impl Tunnel {
         now: Instant,
         from: SocketAddr,
         datagram: &'a mut [u8],
-        relayed: bool,
+        relayed: Option<NodeId>,
     ) -> Result<Incoming<'a>, DropReason> {
         let msg = wire::parse(datagram).map_err(|_| DropReason::Malformed)?;
         match msg {
@@ -118,7 +118,8 @@ impl Tunnel {
                 if r.destination != self.node_id {
                     return Err(DropReason::RelayNotForUs);
                 }
-                self.handle_message(now, from, &mut datagram[wire::RELAY_HEADER_LEN..], true)
+                let source = Some(r.source);
+                self.handle_message(now, from, &mut datagram[wire::RELAY_HEADER_LEN..], source)
             }
         }
     }
@@ -130,7 +131,7 @@ impl Tunnel {
         datagram: &'a mut [u8],
         index: u32,
         counter: u64,
-        relayed: bool,
+        relayed: Option<NodeId>,
     ) -> Result<Incoming<'a>, DropReason> {
         let (peer_id, slot) = self.session_of(index)?;
         let len = self
@@ -174,8 +175,11 @@ impl Tunnel {
         peer_id: NodeId,
         slot: Slot,
         len: usize,
-        relayed: bool,
+        relayed: Option<NodeId>,
     ) -> Result<Incoming<'a>, DropReason> {
+        if relayed.is_some_and(|source| source != peer_id) {
+            return Err(DropReason::RelaySourceMismatch);
+        }
         let peer = self
             .peers
             .get_mut(&peer_id)
@@ -203,8 +207,11 @@ impl Tunnel {
                 plaintext.first(),
                 Some(&paths::PATH_REQUEST | &paths::PATH_REPLY)
             );
-        if !relayed && !path_probe {
-            peer.roam(from, now);
+        match relayed {
+            Some(_) => peer.relay = Some(from),
+            None if !path_probe => peer.roam(from, now),
+            // A path probe's address is still one the peer is reachable at.
+            None => peer.discover(from),
         }
         peer.last_received = Some(now);
         peer.unanswered_since = None;
@@ -214,7 +221,7 @@ impl Tunnel {
             self.start_path_scan(now, peer_id);
         }
         if kind == wire::TYPE_PROBE {
-            self.on_probe(now, from, peer_id, plaintext)?;
+            self.on_probe(now, Via::back(from, relayed.is_some()), peer_id, plaintext)?;
             return Ok(Incoming::Handled);
         }
         if plaintext.is_empty() {

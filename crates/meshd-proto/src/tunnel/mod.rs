@@ -33,7 +33,7 @@
 //! - `probes`: RTT probes and path scans; `paths`: how a scan chooses a path;
 //! - `timers`: [`Tunnel::handle_timeout`];
 //! - `counters`: [`DropReason`] and [`TunnelStats`];
-//! - `peer`: the per-peer state.
+//! - `peer`: the per-peer state; `via`: direct or through a relay.
 
 mod counters;
 mod handshake;
@@ -43,6 +43,7 @@ mod paths;
 mod peer;
 mod probes;
 mod timers;
+mod via;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -60,6 +61,7 @@ use peer::Peer;
 pub use peer::{MAX_QUEUED, PeerStatus};
 pub use probes::PROBE_INTERVAL;
 pub use timers::TIMER_TICK;
+pub use via::{DIRECT_DEAD, DIRECT_QUIET, RELAYED_SCAN_INTERVAL, Via};
 
 use crate::config::NetworkConfig;
 use crate::handshake::{CookieSecret, MacKeys, TIMESTAMP_LEN};
@@ -137,6 +139,8 @@ pub struct Tunnel {
     forced_load: bool,
     probe_seq: u64,
     last_tick: Instant,
+    /// Live relays, best first ([`Tunnel::set_relays`]).
+    relays: Vec<SocketAddr>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: TunnelStats,
@@ -188,6 +192,7 @@ impl Tunnel {
             forced_load: false,
             probe_seq: 0,
             last_tick: now,
+            relays: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: TunnelStats::default(),
@@ -221,8 +226,15 @@ impl Tunnel {
         &self.stats
     }
 
+    /// A peer's status, with the way its traffic goes now.
+    fn status_of(&self, peer: &Peer, now: Instant) -> PeerStatus {
+        let mut status = peer.status(now);
+        status.via = self.via(peer, now);
+        status
+    }
+
     pub fn peer_status(&self, node: NodeId, now: Instant) -> Option<PeerStatus> {
-        self.peers.get(&node).map(|p| p.status(now))
+        self.peers.get(&node).map(|p| self.status_of(p, now))
     }
 
     /// Puts every established session on the null cipher: benchmarks only (feature
@@ -246,7 +258,11 @@ impl Tunnel {
 
     /// Every peer's status, sorted by node id.
     pub fn peer_statuses(&self, now: Instant) -> Vec<PeerStatus> {
-        let mut v: Vec<PeerStatus> = self.peers.values().map(|p| p.status(now)).collect();
+        let mut v: Vec<PeerStatus> = self
+            .peers
+            .values()
+            .map(|p| self.status_of(p, now))
+            .collect();
         v.sort_by_key(|s| s.node_id);
         v
     }

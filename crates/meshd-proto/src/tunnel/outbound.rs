@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::peer::MAX_QUEUED;
-use super::{DropReason, Transmit, Tunnel};
+use super::{DropReason, Tunnel, Via};
 use crate::session::{self, Seal, Session};
 use crate::{NodeId, ip, wire};
 
@@ -14,11 +14,13 @@ use crate::{NodeId, ip, wire};
 #[derive(Debug)]
 pub enum Prepared {
     /// Counter taken and header written: `seal.seal(buf)` seals the packet where it lies,
-    /// and `buf[..seal.message_len()]` is then the datagram for `destination`.
+    /// and `buf[..seal.message_len()]` is then the datagram for `destination`; with an
+    /// `envelope`, those bytes go after it, and `destination` is a relay.
     Ready {
         peer: NodeId,
         destination: SocketAddr,
         seal: Seal,
+        envelope: Option<[u8; wire::RELAY_HEADER_LEN]>,
     },
     /// Held until the handshake with `peer` completes.
     Queued { peer: NodeId },
@@ -46,11 +48,16 @@ impl Tunnel {
                     self.queue(now, peer, &buf[packet])?;
                     Ok(Prepared::Queued { peer })
                 } else {
-                    let (destination, seal) = self.reserve(now, peer, buf, len)?;
+                    let (via, seal) = self.reserve(now, peer, buf, len)?;
+                    let (destination, envelope) = match via {
+                        Via::Direct(to) => (to, None),
+                        Via::Relay(relay) => (relay, Some(self.envelope_header(peer))),
+                    };
                     Ok(Prepared::Ready {
                         peer,
                         destination,
                         seal,
+                        envelope,
                     })
                 }
             })
@@ -98,9 +105,10 @@ impl Tunnel {
         peer_id: NodeId,
         buf: &mut [u8],
         len: usize,
-    ) -> Result<(SocketAddr, Seal), DropReason> {
+    ) -> Result<(Via, Seal), DropReason> {
+        let peer = self.peers.get(&peer_id).ok_or(DropReason::NoRoute)?;
+        let via = self.via(peer, now).ok_or(DropReason::NoEndpoint)?;
         let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
-        let destination = peer.destination().ok_or(DropReason::NoEndpoint)?;
         let session = peer.current.as_mut().ok_or(DropReason::SessionExpired)?;
         let seal = session
             .reserve_seal(now, wire::TYPE_DATA, buf, len)
@@ -109,10 +117,13 @@ impl Tunnel {
         peer.tx_bytes += seal.message_len() as u64;
         peer.last_sent = Some(now);
         peer.unanswered_since.get_or_insert(now);
+        if !via.is_relay() {
+            peer.direct_unanswered_since.get_or_insert(now);
+        }
         if rekey {
             self.initiate(now, peer_id);
         }
-        Ok((destination, seal))
+        Ok((via, seal))
     }
 
     /// Seals a small message on the current session and queues it for transmission.
@@ -120,20 +131,23 @@ impl Tunnel {
         self.send_control_to(now, peer_id, None, kind, payload);
     }
 
-    /// [`Tunnel::send_control`] to `to` instead of the peer's endpoint when given.
+    /// [`Tunnel::send_control`] the way `to` says instead of the peer's way when given.
     pub(super) fn send_control_to(
         &mut self,
         now: Instant,
         peer_id: NodeId,
-        to: Option<SocketAddr>,
+        to: Option<Via>,
         kind: u8,
         payload: &[u8],
     ) {
-        let Some(peer) = self.peers.get_mut(&peer_id) else {
+        let Some(peer) = self.peers.get(&peer_id) else {
             return;
         };
-        let Some(destination) = to.or_else(|| peer.destination()) else {
+        let Some(via) = to.or_else(|| self.via(peer, now)) else {
             self.stats.count(DropReason::NoEndpoint);
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
         let Some(session) = peer.current.as_mut() else {
@@ -150,11 +164,12 @@ impl Tunnel {
         peer.tx_bytes += n as u64;
         peer.last_sent = Some(now);
         peer.unanswered_since.get_or_insert(now);
-        self.transmits.push_back(Transmit {
-            destination,
-            peer: Some(peer_id),
-            bytes: out,
-        });
+        if let Via::Direct(to) = via
+            && peer.endpoint == Some(to)
+        {
+            peer.direct_unanswered_since.get_or_insert(now);
+        }
+        self.push_via(via, peer_id, out);
         if rekey {
             self.initiate(now, peer_id);
         }

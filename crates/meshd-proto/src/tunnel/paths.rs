@@ -218,13 +218,14 @@ pub(crate) fn endpoint_then_candidates(
 }
 
 /// The addresses a scan probes: [`endpoint_then_candidates`], up to [`MAX_SCANNED`]. Empty
-/// when there is nothing to choose between.
+/// when fewer than `min` (nothing to choose between, or nothing to try).
 pub(crate) fn scan_destinations(
     endpoint: Option<SocketAddr>,
     candidates: &[SocketAddr],
+    min: usize,
 ) -> Vec<SocketAddr> {
     let mut out = endpoint_then_candidates(endpoint, candidates, MAX_SCANNED);
-    if out.len() < 2 {
+    if out.len() < min {
         out.clear();
     }
     out
@@ -280,13 +281,13 @@ mod tests {
     fn scans_the_endpoint_first_then_the_other_candidates_once() {
         let candidates = [addr(1), addr(2), addr(1), addr(3)];
         assert_eq!(
-            scan_destinations(Some(addr(2)), &candidates),
+            scan_destinations(Some(addr(2)), &candidates, 2),
             vec![addr(2), addr(1), addr(3)]
         );
-        assert_eq!(scan_destinations(None, &[addr(1)]), vec![]);
-        assert_eq!(scan_destinations(Some(addr(1)), &[addr(1)]), vec![]);
+        assert_eq!(scan_destinations(None, &[addr(1)], 2), vec![]);
+        assert_eq!(scan_destinations(Some(addr(1)), &[addr(1)], 2), vec![]);
         let many: Vec<SocketAddr> = (1..=20).map(addr).collect();
-        assert_eq!(scan_destinations(None, &many).len(), MAX_SCANNED);
+        assert_eq!(scan_destinations(None, &many, 2).len(), MAX_SCANNED);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::wire::COOKIE_LEN;
 
 /// Packets held per peer while its handshake runs; more are dropped and counted.
 pub const MAX_QUEUED: usize = 128;
+/// Peer-reflexive candidates kept per peer.
+pub const MAX_DISCOVERED: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -36,6 +38,13 @@ pub(crate) struct Peer {
     pub endpoint: Option<SocketAddr>,
     /// When traffic last came from `endpoint`.
     pub endpoint_heard: Option<Instant>,
+    /// When we first sent to `endpoint` without hearing from it since.
+    pub direct_unanswered_since: Option<Instant>,
+    /// Addresses authenticated traffic came from that the config did not list (the peer's
+    /// NAT mapping towards us: a peer-reflexive candidate), newest last.
+    pub discovered: Vec<SocketAddr>,
+    /// The relay the peer's traffic last came through.
+    pub relay: Option<SocketAddr>,
     /// Addresses the last scan measured slower than `endpoint`.
     pub slower: Vec<SocketAddr>,
     pub scan: Option<PathScan>,
@@ -78,6 +87,9 @@ impl Peer {
             candidates,
             endpoint: None,
             endpoint_heard: None,
+            direct_unanswered_since: None,
+            discovered: Vec::new(),
+            relay: None,
             slower: Vec::new(),
             scan: None,
             next_scan: None,
@@ -103,29 +115,49 @@ impl Peer {
         }
     }
 
-    /// Where to send: the confirmed endpoint, else the first candidate.
-    pub fn destination(&self) -> Option<SocketAddr> {
-        self.endpoint.or_else(|| self.candidates.first().copied())
-    }
-
     /// Where to send a handshake initiation: the confirmed endpoint, else every candidate;
     /// a `retry` goes to the endpoint and the candidates, in case the endpoint died.
     pub fn handshake_destinations(&self, retry: bool) -> Vec<SocketAddr> {
         match self.endpoint {
             Some(e) if !retry => vec![e],
-            endpoint => paths::endpoint_then_candidates(endpoint, &self.candidates, 4),
+            endpoint => paths::endpoint_then_candidates(endpoint, &self.known(), 4),
         }
+    }
+
+    /// The config's candidates, then the discovered ones.
+    pub fn known(&self) -> Vec<SocketAddr> {
+        let mut out = self.candidates.clone();
+        for d in &self.discovered {
+            if !out.contains(d) {
+                out.push(*d);
+            }
+        }
+        out
+    }
+
+    /// Authenticated traffic came straight from `from`, which the config does not list:
+    /// remember it as a candidate (at most [`MAX_DISCOVERED`], the newest kept).
+    pub fn discover(&mut self, from: SocketAddr) {
+        if self.candidates.contains(&from) || self.discovered.contains(&from) {
+            return;
+        }
+        if self.discovered.len() >= MAX_DISCOVERED {
+            self.discovered.remove(0);
+        }
+        self.discovered.push(from);
     }
 
     /// Authenticated traffic came straight from `from`: the endpoint follows it (a peer
     /// that moved, a NAT that rebound), except back to a path measured slower.
     pub fn roam(&mut self, from: SocketAddr, now: Instant) {
+        self.discover(from);
         if self.endpoint != Some(from) {
             if !paths::may_roam(from, &self.slower, self.endpoint_heard, now) {
                 return;
             }
             self.endpoint = Some(from);
         }
+        self.direct_unanswered_since = None;
         self.endpoint_heard = Some(now);
     }
 
@@ -180,7 +212,8 @@ impl Peer {
         PeerStatus {
             node_id: self.node_id,
             endpoint: self.endpoint,
-            candidates: self.candidates.clone(),
+            candidates: self.known(),
+            via: None,
             has_session: self.usable_session(now),
             rtt: self.rtt,
             last_handshake: self
@@ -215,7 +248,10 @@ pub struct PeerStatus {
     pub node_id: NodeId,
     /// Confirmed endpoint (authenticated traffic came from it).
     pub endpoint: Option<SocketAddr>,
+    /// The config's candidates, then those discovered from traffic.
     pub candidates: Vec<SocketAddr>,
+    /// How traffic to the peer goes now.
+    pub via: Option<super::Via>,
     pub has_session: bool,
     pub rtt: Option<Duration>,
     /// Time since the last completed handshake.

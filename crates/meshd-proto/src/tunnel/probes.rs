@@ -2,11 +2,10 @@
 //! scans [`paths`] describes. Both are `TYPE_PROBE` messages sealed on the session; their
 //! plaintext is a tag byte and a probe id.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::paths::{self, PathScan};
-use super::{DropReason, Tunnel};
+use super::{DropReason, RELAYED_SCAN_INTERVAL, Tunnel, Via};
 use crate::NodeId;
 use crate::wire;
 
@@ -21,7 +20,7 @@ impl Tunnel {
     pub(super) fn on_probe(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        back: Via,
         peer_id: NodeId,
         body: &[u8],
     ) -> Result<(), DropReason> {
@@ -40,7 +39,7 @@ impl Tunnel {
             // Answered on the path it came by, whatever our endpoint is.
             paths::PATH_REQUEST => {
                 let reply = probe_body(paths::PATH_REPLY, id);
-                self.send_control_to(now, peer_id, Some(from), wire::TYPE_PROBE, &reply);
+                self.send_control_to(now, peer_id, Some(back), wire::TYPE_PROBE, &reply);
                 Ok(())
             }
             PROBE_REPLY => {
@@ -78,8 +77,19 @@ impl Tunnel {
         let Some(peer) = self.peers.get_mut(&peer_id) else {
             return;
         };
-        peer.next_scan = Some(now + paths::SCAN_INTERVAL);
-        let destinations = paths::scan_destinations(peer.endpoint, &peer.candidates);
+        // Relayed: probe even a single address, and soon again: it may be a hole to punch.
+        let relayed =
+            !peer.direct_alive(now) && super::via::relay_for(&self.relays, peer).is_some();
+        let (interval, min) = if relayed {
+            (RELAYED_SCAN_INTERVAL, 1)
+        } else {
+            (paths::SCAN_INTERVAL, 2)
+        };
+        let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        peer.next_scan = Some(now + interval);
+        let destinations = paths::scan_destinations(peer.endpoint, &peer.known(), min);
         if destinations.is_empty() {
             return;
         }
@@ -100,7 +110,8 @@ impl Tunnel {
             let id = self.probe_seq;
             ids.push(id);
             let body = probe_body(paths::PATH_REQUEST, id);
-            self.send_control_to(now, peer_id, Some(destination), wire::TYPE_PROBE, &body);
+            let to = Some(Via::Direct(destination));
+            self.send_control_to(now, peer_id, to, wire::TYPE_PROBE, &body);
         }
         if let Some(scan) = self.peers.get_mut(&peer_id).and_then(|p| p.scan.as_mut()) {
             scan.sent_round(now, &ids);

@@ -27,11 +27,15 @@ pub fn free_dual_port(ip: IpAddr) -> u16 {
     for _ in 0..100 {
         let udp = UdpSocket::bind((ip, 0)).expect("a UDP port");
         let port = udp.local_addr().expect("bound").port();
-        if TcpListener::bind((ip, port)).is_ok() {
+        // The relay takes the next UDP port.
+        let relay_free = port
+            .checked_add(1)
+            .is_some_and(|next| UdpSocket::bind((ip, next)).is_ok());
+        if relay_free && TcpListener::bind((ip, port)).is_ok() {
             return port;
         }
     }
-    panic!("no port free for both UDP and TCP on {ip}");
+    panic!("no port free for UDP, TCP and the next UDP port on {ip}");
 }
 
 /// One `meshd controller` replica process with its own data dir.

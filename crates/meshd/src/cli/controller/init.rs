@@ -30,7 +30,7 @@ pub struct InitArgs {
     pub data: PathBuf,
 
     /// Address and port where nodes (QUIC, UDP) and the other replicas (replication, TCP)
-    /// reach this replica
+    /// reach this replica. The relay for nodes behind NAT takes the next UDP port
     #[arg(long, value_name = "ADDR:PORT", default_value = "[::]:9994")]
     pub listen: SocketAddr,
 
@@ -221,8 +221,8 @@ pub(super) fn run_replica(args: RunArgs) -> anyhow::Result<()> {
         service::run(&args.data, shutdown_signal(), |bound| {
             eprintln!(
                 "meshd controller: admin API on http://{}, node channel on udp {}, \
-                 replication on tcp {}",
-                bound.api, bound.channel, bound.replication
+                 replication on tcp {}, relay on udp {}",
+                bound.api, bound.channel, bound.replication, bound.relay
             );
         })
         .await
