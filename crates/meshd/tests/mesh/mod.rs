@@ -118,6 +118,34 @@ impl Mesh {
         }
     }
 
+    /// A lab with the controller host [`CTL`] and `public` node hosts on the switch, and for
+    /// each `(router, kind, hosts)` a NAT router of that kind with the node hosts behind it,
+    /// every router's LAN on `192.168.1.0/24`. Nodes are the public ones, then the others
+    /// in order.
+    pub fn with_nats(
+        public: &[&'static str],
+        nats: &[(&'static str, meshd_lab::NatKind, &[&'static str])],
+    ) -> Self {
+        let mut mesh = Self::with_hosts(public, &[]);
+        let lan: ipnet::Ipv4Net = "192.168.1.0/24".parse().expect("a LAN");
+        for (router, kind, hosts) in nats {
+            mesh.lab.add_router(router, *kind, lan).expect("lab");
+            for host in *hosts {
+                mesh.lab.add_host_behind(router, host).expect("lab");
+                let tmp = mesh._tmp.path();
+                mesh.nodes.push(Node {
+                    role: host,
+                    state: tmp.join(host),
+                    log: tmp.join(format!("{host}.log")),
+                    proc: None,
+                    id: None,
+                    addrs: None,
+                });
+            }
+        }
+        mesh
+    }
+
     pub fn phase(&self, what: &str) {
         eprintln!("[{:>5.1}s] {what}", self.start.elapsed().as_secs_f64());
     }
