@@ -18,14 +18,11 @@
 mod common;
 mod mesh;
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::ok_stdout;
-use mesh::{CHANNEL_PORT, CTL, MESHD, Mesh, network, network_status, revision, tail};
-use meshd_lab::Proc;
+use mesh::cluster::Cluster;
+use mesh::{CTL, Mesh, network, network_status, revision};
 use meshd_proto::NetworkId;
 use serde_json::Value;
 
@@ -34,210 +31,8 @@ const REPLICAS: [&str; 3] = [CTL, "c2", "c3"];
 const NODES: [&str; 4] = ["n1", "n2", "n3", "n4"];
 /// n4 joins at the start but is authorized only after the leader is killed.
 const LATE: usize = 3;
-const API_PORT: u16 = 9995;
 /// The bound: a new leader takes writes within this long of the old one dying.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(5);
-
-/// One controller replica on its lab host.
-#[derive(Debug)]
-struct Replica {
-    role: &'static str,
-    data: PathBuf,
-    log: PathBuf,
-    proc: Option<Proc>,
-}
-
-struct Cluster {
-    m: Mesh,
-    replicas: Vec<Replica>,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        let m = Mesh::with_hosts(&NODES, &REPLICAS[1..]);
-        let dir = m.ctl_data.parent().expect("the mesh's temp dir").to_owned();
-        let replicas = REPLICAS
-            .iter()
-            .map(|role| Replica {
-                role,
-                data: dir.join(format!("replica-{role}")),
-                log: dir.join(format!("replica-{role}.log")),
-                proc: None,
-            })
-            .collect();
-        Cluster { m, replicas }
-    }
-
-    fn listen(&self, r: usize) -> String {
-        format!("{}:{CHANNEL_PORT}", self.m.lab.ip(self.replicas[r].role))
-    }
-
-    fn api_url(&self, r: usize) -> String {
-        format!("http://{}:{API_PORT}", self.m.lab.ip(self.replicas[r].role))
-    }
-
-    /// `meshd controller <args> --data D` on replica `r`'s host, against its own API.
-    fn cli(&self, r: usize, args: &[&str]) -> Output {
-        let rep = &self.replicas[r];
-        let mut argv = vec![MESHD, "controller"];
-        argv.extend(args);
-        argv.extend(["--data", rep.data.to_str().expect("UTF-8 path")]);
-        self.m
-            .lab
-            .exec_timeout(rep.role, &argv, Duration::from_secs(15))
-            .expect("lab")
-    }
-
-    fn init(&self, r: usize, join: Option<(&str, &str)>) -> String {
-        let rep = &self.replicas[r];
-        let (listen, api) = (
-            self.listen(r),
-            format!("{}:{API_PORT}", self.m.lab.ip(rep.role)),
-        );
-        let data = rep.data.to_str().expect("UTF-8 path");
-        let mut argv = vec![
-            MESHD,
-            "controller",
-            "init",
-            "--data",
-            data,
-            "--listen",
-            &listen,
-            "--api-listen",
-            &api,
-        ];
-        if let Some((url, token)) = join {
-            argv.extend(["--join", url, "--token", token]);
-        }
-        ok_stdout(&self.m.lab.exec(rep.role, &argv).expect("lab"))
-    }
-
-    fn run(&mut self, r: usize) {
-        let rep = &self.replicas[r];
-        let (role, log) = (rep.role, rep.log.clone());
-        let data = rep.data.to_str().expect("UTF-8 path").to_owned();
-        let proc = self
-            .m
-            .lab
-            .spawn(
-                role,
-                &[
-                    "env",
-                    "RUST_LOG=info,openraft=warn",
-                    MESHD,
-                    "controller",
-                    "run",
-                    "--data",
-                    &data,
-                ],
-                &log,
-            )
-            .expect("lab");
-        self.replicas[r].proc = Some(proc);
-        let up = meshd_lab::interrupt::wait_until(Duration::from_secs(30), || {
-            self.cli(r, &["replica", "list", "--json"]).status.success()
-                || self.m.lab.exited(proc).is_some()
-        });
-        assert!(
-            up && self.m.lab.exited(proc).is_none(),
-            "{role}: the replica did not come up:\n{}",
-            tail(&log)
-        );
-    }
-
-    fn list(&self, r: usize) -> Value {
-        serde_json::from_str(&ok_stdout(&self.cli(r, &["replica", "list", "--json"])))
-            .expect("replica list --json prints JSON")
-    }
-
-    /// The replica that leads, as replica `via` sees it.
-    fn leader(&self, via: usize) -> Option<usize> {
-        let list = self.list(via);
-        let leader = list["leader"].as_u64()?;
-        let address = list["replicas"]
-            .as_array()?
-            .iter()
-            .find(|r| r["id"].as_u64() == Some(leader))?["address"]
-            .as_str()?
-            .to_owned();
-        (0..self.replicas.len()).find(|&r| self.listen(r) == address)
-    }
-
-    /// Everything replica `r` holds, as its own admin API reads it: the networks, and each
-    /// network's members and routes.
-    fn dump(&self, r: usize) -> Option<Value> {
-        let out = self.cli(r, &["network", "list", "--json"]);
-        if !out.status.success() {
-            return None;
-        }
-        let networks: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let mut dump = Vec::new();
-        for n in networks.as_array()? {
-            let id = n["id"].as_str()?;
-            let show = self.cli(r, &["network", "show", id, "--json"]);
-            let members = self.cli(r, &["member", "list", id, "--json"]);
-            if !show.status.success() || !members.status.success() {
-                return None;
-            }
-            let mut members: Value = serde_json::from_slice(&members.stdout).ok()?;
-            // When each member was last seen is per replica (the replica it talks to).
-            for m in members.as_array_mut()? {
-                if let Some(m) = m.as_object_mut() {
-                    m.remove("last_seen_ms");
-                    m.remove("physical_endpoint");
-                    m.remove("local_endpoints");
-                }
-            }
-            dump.push(serde_json::json!({
-                "network": serde_json::from_slice::<Value>(&show.stdout).ok()?,
-                "members": members,
-            }));
-        }
-        Some(Value::Array(dump))
-    }
-
-    fn diagnostics(&self) -> String {
-        let mut out = String::new();
-        for rep in &self.replicas {
-            out.push_str(&format!("--- {} log (tail)\n{}", rep.role, tail(&rep.log)));
-        }
-        out.push_str(&self.m.diagnostics());
-        out
-    }
-
-    /// Waits until every node in `nodes` runs on `nwid` at `revision` or newer.
-    fn wait_revision(&self, nodes: &[usize], nwid: NetworkId, at_least: u64, within: Duration) {
-        let mut behind = Vec::new();
-        let ok = meshd_lab::interrupt::wait_until(within, || {
-            behind = nodes
-                .iter()
-                .filter(|&&i| revision(&self.m.status(i), nwid).is_none_or(|r| r < at_least))
-                .map(|&i| self.m.nodes[i].role)
-                .collect();
-            behind.is_empty()
-        });
-        assert!(
-            ok,
-            "{behind:?} did not reach revision {at_least} within {within:?}\n{}",
-            self.diagnostics()
-        );
-    }
-
-    /// Pings every `(from, to)` over IPv4 until all answer (sessions to a new peer come up
-    /// with the first packet) or `within` passes; the ones that never answered.
-    fn pings_ok(&self, pairs: &[(usize, usize)]) -> Vec<String> {
-        let targets: Vec<(usize, IpAddr)> = pairs
-            .iter()
-            .map(|&(a, b)| (a, IpAddr::V4(self.m.nodes[b].addrs().v4)))
-            .collect();
-        let mut failed = Vec::new();
-        meshd_lab::interrupt::wait_until(Duration::from_secs(10), || {
-            failed = self.m.pings(&targets, 1, 1);
-            failed.is_empty()
-        });
-        failed
-    }
-}
 
 /// The revision a replica's `network show --json` gives.
 fn network_revision(c: &Cluster, r: usize, nwid: NetworkId) -> Option<u64> {
@@ -248,54 +43,10 @@ fn network_revision(c: &Cluster, r: usize, nwid: NetworkId) -> Option<u64> {
 
 #[test]
 fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
-    let mut c = Cluster::new();
+    let mut c = Cluster::new(Mesh::with_hosts(&NODES, &REPLICAS[1..]), &REPLICAS);
     c.m.phase(&c.m.describe_lab());
 
-    // Three replicas: init, init --join (which prints the `replica add` to run), add.
-    c.init(0, None);
-    c.run(0);
-    let token = std::fs::read_to_string(c.replicas[0].data.join("api.token"))
-        .expect("the first replica's token")
-        .trim()
-        .to_owned();
-    for r in 1..REPLICAS.len() {
-        let printed = c.init(r, Some((&c.api_url(0), &token)));
-        let add: Vec<String> = printed
-            .lines()
-            .find_map(|l| {
-                l.split_once("meshd controller replica add ")
-                    .map(|(_, a)| a)
-            })
-            .unwrap_or_else(|| panic!("init --join prints the replica add command:\n{printed}"))
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        c.run(r);
-        let mut argv = vec!["replica", "add"];
-        argv.extend(
-            add.iter()
-                .map(String::as_str)
-                .filter(|a| !a.starts_with('\\')),
-        );
-        // The printed command names the API with --api; against replica 0's own data dir
-        // here, so drop --api/--token if printed and let --data supply them.
-        let argv: Vec<&str> = strip_flags(&argv, &["--api", "--token"]);
-        let out = c.cli(0, &argv);
-        ok_stdout(&out);
-    }
-    let healthy = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
-        let list = c.list(0);
-        list["leader"].is_u64()
-            && list["replicas"].as_array().is_some_and(|rs| {
-                rs.len() == 3 && rs.iter().all(|r| r["healthy"] == true && r["lag"] == 0)
-            })
-    });
-    assert!(
-        healthy,
-        "3 healthy replicas:\n{:#}\n{}",
-        c.list(0),
-        c.diagnostics()
-    );
+    c.start_all();
     c.m.phase("3 replicas: 1 leader, 2 followers, lag 0");
 
     // The network; the nodes know only the first replica.
@@ -544,22 +295,6 @@ fn replicas_fail_and_heal_while_the_mesh_keeps_running() {
         "replicas back: revision {latest} reached every node {:.1} s after the write",
         t2.elapsed().as_secs_f64()
     ));
-}
-
-/// `argv` without the given flags and their values.
-fn strip_flags<'a>(argv: &[&'a str], flags: &[&str]) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut skip = false;
-    for a in argv {
-        if skip {
-            skip = false;
-        } else if flags.contains(a) {
-            skip = true;
-        } else if !flags.iter().any(|f| a.starts_with(&format!("{f}="))) {
-            out.push(*a);
-        }
-    }
-    out
 }
 
 /// Records the addresses of `nodes` (already OK) the way `authorize_all` does.

@@ -20,6 +20,8 @@ use serde_json::Value;
 use crate::common::ok_stdout;
 use meshd_lab::{Lab, Proc};
 
+pub mod cluster;
+
 pub const MESHD: &str = env!("CARGO_BIN_EXE_meshd");
 pub const CTL: &str = "ctl";
 /// The controllers' node channel (QUIC) and admin API ports, inside the controller netns.
