@@ -1,4 +1,5 @@
-//! Members behind every kind of NAT reach each other: a controller on a public host; two
+//! Members behind every kind of NAT reach each other: three controller replicas on public
+//! hosts; two
 //! hosts behind one port-restricted cone NAT, one behind another cone NAT, two behind
 //! symmetric NATs (each its own router), one behind a full-cone NAT, one public host. Every
 //! router's LAN is 192.168.1.0/24, routers drop unsolicited traffic and do not hairpin
@@ -8,7 +9,10 @@
 //! learns its router's public address from the controller's relay; pairs where a direct
 //! path can exist go direct (the two hosts behind one NAT, cone and cone by punching,
 //! anything and the public or full-cone host), and cone–symmetric and symmetric–symmetric
-//! pairs go through the relay, with `meshd peers` saying which.
+//! pairs go through the relay, with `meshd peers` saying which; each node knows its NAT's
+//! behaviour from three relays' answers. Then the replica relaying a symmetric pair is
+//! killed: the pair pings again within 5 s through another; and a cone router's mappings
+//! are flushed under a punched pair: it pings again within 10 s.
 //!
 //! Needs root, iproute2, nftables, conntrack and ping (`cargo test -p meshd --test nat_e2e
 //! -- --nocapture` prints the phases).
@@ -19,7 +23,8 @@ mod mesh;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use mesh::Mesh;
+use mesh::cluster::Cluster;
+use mesh::{CTL, Mesh};
 use meshd_lab::NatKind;
 use serde_json::Value;
 
@@ -30,6 +35,16 @@ const CONE_2: &str = "c2";
 const SYM_1: &str = "s1";
 const SYM_2: &str = "s2";
 const FULL: &str = "f1";
+const REPLICAS: [&str; 3] = [CTL, "ctl2", "ctl3"];
+
+/// The NAT behaviour a node's status must report, by role.
+fn expected_nat(role: &str) -> &'static str {
+    match role {
+        PUBLIC => "none",
+        SYM_1 | SYM_2 => "endpoint-dependent",
+        _ => "endpoint-independent",
+    }
+}
 
 /// Whose path to whom must be direct (`true`) or relayed (`false`), by role.
 fn expected_path(a: &str, b: &str) -> bool {
@@ -52,8 +67,9 @@ fn peer_path(status: &Value, peer: &str) -> Option<(String, Option<String>)> {
 
 #[test]
 fn members_behind_any_nat_reach_each_other() {
-    let mut m = Mesh::with_nats(
+    let m = Mesh::with_nats(
         &[PUBLIC],
+        &REPLICAS[1..],
         &[
             ("r1", NatKind::PortRestrictedCone, &[CONE_A, CONE_B]),
             ("r2", NatKind::PortRestrictedCone, &[CONE_2]),
@@ -62,8 +78,13 @@ fn members_behind_any_nat_reach_each_other() {
             ("r5", NatKind::FullCone, &[FULL]),
         ],
     );
-    m.phase(&m.describe_lab());
-    m.start_controller();
+    let mut c = Cluster::new(m, &REPLICAS);
+    c.m.phase(&c.m.describe_lab());
+    c.start_all();
+    // The mesh's admin commands go to the first replica.
+    c.m.ctl_data = c.replicas[0].data.clone();
+    let m = &mut c.m;
+    m.phase("3 replicas");
     let nwid = m.create_network("nat");
     for i in 0..m.nodes.len() {
         m.start_daemon(i);
@@ -98,6 +119,13 @@ fn members_behind_any_nat_reach_each_other() {
         m.diagnostics()
     );
 
+    // Each node knows its NAT from what the relays saw.
+    for (i, node) in m.nodes.iter().enumerate() {
+        let want = expected_nat(node.role);
+        m.wait_status(i, &format!("NAT {want}"), Duration::from_secs(10), |s| {
+            s["nat"] == want
+        });
+    }
     // Each host behind a NAT knows its public endpoint: its router's address.
     for (i, node) in m.nodes.iter().enumerate() {
         let Some(router) = m
@@ -138,11 +166,79 @@ fn members_behind_any_nat_reach_each_other() {
             if want == "relay" {
                 let (_, relay) = peer_path(&status, &peer).expect("the peer");
                 let relay: SocketAddr = relay.and_then(|r| r.parse().ok()).expect("a relay");
-                assert_eq!(relay.ip(), IpAddr::V4(m.lab.ip(mesh::CTL)), "{ra} -> {rb}");
+                let replica_ips: Vec<IpAddr> =
+                    REPLICAS.iter().map(|r| IpAddr::V4(m.lab.ip(r))).collect();
+                assert!(
+                    replica_ips.contains(&relay.ip()),
+                    "{ra} -> {rb} via {relay}"
+                );
             }
         }
     }
     m.phase("paths as expected");
     let peers = m.node_cli(0, &["peers"]);
     eprintln!("{}", String::from_utf8_lossy(&peers.stdout));
+
+    // Kill the replica that relays s1 -> s2: the pair pings again within 5 s.
+    let index = |role: &str| m.nodes.iter().position(|n| n.role == role).expect("a node");
+    let (s1, s2) = (index(SYM_1), index(SYM_2));
+    let (c1a, c2) = (index(CONE_A), index(CONE_2));
+    let s2_id = m.nodes[s2].id().to_string();
+    let (_, relay) = peer_path(&m.status(s1), &s2_id).expect("the peer");
+    let relay: SocketAddr = relay.and_then(|r| r.parse().ok()).expect("relayed");
+    let victim = REPLICAS
+        .iter()
+        .position(|r| IpAddr::V4(c.m.lab.ip(r)) == relay.ip())
+        .expect("a replica relays");
+    let proc = c.replicas[victim].proc.take().expect("running");
+    c.m.lab.kill(proc);
+    let killed = Instant::now();
+    let m = &c.m;
+    let both_ways = [
+        (s1, IpAddr::V4(m.nodes[s2].addrs().v4)),
+        (s2, IpAddr::V4(m.nodes[s1].addrs().v4)),
+    ];
+    let back = meshd_lab::interrupt::wait_until(Duration::from_secs(5), || {
+        m.pings(&both_ways, 1, 1).is_empty()
+    });
+    m.phase(&format!(
+        "relay {} killed: s1 <-> s2 ping again after {:?}",
+        REPLICAS[victim],
+        killed.elapsed()
+    ));
+    assert!(
+        back,
+        "s1 <-> s2 not back within 5 s of their relay dying\n{}",
+        c.diagnostics()
+    );
+    let (_, now_via) = peer_path(&m.status(s1), &s2_id).expect("the peer");
+    assert_ne!(
+        now_via,
+        Some(relay.to_string()),
+        "still through the dead relay"
+    );
+
+    // Flush the mappings of c2's router under the punched c1a <-> c2 pair: back within 10 s.
+    let pair = [
+        (c1a, IpAddr::V4(m.nodes[c2].addrs().v4)),
+        (c2, IpAddr::V4(m.nodes[c1a].addrs().v4)),
+    ];
+    assert!(
+        m.pings(&pair, 1, 1).is_empty(),
+        "c1a <-> c2 before the flush"
+    );
+    m.lab.flush_conntrack("r2").expect("lab");
+    let flushed = Instant::now();
+    let back = meshd_lab::interrupt::wait_until(Duration::from_secs(10), || {
+        m.pings(&pair, 1, 1).is_empty()
+    });
+    m.phase(&format!(
+        "r2's conntrack flushed: c1a <-> c2 ping again after {:?}",
+        flushed.elapsed()
+    ));
+    assert!(
+        back,
+        "c1a <-> c2 not back within 10 s of the flush\n{}",
+        c.diagnostics()
+    );
 }

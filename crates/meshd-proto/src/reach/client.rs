@@ -18,7 +18,7 @@ use super::relay::ReachDrop;
 /// Time between two reflect requests to one relay.
 pub const REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// A relay that answered nothing for this long is taken for dead.
-pub const RELAY_DEAD: Duration = Duration::from_millis(3_500);
+pub const RELAY_DEAD: Duration = Duration::from_millis(2_500);
 
 /// What the node knows of one relay.
 #[derive(Debug, Clone, PartialEq, Eq)]

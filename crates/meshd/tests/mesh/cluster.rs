@@ -32,7 +32,11 @@ pub struct Cluster {
 impl Cluster {
     /// Replicas on `roles` of `m` (the first must be [`CTL`]); none runs yet.
     pub fn new(m: Mesh, roles: &[&'static str]) -> Self {
-        assert_eq!(roles.first(), Some(&CTL), "the first replica is on the controller host");
+        assert_eq!(
+            roles.first(),
+            Some(&CTL),
+            "the first replica is on the controller host"
+        );
         let dir = m.ctl_data.parent().expect("the mesh's temp dir").to_owned();
         let replicas = roles
             .iter()
@@ -50,51 +54,51 @@ impl Cluster {
     /// `replica add` that init printed) and waits until all are healthy with no lag.
     pub fn start_all(&mut self) {
         let c = self;
-    // Three replicas: init, init --join (which prints the `replica add` to run), add.
-    c.init(0, None);
-    c.run(0);
-    let token = std::fs::read_to_string(c.replicas[0].data.join("api.token"))
-        .expect("the first replica's token")
-        .trim()
-        .to_owned();
-    for r in 1..c.replicas.len() {
-        let printed = c.init(r, Some((&c.api_url(0), &token)));
-        let add: Vec<String> = printed
-            .lines()
-            .find_map(|l| {
-                l.split_once("meshd controller replica add ")
-                    .map(|(_, a)| a)
-            })
-            .unwrap_or_else(|| panic!("init --join prints the replica add command:\n{printed}"))
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        c.run(r);
-        let mut argv = vec!["replica", "add"];
-        argv.extend(
-            add.iter()
-                .map(String::as_str)
-                .filter(|a| !a.starts_with('\\')),
+        // Three replicas: init, init --join (which prints the `replica add` to run), add.
+        c.init(0, None);
+        c.run(0);
+        let token = std::fs::read_to_string(c.replicas[0].data.join("api.token"))
+            .expect("the first replica's token")
+            .trim()
+            .to_owned();
+        for r in 1..c.replicas.len() {
+            let printed = c.init(r, Some((&c.api_url(0), &token)));
+            let add: Vec<String> = printed
+                .lines()
+                .find_map(|l| {
+                    l.split_once("meshd controller replica add ")
+                        .map(|(_, a)| a)
+                })
+                .unwrap_or_else(|| panic!("init --join prints the replica add command:\n{printed}"))
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            c.run(r);
+            let mut argv = vec!["replica", "add"];
+            argv.extend(
+                add.iter()
+                    .map(String::as_str)
+                    .filter(|a| !a.starts_with('\\')),
+            );
+            // The printed command names the API with --api; against replica 0's own data dir
+            // here, so drop --api/--token if printed and let --data supply them.
+            let argv: Vec<&str> = strip_flags(&argv, &["--api", "--token"]);
+            let out = c.cli(0, &argv);
+            ok_stdout(&out);
+        }
+        let healthy = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
+            let list = c.list(0);
+            list["leader"].is_u64()
+                && list["replicas"].as_array().is_some_and(|rs| {
+                    rs.len() == 3 && rs.iter().all(|r| r["healthy"] == true && r["lag"] == 0)
+                })
+        });
+        assert!(
+            healthy,
+            "3 healthy replicas:\n{:#}\n{}",
+            c.list(0),
+            c.diagnostics()
         );
-        // The printed command names the API with --api; against replica 0's own data dir
-        // here, so drop --api/--token if printed and let --data supply them.
-        let argv: Vec<&str> = strip_flags(&argv, &["--api", "--token"]);
-        let out = c.cli(0, &argv);
-        ok_stdout(&out);
-    }
-    let healthy = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
-        let list = c.list(0);
-        list["leader"].is_u64()
-            && list["replicas"].as_array().is_some_and(|rs| {
-                rs.len() == 3 && rs.iter().all(|r| r["healthy"] == true && r["lag"] == 0)
-            })
-    });
-    assert!(
-        healthy,
-        "3 healthy replicas:\n{:#}\n{}",
-        c.list(0),
-        c.diagnostics()
-    );
     }
 
     pub fn listen(&self, r: usize) -> String {
@@ -283,4 +287,3 @@ fn strip_flags<'a>(argv: &[&'a str], flags: &[&str]) -> Vec<&'a str> {
     }
     out
 }
-

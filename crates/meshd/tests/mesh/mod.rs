@@ -120,15 +120,17 @@ impl Mesh {
         }
     }
 
-    /// A lab with the controller host [`CTL`] and `public` node hosts on the switch, and for
+    /// A lab with the controller host [`CTL`], `public` node hosts and `extra` hosts that run
+    /// no node on the switch, and for
     /// each `(router, kind, hosts)` a NAT router of that kind with the node hosts behind it,
     /// every router's LAN on `192.168.1.0/24`. Nodes are the public ones, then the others
     /// in order.
     pub fn with_nats(
         public: &[&'static str],
+        extra: &[&'static str],
         nats: &[(&'static str, meshd_lab::NatKind, &[&'static str])],
     ) -> Self {
-        let mut mesh = Self::with_hosts(public, &[]);
+        let mut mesh = Self::with_hosts(public, extra);
         let lan: ipnet::Ipv4Net = "192.168.1.0/24".parse().expect("a LAN");
         for (router, kind, hosts) in nats {
             mesh.lab.add_router(router, *kind, lan).expect("lab");
