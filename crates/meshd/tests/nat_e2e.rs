@@ -12,7 +12,10 @@
 //! pairs go through the relay, with `meshd peers` saying which; each node knows its NAT's
 //! behaviour from three relays' answers. Then the replica relaying a symmetric pair is
 //! killed: the pair pings again within 5 s through another; and a cone router's mappings
-//! are flushed under a punched pair: it pings again within 10 s.
+//! are flushed under a punched pair: it pings again within 10 s. The public host is
+//! re-addressed: reached again within 2 s of its first packet from the new address. Last,
+//! with every router forgetting idle UDP mappings after 30 s, 90 s without traffic: the
+//! first ping of every pair answers.
 //!
 //! Needs root, iproute2, nftables, conntrack and ping (`cargo test -p meshd --test nat_e2e
 //! -- --nocapture` prints the phases).
@@ -180,7 +183,8 @@ fn members_behind_any_nat_reach_each_other() {
     eprintln!("{}", String::from_utf8_lossy(&peers.stdout));
 
     // Kill the replica that relays s1 -> s2: the pair pings again within 5 s.
-    let index = |role: &str| m.nodes.iter().position(|n| n.role == role).expect("a node");
+    let roles: Vec<&str> = m.nodes.iter().map(|n| n.role).collect();
+    let index = |role: &str| roles.iter().position(|r| *r == role).expect("a node");
     let (s1, s2) = (index(SYM_1), index(SYM_2));
     let (c1a, c2) = (index(CONE_A), index(CONE_2));
     let s2_id = m.nodes[s2].id().to_string();
@@ -241,4 +245,71 @@ fn members_behind_any_nat_reach_each_other() {
         "c1a <-> c2 not back within 10 s of the flush\n{}",
         c.diagnostics()
     );
+
+    // Roaming: the public host is re-addressed (a VPS given a new IP). Its first
+    // authenticated packets from the new address (a ping to the full-cone host) move the
+    // peer's endpoint there: the peer reaches it again within 2 s, and every peer soon after.
+    let (public, full) = (index(PUBLIC), index(FULL));
+    let host = m.lab.host(PUBLIC).clone();
+    let moved = std::net::Ipv4Addr::from(u32::from(host.ip) + 190);
+    // Deleted first: deleting a primary address deletes its secondaries with it.
+    for change in [
+        ["addr", "del", &format!("{}/24", host.ip), "dev", &host.link],
+        ["addr", "add", &format!("{moved}/24"), "dev", &host.link],
+    ] {
+        m.lab.run_ip(PUBLIC, &change).expect("lab");
+    }
+    let roamed = Instant::now();
+    let _ = m.pings(&[(public, IpAddr::V4(m.nodes[full].addrs().v4))], 1, 1);
+    let back = meshd_lab::interrupt::wait_until(Duration::from_secs(2), || {
+        m.pings(&[(full, IpAddr::V4(m.nodes[public].addrs().v4))], 1, 1)
+            .is_empty()
+    });
+    m.phase(&format!(
+        "pub moved {} -> {moved}: f1 reaches it again after {:?}",
+        host.ip,
+        roamed.elapsed()
+    ));
+    assert!(
+        back,
+        "f1 -> pub not back within 2 s of pub's first packet from {moved}"
+    );
+    let with_public: Vec<(usize, IpAddr)> = (0..n)
+        .filter(|&i| i != public)
+        .flat_map(|i| {
+            [
+                (i, IpAddr::V4(m.nodes[public].addrs().v4)),
+                (public, IpAddr::V4(m.nodes[i].addrs().v4)),
+            ]
+        })
+        .collect();
+    let back = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
+        m.pings(&with_public, 1, 1).is_empty()
+    });
+    m.phase(&format!(
+        "every peer reaches the moved pub again after {:?}",
+        roamed.elapsed()
+    ));
+    assert!(
+        back,
+        "pub's peers not back within 20 s\n{}",
+        c.diagnostics()
+    );
+
+    // Routers that forget an idle UDP mapping after 30 s: after 90 s without a ping, the
+    // first ping of every pair answers (keepalives held the mappings).
+    for r in ["r1", "r2", "r3", "r4", "r5"] {
+        m.lab
+            .set_udp_timeout(r, Duration::from_secs(30))
+            .expect("lab");
+    }
+    m.phase("UDP timeouts 30 s; 90 s idle");
+    meshd_lab::interrupt::sleep(Duration::from_secs(90)).expect("not interrupted");
+    let failed = m.pings(&targets, 1, 2);
+    m.phase(&format!(
+        "after 90 s idle: {} of {} first pings failed",
+        failed.len(),
+        targets.len()
+    ));
+    assert!(failed.is_empty(), "{failed:#?}\n{}", c.diagnostics());
 }
