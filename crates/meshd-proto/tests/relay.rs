@@ -79,6 +79,14 @@ fn a_direct_path_takes_over_and_the_relay_takes_back_when_it_dies() {
     let direct = |sim: &Simulation, node: usize| Some(Via::Direct(sim.nodes[1 - node].address));
     assert_eq!(via(&sim, 0, 1), direct(&sim, 0));
     assert_eq!(via(&sim, 1, 0), direct(&sim, 1));
+    let punched = |sim: &Simulation| {
+        sim.nodes[0]
+            .tunnel
+            .peer_status(sim.node_id(1), sim.now)
+            .expect("a peer")
+            .punched
+    };
+    assert!(punched(&sim), "found while relayed: a punched path");
     assert!(ping_both_ways(&mut sim, "direct"));
     // The direct path dies (a NAT forgot the mapping): within DIRECT_DEAD both sides are
     // back on the relay, and traffic flows.
@@ -93,6 +101,7 @@ fn a_direct_path_takes_over_and_the_relay_takes_back_when_it_dies() {
         waited += Duration::from_secs(1);
     }
     assert!(ping_both_ways(&mut sim, "relayed again"));
+    assert!(!punched(&sim), "relayed again: nothing punched");
 }
 
 #[test]

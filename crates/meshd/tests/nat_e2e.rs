@@ -166,6 +166,20 @@ fn members_behind_any_nat_reach_each_other() {
             let status = m.wait_status(a, &format!("{ra} -> {rb} {want}"), left, |s| {
                 peer_path(s, &peer).is_some_and(|(path, _)| path == want)
             });
+            let kind = status["peers"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["node_id"] == peer.as_str()))
+                .map(|p| p["direct"].clone());
+            match (ra, rb) {
+                (CONE_A, CONE_B) => assert_eq!(kind, Some("lan".into()), "{ra} -> {rb}"),
+                // Punched: through the relay's handshake, or by both sides' handshakes
+                // crossing in the NATs (then it looks like any public endpoint).
+                (CONE_A, CONE_2) => assert!(
+                    kind == Some("punched".into()) || kind == Some("public".into()),
+                    "{ra} -> {rb}: {kind:?}"
+                ),
+                _ => {}
+            }
             if want == "relay" {
                 let (_, relay) = peer_path(&status, &peer).expect("the peer");
                 let relay: SocketAddr = relay.and_then(|r| r.parse().ok()).expect("a relay");

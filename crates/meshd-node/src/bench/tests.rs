@@ -20,6 +20,8 @@ fn peer(node: &str, name: &str, path: PeerPath, addresses: &[&str]) -> PeerView 
         name: name.into(),
         path,
         relay: None,
+        direct: None,
+        path_age_s: None,
         endpoint: None,
         candidates: vec![],
         path_changes: 0,

@@ -195,6 +195,25 @@ pub struct RouteView {
     pub node_id: NodeId,
 }
 
+/// What kind of direct path a peer is reached on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectKind {
+    Lan,
+    Public,
+    Punched,
+}
+
+impl DirectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectKind::Lan => "lan",
+            DirectKind::Public => "public",
+            DirectKind::Punched => "punched",
+        }
+    }
+}
+
 /// How traffic reaches a peer: `"direct"`, `"relay"` or `"none"` in JSON (the human
 /// output shows them in capitals).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +237,14 @@ pub struct PeerView {
     /// The relay traffic to the peer goes through, while its path is `relay`.
     #[serde(default)]
     pub relay: Option<SocketAddr>,
+    /// What kind of direct path: `lan` (one of the peer's own addresses that is not its
+    /// public endpoint), `public` (its public endpoint, or where its NAT showed it), or
+    /// `punched` (found by probing from both sides while relayed); null unless direct.
+    #[serde(default)]
+    pub direct: Option<DirectKind>,
+    /// Seconds since the path (direct endpoint or relay) last changed.
+    #[serde(default)]
+    pub path_age_s: Option<u64>,
     pub endpoint: Option<SocketAddr>,
     /// Every address the config gives for the peer; the endpoint is the fastest that
     /// answered the last path scan. Empty from older daemons.
@@ -630,6 +657,10 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
             .unwrap_or_default(),
         path,
         relay,
+        direct: (path == PeerPath::Direct)
+            .then(|| direct_kind(cfg, p))
+            .flatten(),
+        path_age_s: p.via_age.map(|d| d.as_secs()),
         endpoint: p.endpoint,
         candidates: p.candidates.clone(),
         path_changes: p.path_changes,
@@ -651,6 +682,23 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
         tx_bytes: p.tx_bytes,
         addresses: member_addresses(cfg, p.node_id),
     }
+}
+
+/// The kind of a direct path: see [`PeerView::direct`]. The config lists a member's public
+/// endpoint (as the controller saw it) first, then its own addresses.
+fn direct_kind(cfg: &NetworkConfig, p: &PeerStatus) -> Option<DirectKind> {
+    let endpoint = p.endpoint?;
+    if p.punched {
+        return Some(DirectKind::Punched);
+    }
+    let listed = cfg
+        .member(p.node_id)
+        .map(|m| m.endpoints.as_slice())
+        .unwrap_or_default();
+    Some(match listed.iter().position(|e| *e == endpoint) {
+        Some(i) if i > 0 => DirectKind::Lan,
+        _ => DirectKind::Public,
+    })
 }
 
 /// Milliseconds to the microsecond: paths on one LAN differ by tens of microseconds.

@@ -38,12 +38,12 @@ pub fn render(s: &StatusView) -> String {
                         p.name.clone()
                     },
                     p.network.to_string(),
-                    match p.path {
-                        PeerPath::Direct => "DIRECT",
-                        PeerPath::Relay => "RELAY",
-                        PeerPath::None => "NONE",
-                    }
-                    .to_owned(),
+                    match (p.path, p.direct) {
+                        (PeerPath::Direct, Some(kind)) => format!("DIRECT {}", kind.as_str()),
+                        (PeerPath::Direct, None) => "DIRECT".to_owned(),
+                        (PeerPath::Relay, _) => "RELAY".to_owned(),
+                        (PeerPath::None, _) => "NONE".to_owned(),
+                    },
                     match (p.path, p.relay, p.endpoint) {
                         (PeerPath::Relay, Some(relay), _) => format!("via {relay}"),
                         (_, _, endpoint) => endpoint.map_or_else(dash, |e| e.to_string()),
@@ -106,6 +106,8 @@ mod tests {
             name: "host-b".into(),
             path: PeerPath::Direct,
             relay: None,
+            direct: None,
+            path_age_s: None,
             endpoint: Some("192.0.2.11:9993".parse().unwrap()),
             candidates: vec!["192.0.2.11:9993".parse().unwrap()],
             path_changes: 0,
@@ -126,6 +128,13 @@ mod tests {
         assert_eq!(
             lines[1],
             "1a2b3c4d5e  host-b  8056c2e21c000001  DIRECT  192.0.2.11:9993  0.4ms  12s ago    1.2 MB  512 B"
+        );
+        // A direct path says what kind it is.
+        s.peers[0].direct = Some(crate::daemon::api::DirectKind::Punched);
+        assert!(
+            render(&s).contains("DIRECT punched  192.0.2.11:9993"),
+            "{}",
+            render(&s)
         );
         // A relayed peer shows the relay its traffic goes through.
         let mut relayed = s.peers[0].clone();

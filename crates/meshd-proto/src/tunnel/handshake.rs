@@ -124,6 +124,7 @@ impl Tunnel {
             Some(_) => peer.relay = Some(from),
             None => peer.roam(from, now),
         }
+        peer.met_via_relay = relayed.is_some();
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
         self.push_via(Via::back(from, relayed.is_some()), peer_id, out.to_vec());
@@ -179,6 +180,7 @@ impl Tunnel {
             Some(_) => peer.relay = Some(from),
             None => peer.roam(from, now),
         }
+        peer.met_via_relay = relayed.is_some();
         peer.last_handshake = Some(now);
         peer.handshakes += 1;
         peer.last_received = Some(now);

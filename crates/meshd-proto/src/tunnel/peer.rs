@@ -45,6 +45,14 @@ pub(crate) struct Peer {
     pub discovered: Vec<SocketAddr>,
     /// The relay the peer's traffic last came through.
     pub relay: Option<SocketAddr>,
+    /// The way traffic went at the last timer tick, and since when.
+    pub last_via: Option<super::Via>,
+    pub via_since: Option<Instant>,
+    /// The direct path in use followed a relayed one (or a handshake through a relay): a
+    /// hole punched through the NATs between us.
+    pub punched: bool,
+    /// The current session's handshake came through a relay.
+    pub met_via_relay: bool,
     /// Addresses the last scan measured slower than `endpoint`.
     pub slower: Vec<SocketAddr>,
     pub scan: Option<PathScan>,
@@ -90,6 +98,10 @@ impl Peer {
             direct_unanswered_since: None,
             discovered: Vec::new(),
             relay: None,
+            last_via: None,
+            via_since: None,
+            punched: false,
+            met_via_relay: false,
             slower: Vec::new(),
             scan: None,
             next_scan: None,
@@ -214,6 +226,8 @@ impl Peer {
             endpoint: self.endpoint,
             candidates: self.known(),
             via: None,
+            via_age: self.via_since.map(|t| now.saturating_duration_since(t)),
+            punched: self.punched,
             has_session: self.usable_session(now),
             rtt: self.rtt,
             last_handshake: self
@@ -252,6 +266,10 @@ pub struct PeerStatus {
     pub candidates: Vec<SocketAddr>,
     /// How traffic to the peer goes now.
     pub via: Option<super::Via>,
+    /// How long it has gone that way (as of the last timer tick).
+    pub via_age: Option<Duration>,
+    /// The direct path was punched: found while the peer was reached through a relay.
+    pub punched: bool,
     pub has_session: bool,
     pub rtt: Option<Duration>,
     /// Time since the last completed handshake.

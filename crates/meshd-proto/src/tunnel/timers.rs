@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::peer::retire;
-use super::{Event, PROBE_INTERVAL, Tunnel};
+use super::{Event, PROBE_INTERVAL, Tunnel, Via};
 use crate::NodeId;
 use crate::handshake::{self, CookieSecret};
 use crate::session::{self, Session};
@@ -35,9 +35,24 @@ impl Tunnel {
     }
 
     fn peer_timers(&mut self, now: Instant, id: NodeId) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let via = self.via(peer, now);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        if via != peer.last_via {
+            // A direct path that follows a relayed one was opened through the NATs.
+            peer.punched = match via {
+                Some(Via::Relay(_)) | None => false,
+                Some(Via::Direct(_)) => {
+                    peer.punched || peer.met_via_relay || peer.last_via.is_some_and(Via::is_relay)
+                }
+            };
+            peer.last_via = via;
+            peer.via_since = Some(now);
+        }
         let mut retransmit = false;
         if let Some(p) = &peer.pending {
             if now.saturating_duration_since(p.started_at) >= session::REKEY_ATTEMPT_TIME {
