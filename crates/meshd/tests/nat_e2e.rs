@@ -196,11 +196,45 @@ fn members_behind_any_nat_reach_each_other() {
     let peers = m.node_cli(0, &["peers"]);
     eprintln!("{}", String::from_utf8_lossy(&peers.stdout));
 
-    // Kill the replica that relays s1 -> s2: the pair pings again within 5 s.
     let roles: Vec<&str> = m.nodes.iter().map(|n| n.role).collect();
     let index = |role: &str| roles.iter().position(|r| *r == role).expect("a node");
     let (s1, s2) = (index(SYM_1), index(SYM_2));
     let (c1a, c2) = (index(CONE_A), index(CONE_2));
+
+    // `meshd bench` over the relayed pair works, and says it is relayed.
+    let s2_node = m.nodes[s2].id().to_string();
+    let state = m.nodes[s1].state.to_str().expect("UTF-8 path").to_owned();
+    let out = m
+        .lab
+        .exec_timeout(
+            SYM_1,
+            &[
+                mesh::MESHD,
+                "bench",
+                &s2_node,
+                "--seconds",
+                "1",
+                "--json",
+                "--state",
+                &state,
+            ],
+            Duration::from_secs(60),
+        )
+        .expect("lab");
+    assert!(
+        out.status.success(),
+        "bench over the relay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bench: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    assert_eq!(bench["path"], "relay", "{bench}");
+    let mbit = bench["mbit_per_s"].as_f64().expect("mbit_per_s");
+    assert!(mbit > 0.0, "{bench}");
+    m.phase(&format!(
+        "bench s1 -> s2 through the relay: {mbit:.0} Mbit/s"
+    ));
+
+    // Kill the replica that relays s1 -> s2: the pair pings again within 5 s.
     let s2_id = m.nodes[s2].id().to_string();
     let (_, relay) = peer_path(&m.status(s1), &s2_id).expect("the peer");
     let relay: SocketAddr = relay.and_then(|r| r.parse().ok()).expect("relayed");
