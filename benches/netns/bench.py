@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Side-by-side tunnel benchmark in network namespaces: raw veth vs boringtun vs meshd.
 
-Two namespaces joined by one veth pair carry the same traffic over three paths: the veth
-itself (the ceiling), a boringtun (userspace WireGuard) tunnel and a meshd tunnel. The runs
+Two namespaces joined by one veth pair carry the same traffic over up to four paths: the
+veth itself (the ceiling), a boringtun (userspace WireGuard) tunnel, a meshd tunnel, and a
+meshd tunnel whose direct path is blocked so that it runs through the controller's relay
+(`meshd-relay`, opt-in). The runs
 alternate between the paths, so that noise on the machine (another build, thermal
 throttling) lands on every path alike instead of on whichever ran last. See README.md.
 
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_PATHS = ("raw", "boringtun", "meshd")
+ALL_PATHS = ("raw", "boringtun", "meshd", "meshd-relay")
 
 # The underlay: one veth pair between namespace a (client, controller) and b (server).
 VETH_IP = {"a": "10.210.0.1", "b": "10.210.0.2"}
@@ -38,6 +40,9 @@ WG_IP = {"a": "10.211.0.1", "b": "10.211.0.2"}
 WG_PORT = 51820
 WG_MTU = 1420
 MESHD_NODE_PORT = 9993
+# The relayed pair: its own daemons, port and network, the direct path between them dropped.
+MESHD_RELAYED_PORT = 9983
+MESHD_RELAYED_POOLS = ("--v4-pool", "10.148.0.0/16", "--container-pool", "172.32.0.0/16")
 MESHD_CHANNEL_PORT = 9994
 MESHD_API = "127.0.0.1:9995"
 IPERF_PORT = 5201
@@ -164,6 +169,8 @@ class Lab:
     # Per target address, where the tunnel chooses among several underlay endpoints (meshd
     # measures its candidates): each side's endpoint, path_changes and last_handshake_s.
     path_state: dict[str, Callable[[], dict[str, dict]]] = field(default_factory=dict)
+    # The meshd controller in a, once started: (data dir, channel address).
+    meshd_controller: tuple[str, str] | None = None
 
     def ns(self, side: str) -> str:
         """The namespace of side "a" or "b"."""
@@ -325,10 +332,9 @@ def setup_boringtun(lab: Lab, args: argparse.Namespace) -> str:
     return WG_IP["b"]
 
 
-def meshd_status(lab: Lab, exe: str, side: str) -> dict | None:
+def meshd_status(lab: Lab, exe: str, side: str, state: str) -> dict | None:
     """A node's `status --json`, or None while its daemon does not answer."""
-    out = lab.exec(side, [exe, "status", "--json", "--state", str(lab.path(f"node-{side}"))],
-                   timeout=10, check=False)
+    out = lab.exec(side, [exe, "status", "--json", "--state", state], timeout=10, check=False)
     if out.returncode != 0:
         return None
     try:
@@ -345,21 +351,17 @@ def meshd_network(status: dict | None, nwid: str) -> dict | None:
     return None
 
 
-def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
-    """A controller in a, a daemon in a and in b, both joined and authorized to one network
-    (the flow of `meshd demo`); b's IPv4 on the network once a ping across works."""
+def meshd_controller(lab: Lab, args: argparse.Namespace) -> tuple[str, str]:
+    """The meshd controller in a (started the first time): its data dir and channel. Its
+    relay forwards without a rate limit, so that the relayed path measures the relay."""
+    if lab.meshd_controller:
+        return lab.meshd_controller
     exe = args.meshd
     data = str(lab.path("controller"))
     channel = f"{VETH_IP['a']}:{MESHD_CHANNEL_PORT}"
-
-    def state(side: str) -> str:
-        return str(lab.path(f"node-{side}"))
-
-    def ctl(*argv: str) -> str:
-        return lab.exec("a", [exe, "controller", *argv, "--data", data], timeout=15).stdout
-
     t0 = time.monotonic()
-    ctl("init", "--listen", channel, "--api-listen", MESHD_API)
+    lab.exec("a", [exe, "controller", "init", "--listen", channel, "--api-listen", MESHD_API,
+                   "--relay-limit-mbit", "0", "--data", data], timeout=15)
     controller = lab.spawn("a", [exe, "controller", "run", "--data", data], "controller.log")
 
     def controller_up() -> bool:
@@ -369,16 +371,55 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
                         timeout=10, check=False).returncode == 0
 
     wait_for("the meshd controller's API", 30, controller_up)
-    nwid = ctl("network", "create", "--name", "bench").strip()
+    log(f"  meshd: controller up ({time.monotonic() - t0:.1f} s)")
+    lab.meshd_controller = (data, channel)
+    return lab.meshd_controller
+
+
+def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
+    """A daemon in a and in b, joined and authorized to one network (the flow of `meshd
+    demo`); b's IPv4 on the network once a ping across works and the path is direct."""
+    return meshd_pair(lab, args, "bench", MESHD_NODE_PORT, (), "node", "direct")
+
+
+def setup_meshd_relay(lab: Lab, args: argparse.Namespace) -> str:
+    """A second pair of daemons on their own port and network, with every datagram between
+    their sockets dropped, so that their traffic goes through the controller's relay in a."""
+    for side in "ab":
+        lab.exec(side, ["nft", "-f", "-"], stdin_text=(
+            f"table inet {lab.tag}relay {{ chain out {{ type filter hook output priority 0; "
+            f"udp sport {MESHD_RELAYED_PORT} udp dport {MESHD_RELAYED_PORT} drop; }} }}\n"))
+    return meshd_pair(lab, args, "relayed", MESHD_RELAYED_PORT, MESHD_RELAYED_POOLS,
+                      "relayed", "relay")
+
+
+def meshd_pair(lab: Lab, args: argparse.Namespace, name: str, port: int,
+               pools: tuple[str, ...], prefix: str, want_path: str) -> str:
+    """Daemons in a and b on `port`, joined and authorized to a new network `name`; b's
+    IPv4 on it once a ping across works and a's path to b is `want_path`."""
+    exe = args.meshd
+    data, channel = meshd_controller(lab, args)
+
+    def state(side: str) -> str:
+        return str(lab.path(f"{prefix}-{side}"))
+
+    def ctl(*argv: str) -> str:
+        return lab.exec("a", [exe, "controller", *argv, "--data", data], timeout=15).stdout
+
+    t0 = time.monotonic()
+    nwid = ctl("network", "create", "--name", name, *pools).strip()
     if not re.fullmatch(r"[0-9a-f]{16}", nwid):
         raise BenchError(f"`meshd controller network create` printed {nwid!r}")
-    log(f"  meshd: controller up, network {nwid} ({time.monotonic() - t0:.1f} s)")
+    log(f"  meshd: network {nwid} ({name})")
+
+    def status(side: str) -> dict | None:
+        return meshd_status(lab, exe, side, state(side))
 
     workers = ["--workers", str(args.meshd_workers)] if args.meshd_workers else []
     daemons = {
         side: lab.spawn(side, [exe, "daemon", "--state", state(side), "--port",
-                               str(MESHD_NODE_PORT), "--controller", channel, *workers],
-                        f"daemon-{side}.log")
+                               str(port), "--controller", channel, *workers],
+                        f"{prefix}-daemon-{side}.log")
         for side in "ab"
     }
     node_ids = {}
@@ -387,15 +428,15 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
             if daemons[side].poll() is not None:
                 raise BenchError(f"the meshd daemon in {side} exited "
                                  f"({daemons[side].returncode})")
-            return meshd_status(lab, exe, side)
+            return status(side)
 
-        status = wait_for(f"the meshd daemon in {side} to answer", 30, daemon_up)
-        node_ids[side] = status["node_id"]
+        node_ids[side] = wait_for(f"the meshd daemon in {side} to answer", 30,
+                                  daemon_up)["node_id"]
         lab.exec(side, [exe, "join", nwid, "--state", state(side)], timeout=15)
     for side in "ab":
         # Authorize once the controller has the join (the member exists), as `meshd demo` does.
         def joined(side: str = side) -> bool:
-            net = meshd_network(meshd_status(lab, exe, side), nwid)
+            net = meshd_network(status(side), nwid)
             return bool(net) and net.get("status") in ("ACCESS_DENIED", "OK")
 
         wait_for(f"{side}'s join to reach the controller (ACCESS_DENIED)", 30, joined)
@@ -405,7 +446,7 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
     addrs = {}
     for side in "ab":
         def configured(side: str = side) -> dict | None:
-            net = meshd_network(meshd_status(lab, exe, side), nwid)
+            net = meshd_network(status(side), nwid)
             return net if net and net.get("status") == "OK" else None
 
         net = wait_for(f"network status OK on {side}", 30, configured)
@@ -417,39 +458,42 @@ def setup_meshd(lab: Lab, args: argparse.Namespace) -> str:
     try:
         wait_for(f"a ping over meshd to {addrs['b']}", 30, lambda: ping_works(lab, addrs["b"]))
     except BenchError as e:
-        raise BenchError(f"{e}; b's status: {json.dumps(meshd_status(lab, exe, 'b'))}") from None
+        raise BenchError(f"{e}; b's status: {json.dumps(status('b'))}") from None
     log(f"  meshd: ping across ({time.monotonic() - t0:.1f} s)")
 
-    # The numbers are for the direct path: a relayed start would measure the controller.
-    def direct() -> bool:
-        peers = (meshd_status(lab, exe, "a") or {}).get("peers", [])
-        return bool(peers) and all(p.get("path") == "direct" for p in peers)
+    # The numbers are for the path asked for: a relayed start would measure the controller.
+    def on_path() -> bool:
+        peers = (status("a") or {}).get("peers", [])
+        return bool(peers) and all(p.get("path") == want_path for p in peers)
 
     try:
-        wait_for("a direct path from a to b", 30, direct)
+        wait_for(f"a {want_path} path from a to b", 30, on_path)
     except BenchError as e:
-        peers = (meshd_status(lab, exe, "a") or {}).get("peers")
+        peers = (status("a") or {}).get("peers")
         raise BenchError(f"{e}; a's peers: {json.dumps(peers)}") from None
-    log(f"  meshd: direct path ({time.monotonic() - t0:.1f} s)")
+    log(f"  meshd: {want_path} path ({time.monotonic() - t0:.1f} s)")
 
     # Its TUN writes coalesce datagrams, so b's daemon counts the packets it opened instead.
     def opened() -> int:
-        workers = (meshd_status(lab, exe, "b") or {}).get("packet_workers")
+        workers = (status("b") or {}).get("packet_workers")
         if not workers:
             raise BenchError("b's `meshd status --json` has no packet_workers")
         return sum(int(w["from_peers"]) for w in workers)
 
     lab.delivered[addrs["b"]] = opened
 
-    # Each side's endpoint for the other: every host address is a candidate, boringtun's
-    # included, and a number measured through boringtun's tunnel would be no number at all.
+    # Each side's endpoint for the other (the relay, when relayed): every host address is a
+    # candidate, boringtun's included, and a number measured through boringtun's tunnel
+    # would be no number at all.
     def path_state() -> dict[str, dict]:
-        state = {}
+        states = {}
         for side in "ab":
-            peers = (meshd_status(lab, exe, side) or {}).get("peers") or [{}]
-            state[side] = {k: peers[0].get(k)
-                           for k in ("endpoint", "path_changes", "last_handshake_s")}
-        return state
+            peers = (status(side) or {}).get("peers") or [{}]
+            peer = peers[0]
+            states[side] = {k: peer.get(k) for k in ("path_changes", "last_handshake_s")}
+            states[side]["endpoint"] = (peer.get("relay") if want_path == "relay"
+                                        else peer.get("endpoint"))
+        return states
 
     lab.path_state[addrs["b"]] = path_state
     return addrs["b"]
@@ -459,6 +503,7 @@ SETUP: dict[str, Callable[[Lab, argparse.Namespace], str]] = {
     "raw": setup_raw,
     "boringtun": setup_boringtun,
     "meshd": setup_meshd,
+    "meshd-relay": setup_meshd_relay,
 }
 
 
@@ -737,13 +782,18 @@ def print_table(summary: dict, paths: list[str]) -> dict[str, float | None]:
         return summary.get(key, {}).get(path, {}).get("median")
 
     show_ratio = "meshd" in paths and "boringtun" in paths
-    header = ["metric", "unit", *paths] + (["meshd/boringtun"] if show_ratio else [])
+    show_relay = "meshd" in paths and "meshd-relay" in paths
+    header = (["metric", "unit", *paths] + (["meshd/boringtun"] if show_ratio else [])
+              + (["relay/direct"] if show_relay else []))
     rows, ratios = [], {}
     for key, label, unit in METRICS:
         row = [label, unit, *(cell(key, p) for p in paths)]
         if show_ratio:
             ratios[key] = ratio(median(key, "meshd"), median(key, "boringtun"))
             row.append(fmt(ratios[key]))
+        if show_relay:
+            ratios[f"relay_{key}"] = ratio(median(key, "meshd-relay"), median(key, "meshd"))
+            row.append(fmt(ratios[f"relay_{key}"]))
         rows.append(row)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
@@ -870,7 +920,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, help="length of each iperf3 run (default 5; --quick 2)")
     p.add_argument("--rounds", type=int, help="rounds over every path (default 3; --quick 1)")
-    p.add_argument("--paths", help="comma-separated subset of raw,boringtun,meshd "
+    p.add_argument("--paths", help="comma-separated subset of raw,boringtun,meshd,meshd-relay "
                                    "(default all; --quick raw,meshd)")
     p.add_argument("--tests", help="comma-separated subset of " + ",".join(TEST_NAMES) +
                    " (default all)")
@@ -916,7 +966,7 @@ def preflight(args: argparse.Namespace) -> None:
     for tool in ("ip", "ss", "iperf3", "ping"):
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} is not installed")
-    if "meshd" in args.paths:
+    if "meshd" in args.paths or "meshd-relay" in args.paths:
         meshd = Path(args.meshd)
         if not meshd.is_file():
             raise BenchError(f"no meshd binary at {meshd}: run `cargo build --release -p meshd` "

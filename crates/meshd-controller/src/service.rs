@@ -44,6 +44,37 @@ pub struct ReplicaSettings {
     /// a cluster of one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub join: bool,
+    /// What the relay forwards for one member, in Mbit/s; 0 for no limit. Default
+    /// ([`DEFAULT_RELAY_LIMIT_MBIT`]) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_limit_mbit: Option<u64>,
+}
+
+/// The relay's default rate per member: enough for a relayed bulk transfer, not for a
+/// member to flood a replica.
+pub const DEFAULT_RELAY_LIMIT_MBIT: u64 = 100;
+
+impl ReplicaSettings {
+    /// The relay's limits as this replica is set up.
+    pub fn relay_limits(&self) -> meshd_proto::reach::relay::RelayLimits {
+        let defaults = meshd_proto::reach::relay::RelayLimits::default();
+        match self.relay_limit_mbit.unwrap_or(DEFAULT_RELAY_LIMIT_MBIT) {
+            0 => meshd_proto::reach::relay::RelayLimits {
+                bytes_per_second: u64::MAX / 4,
+                burst: u64::MAX / 4,
+                ..defaults
+            },
+            mbit => {
+                let bytes_per_second = mbit.saturating_mul(125_000);
+                meshd_proto::reach::relay::RelayLimits {
+                    bytes_per_second,
+                    // A fifth of a second at full rate, at least two megabytes.
+                    burst: (bytes_per_second / 5).max(2_000_000),
+                    ..defaults
+                }
+            }
+        }
+    }
 }
 
 /// The address a replica listening on `listen` is reached at when it advertises none.
@@ -295,7 +326,7 @@ pub async fn run(
         relay_socket,
         replica.clone(),
         relay_secret,
-        meshd_proto::reach::relay::RelayLimits::default(),
+        settings.relay_limits(),
         crate::relay::RelayStats::default(),
     ));
     let replication_task = tokio::spawn(axum::serve(replication, replica.router()).into_future());

@@ -9,14 +9,19 @@ use common::{ReplicaProcess, ok_stdout};
 use meshd_channel::{ChannelClient, ControllerMessage, JoinStatus};
 use meshd_proto::{Identity, NetworkConfig, NetworkId, SignedConfig, addr};
 
-/// The next message, skipping the replica lists the controller sends on its own.
+/// The next message, skipping the replica lists and relay credentials the controller sends
+/// on its own.
 async fn next(client: &mut ChannelClient) -> ControllerMessage {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), client.recv())
             .await
             .expect("a message within 10 s")
             .expect("the channel stays up");
-        if !matches!(msg, ControllerMessage::Replicas { .. }) {
+        // The replicas' addresses and the relay credential come unasked.
+        if !matches!(
+            msg,
+            ControllerMessage::Replicas { .. } | ControllerMessage::RelayCredential { .. }
+        ) {
             return msg;
         }
     }
@@ -151,4 +156,76 @@ fn join_authorize_and_push_through_a_real_controller() {
         }
     });
     replica.stop();
+}
+
+/// The replica's relay, for real: the channel hands out a credential; with it, an
+/// authorized member's reflect request from a UDP socket is answered with that socket's
+/// address, and the member is registered; before authorization, nothing is answered.
+#[test]
+fn the_relay_reflects_authorized_members_with_the_channels_credential() {
+    use meshd_proto::reach::credential::Credential;
+    use meshd_proto::reach::reflect::{ReflectRequest, Reflection};
+
+    let mut replica = ReplicaProcess::init();
+    replica.start();
+    let nwid: NetworkId = ok_stdout(&replica.cli(&["network", "create", "--name", "relay"]))
+        .parse()
+        .expect("network create prints the id alone");
+    let relay = std::net::SocketAddr::new(replica.channel.ip(), replica.channel.port() + 1);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("a timeout");
+    let me = socket.local_addr().expect("bound");
+
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async {
+        let id = Identity::generate();
+        let mut client = ChannelClient::connect(replica.channel, &id, 9993, vec![])
+            .await
+            .expect("connects");
+        let credential = loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), client.recv())
+                .await
+                .expect("a message within 10 s")
+                .expect("the channel stays up");
+            if let ControllerMessage::RelayCredential { expires, key } = msg {
+                break Credential {
+                    node: id.node_id(),
+                    expires,
+                    key,
+                };
+            }
+        };
+        let ask = |sequence: u64| {
+            let request = ReflectRequest {
+                node: credential.node,
+                expires: credential.expires,
+                sequence,
+            }
+            .encode(&credential.key);
+            socket.send_to(&request, relay).expect("sent");
+            let mut buf = [0u8; 128];
+            socket
+                .recv_from(&mut buf)
+                .ok()
+                .map(|(n, from)| (from, buf[..n].to_vec()))
+        };
+        // A member of no network gets nothing.
+        client.join(nwid, 0).await.expect("join sent");
+        assert_eq!(ask(1), None, "answered a member that is not authorized");
+        let node = id.node_id().to_string();
+        ok_stdout(&replica.cli(&["member", "authorize", &nwid.to_string(), &node]));
+        let mut answer = None;
+        for sequence in 2..40 {
+            answer = ask(sequence);
+            if answer.is_some() {
+                break;
+            }
+        }
+        let (from, bytes) = answer.expect("an answer once authorized");
+        assert_eq!(from, relay);
+        let reflection = Reflection::open(&bytes, &credential.key).expect("authentic");
+        assert_eq!(reflection.observed, me);
+    });
 }

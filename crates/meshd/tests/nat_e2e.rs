@@ -81,6 +81,7 @@ fn members_behind_any_nat_reach_each_other() {
             ("r5", NatKind::FullCone, &[FULL]),
         ],
     );
+    add_ipv6(&m);
     let mut c = Cluster::new(m, &REPLICAS);
     c.m.phase(&c.m.describe_lab());
     c.start_all();
@@ -360,4 +361,145 @@ fn members_behind_any_nat_reach_each_other() {
         targets.len()
     ));
     assert!(failed.is_empty(), "{failed:#?}\n{}", c.diagnostics());
+
+    // IPv6 underlay: pub and c1a also have global IPv6 addresses (routed by c1a's router,
+    // no NAT). With IPv4 between them dropped, they go direct over IPv6.
+    let r1 = m.lab.router("r1").public_ip;
+    let blocked = m
+        .lab
+        .exec(
+            PUBLIC,
+            &[
+                "nft",
+                &format!(
+                    "add table ip v4block; \
+                     add chain ip v4block out {{ type filter hook output priority 0; }}; \
+                     add rule ip v4block out ip daddr {r1} meta l4proto udp drop; \
+                     add chain ip v4block in {{ type filter hook input priority 0; }}; \
+                     add rule ip v4block in ip saddr {r1} meta l4proto udp drop"
+                ),
+            ],
+        )
+        .expect("lab");
+    common::ok_stdout(&blocked);
+    let c1a_id = m.nodes[c1a].id().to_string();
+    let pub_v4 = IpAddr::V4(m.nodes[public].addrs().v4);
+    let status = m.wait_status(c1a, "pub over IPv6", Duration::from_secs(40), |s| {
+        let _ = m.pings(&[(c1a, pub_v4)], 1, 1);
+        s["peers"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["node_id"] == m.nodes[public].id().to_string()
+                    && p["path"] == "direct"
+                    && p["endpoint"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("[2001:db8:77::"))
+            })
+        })
+    });
+    let _ = status;
+    let status = m.wait_status(public, "c1a over IPv6", Duration::from_secs(20), |s| {
+        s["peers"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["node_id"] == c1a_id.as_str()
+                    && p["path"] == "direct"
+                    && p["endpoint"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("[2001:db8:78::"))
+            })
+        })
+    });
+    let _ = status;
+    assert!(
+        m.pings(
+            &[(c1a, pub_v4), (public, IpAddr::V4(m.nodes[c1a].addrs().v4))],
+            1,
+            1
+        )
+        .is_empty(),
+        "pub <-> c1a over IPv6"
+    );
+    m.phase("pub <-> c1a direct over the IPv6 underlay with IPv4 between them dropped");
+}
+
+/// Global IPv6 on pub (2001:db8:77::/64, on the switch) and on c1a behind r1
+/// (2001:db8:78::/64 on r1's LAN, routed by r1 without NAT or filtering), before any
+/// daemon starts: they report them as candidates.
+fn add_ipv6(m: &Mesh) {
+    let lab = &m.lab;
+    let r1 = lab.router("r1").clone();
+    let steps: [(&str, Vec<String>); 6] = [
+        (
+            PUBLIC,
+            vec![
+                "addr".into(),
+                "add".into(),
+                "2001:db8:77::13/64".into(),
+                "dev".into(),
+                lab.host(PUBLIC).link.clone(),
+                "nodad".into(),
+            ],
+        ),
+        (
+            PUBLIC,
+            vec![
+                "route".into(),
+                "add".into(),
+                "2001:db8:78::/64".into(),
+                "via".into(),
+                "2001:db8:77::14".into(),
+            ],
+        ),
+        (
+            "r1",
+            vec![
+                "addr".into(),
+                "add".into(),
+                "2001:db8:77::14/64".into(),
+                "dev".into(),
+                r1.wan.clone(),
+                "nodad".into(),
+            ],
+        ),
+        (
+            "r1",
+            vec![
+                "addr".into(),
+                "add".into(),
+                "2001:db8:78::1/64".into(),
+                "dev".into(),
+                r1.bridge.clone(),
+                "nodad".into(),
+            ],
+        ),
+        (
+            CONE_A,
+            vec![
+                "addr".into(),
+                "add".into(),
+                "2001:db8:78::10/64".into(),
+                "dev".into(),
+                "eth0".into(),
+                "nodad".into(),
+            ],
+        ),
+        (
+            CONE_A,
+            vec![
+                "route".into(),
+                "add".into(),
+                "default".into(),
+                "via".into(),
+                "2001:db8:78::1".into(),
+            ],
+        ),
+    ];
+    for (role, argv) in &steps {
+        let mut args = vec!["-6"];
+        args.extend(argv.iter().map(String::as_str));
+        lab.run_ip(role, &args).expect("lab");
+    }
+    common::ok_stdout(
+        &lab.exec("r1", &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+            .expect("lab"),
+    );
 }

@@ -57,6 +57,11 @@ pub struct InitArgs {
     )]
     pub token: Option<String>,
 
+    /// What the replica's relay forwards for one member behind NAT, in Mbit/s; 0 for no
+    /// limit
+    #[arg(long, value_name = "MBIT", default_value_t = meshd_controller::service::DEFAULT_RELAY_LIMIT_MBIT)]
+    pub relay_limit_mbit: u64,
+
     /// Replica id, unique in the cluster. Default: 1 for a new cluster; with --join, one
     /// more than the highest id in the cluster
     #[arg(long, value_name = "N")]
@@ -102,6 +107,7 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<()> {
         api_listen: args.api_listen,
         advertise,
         join: false,
+        relay_limit_mbit: Some(args.relay_limit_mbit),
     };
     service::init(&args.data, &settings)?;
     let dir = args.data.display();
@@ -184,6 +190,7 @@ fn init_join(args: InitArgs, url: &str, advertise: Option<String>) -> anyhow::Re
         api_listen: args.api_listen,
         advertise,
         join: true,
+        relay_limit_mbit: Some(args.relay_limit_mbit),
     };
     let address = settings.advertise_address();
     if !view.replicas.is_empty() && is_loopback_address(&address) != cluster_is_local {
