@@ -25,8 +25,8 @@ use crate::state::ControllerState;
 pub const CREDENTIAL_LIFETIME: Duration = Duration::from_secs(2 * 24 * 3600);
 /// How often a connected node gets a fresh credential: well before the last one expires.
 pub const CREDENTIAL_REFRESH: Duration = Duration::from_secs(24 * 3600);
-/// How often registrations that were not refreshed are dropped.
-const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+/// How often registrations that were not refreshed are dropped, and the counters published.
+const EXPIRE_EVERY: Duration = Duration::from_secs(2);
 
 /// The relay secret of a cluster whose replicas share `cluster_token`.
 pub fn secret(cluster_token: &str) -> RelaySecret {
@@ -60,6 +60,17 @@ pub struct RelayStats(Arc<Mutex<RelayCounters>>);
 impl RelayStats {
     pub fn snapshot(&self) -> RelayCounters {
         self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// What `GET /v1/health` shows under `relay` (as of the last few seconds).
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = self.snapshot();
+        serde_json::json!({
+            "reflections": c.reflections,
+            "relayed_packets": c.relayed_packets,
+            "relayed_bytes": c.relayed_bytes,
+            "drops": c.drops,
+        })
     }
 }
 

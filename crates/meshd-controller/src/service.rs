@@ -274,10 +274,13 @@ pub async fn run(
         .await
         .map_err(|e| ServiceError::Replica(e.to_string()))?;
 
+    let relay_stats = crate::relay::RelayStats::default();
     let health = {
         let replica = replica.clone();
+        let relay_stats = relay_stats.clone();
         std::sync::Arc::new(move || -> api::HealthFuture {
             let replica = replica.clone();
+            let relay = relay_stats.to_json();
             Box::pin(async move {
                 let mut health = serde_json::to_value(replica.metrics()).unwrap_or_default();
                 let view = replica.cluster_view().await;
@@ -286,6 +289,7 @@ pub async fn run(
                         "replicas".into(),
                         serde_json::to_value(&view.replicas).unwrap_or_default(),
                     );
+                    fields.insert("relay".into(), relay);
                 }
                 health
             })
@@ -327,7 +331,7 @@ pub async fn run(
         replica.clone(),
         relay_secret,
         settings.relay_limits(),
-        crate::relay::RelayStats::default(),
+        relay_stats,
     ));
     let replication_task = tokio::spawn(axum::serve(replication, replica.router()).into_future());
     let served = axum::serve(listener, app)

@@ -227,5 +227,27 @@ fn the_relay_reflects_authorized_members_with_the_channels_credential() {
         assert_eq!(from, relay);
         let reflection = Reflection::open(&bytes, &credential.key).expect("authentic");
         assert_eq!(reflection.observed, me);
+        // The refused request is counted, by reason, in the replica's health.
+        let admin = meshd_controller::admin_client::AdminClient::new(
+            format!("http://{}", replica.api),
+            replica.token(),
+        )
+        .expect("a client");
+        let mut health = serde_json::Value::Null;
+        for _ in 0..50 {
+            health = admin.health().await.expect("health");
+            if health["relay"]["reflections"].as_u64() > Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            health["relay"]["reflections"].as_u64() > Some(0),
+            "{health:#}"
+        );
+        assert!(
+            health["relay"]["drops"]["not_member"].as_u64() >= Some(1),
+            "{health:#}"
+        );
     });
 }
