@@ -387,8 +387,9 @@ def setup_meshd_relay(lab: Lab, args: argparse.Namespace) -> str:
     their sockets dropped, so that their traffic goes through the controller's relay in a."""
     for side in "ab":
         lab.exec(side, ["nft", "-f", "-"], stdin_text=(
-            f"table inet {lab.tag}relay {{ chain out {{ type filter hook output priority 0; "
-            f"udp sport {MESHD_RELAYED_PORT} udp dport {MESHD_RELAYED_PORT} drop; }} }}\n"))
+            f"table inet {lab.tag}relay {{\n chain out {{\n"
+            f"  type filter hook output priority 0;\n"
+            f"  udp sport {MESHD_RELAYED_PORT} udp dport {MESHD_RELAYED_PORT} drop\n }}\n}}\n"))
     return meshd_pair(lab, args, "relayed", MESHD_RELAYED_PORT, MESHD_RELAYED_POOLS,
                       "relayed", "relay")
 

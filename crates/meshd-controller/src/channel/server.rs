@@ -392,21 +392,25 @@ impl<C: Controller> Session<C> {
         for network in followed {
             // The push that follows the applied change brings every member up to date;
             // a refused write leaves the old endpoint, which the next report retries.
-            let written = self
-                .controller
-                .write(Command::MemberJoin {
-                    network,
-                    identity: self.identity,
-                    physical: self.physical,
-                    local: self.local.clone(),
-                    at_ms: meshd_io::clock::now_ms(),
-                })
-                .await;
-            if let Err(e) = written {
+            if let Err(e) = self.write_join(network).await {
                 warn!(node = %self.node, network = %network, error = %e, "cannot record the public endpoint");
             }
         }
         Ok(())
+    }
+
+    /// Records the member in `network` as this connection sees it: created unauthorized if
+    /// new, with where it was seen and what it reports.
+    async fn write_join(&self, network: NetworkId) -> Result<Applied, WriteError> {
+        self.controller
+            .write(Command::MemberJoin {
+                network,
+                identity: self.identity,
+                physical: self.physical,
+                local: self.local.clone(),
+                at_ms: meshd_io::clock::now_ms(),
+            })
+            .await
     }
 
     async fn join(
@@ -424,16 +428,7 @@ impl<C: Controller> Session<C> {
             );
             return send_msg(send, &ControllerMessage::Error { message }).await;
         }
-        let result = self
-            .controller
-            .write(Command::MemberJoin {
-                network,
-                identity: self.identity,
-                physical: self.physical,
-                local: self.local.clone(),
-                at_ms: meshd_io::clock::now_ms(),
-            })
-            .await;
+        let result = self.write_join(network).await;
         match join_verdict(&result) {
             JoinVerdict::Member => {
                 debug!(node = %node, network = %network, revision = have_revision, "join");
