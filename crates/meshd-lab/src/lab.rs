@@ -52,7 +52,9 @@ pub struct Naming {
     pub link_prefix: String,
     /// The underlay, a /24.
     pub subnet: Ipv4Addr,
-    /// A directory for state and logs, made at once and removed with the lab.
+    /// A directory for state and logs, made at once and removed with the lab. Without one,
+    /// a lab that needs a directory for files of its own (a router's port mapping: see
+    /// [`crate::port_mapping`]) makes `<tmp>/<namespace_prefix>` then, and removes it too.
     pub dir: Option<PathBuf>,
     /// How long a spawned process gets to exit after SIGTERM when the lab goes; zero kills
     /// at once.
@@ -133,6 +135,9 @@ pub struct Lab {
     /// Every namespace made so far, in order (the switch first).
     namespaces: Vec<String>,
     pub(crate) procs: RefCell<Vec<Spawned>>,
+    /// Threads that serve in the lab's namespaces (the STUN answers for port mapping:
+    /// [`crate::port_mapping`]); stopped after the processes, before the namespaces go.
+    pub(crate) responders: Vec<crate::port_mapping::StunResponder>,
     dir_made: bool,
     keep: bool,
 }
@@ -149,6 +154,7 @@ impl Lab {
             routers: Vec::new(),
             namespaces: Vec::new(),
             procs: RefCell::new(Vec::new()),
+            responders: Vec::new(),
             dir_made: false,
             keep: false,
         };
@@ -360,6 +366,25 @@ impl Lab {
         self.naming.dir.as_deref().expect("a lab with a directory")
     }
 
+    /// The lab's directory; a lab made without one gets `<tmp>/<namespace_prefix>` now,
+    /// removed with the lab like one made at once.
+    pub(crate) fn dir_or_make(&mut self) -> Result<PathBuf, LabError> {
+        if let Some(dir) = &self.naming.dir {
+            return Ok(dir.clone());
+        }
+        let dir = std::env::temp_dir().join(&self.naming.namespace_prefix);
+        std::fs::create_dir(&dir).map_err(|source| LabError::Io {
+            what: format!(
+                "cannot create {} (left over from an earlier lab that was kept?)",
+                dir.display()
+            ),
+            source,
+        })?;
+        self.naming.dir = Some(dir.clone());
+        self.dir_made = true;
+        Ok(dir)
+    }
+
     /// Leave everything in place when the lab is dropped.
     pub fn keep(&mut self) {
         self.keep = true;
@@ -386,6 +411,8 @@ impl Lab {
     /// with [`Naming::report_cleanup`] a summary line on stdout.
     fn cleanup(&mut self) {
         let procs = process::stop_all(&mut self.procs.borrow_mut(), self.naming.stop_grace);
+        // Each joins its thread, which holds a socket in one of the namespaces.
+        self.responders.clear();
         // Hosts first, then the switch: each veth goes with its namespaces.
         let namespaces = self.namespaces.len();
         for ns in self.namespaces.drain(..).rev() {

@@ -10,6 +10,8 @@
 //!   [`Lab::add_host_behind`]): port-restricted cone, symmetric or full cone
 //!   ([`NatKind`]), in nftables; their mappings flushed or timed out on demand
 //!   ([`Lab::flush_conntrack`], [`Lab::set_udp_timeout`]).
+//! - [`port_mapping`]: NAT-PMP, PCP and UPnP-IGD on a router, by miniupnpd
+//!   ([`Lab::enable_port_mapping`]).
 //! - [`process`]: commands in a lab's namespaces, waited for ([`Lab::exec`]) or kept
 //!   running ([`Lab::spawn`]), only ever stopped by the handles the lab holds.
 //! - [`interrupt`]: SIGINT/SIGTERM turned into an error at the next wait, so that the lab's
@@ -17,8 +19,8 @@
 //! - [`netns`]: a bare namespace whose threads run inside it ([`Netns`]), for tests that
 //!   run the data plane in-process.
 //!
-//! It only ever runs `ip`, for routers `nft`, `sysctl` and `conntrack`, and the commands it
-//! is given; it never kills a process by name.
+//! It only ever runs `ip`, for routers `nft`, `sysctl` and `conntrack` (and `miniupnpd` for
+//! port mapping), and the commands it is given; it never kills a process by name.
 #![forbid(unsafe_code)]
 
 pub mod error;
@@ -26,12 +28,14 @@ pub mod interrupt;
 pub mod lab;
 pub mod nat;
 pub mod netns;
+pub mod port_mapping;
 pub mod process;
 
 pub use error::LabError;
 pub use lab::{Host, Lab, Naming, leftovers};
 pub use nat::{NatKind, Router};
 pub use netns::Netns;
+pub use port_mapping::PortMapping;
 pub use process::{EXEC_TIMEOUT, Proc};
 
 /// Whether this process runs as root (effective uid 0), which a lab needs, from

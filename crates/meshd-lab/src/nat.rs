@@ -24,11 +24,13 @@
 //!
 //! - translates what the LAN sends out of `wan` to its public address (`masquerade`);
 //! - lets in from `wan` only what belongs to a connection the LAN started (`ct state
-//!   established,related`), plus, for [`NatKind::FullCone`], UDP to a mapped port; every
-//!   other packet from `wan`, to the LAN or to the router itself, is dropped silently;
+//!   established,related`), plus, for [`NatKind::FullCone`], UDP to a mapped port, and on
+//!   a router with port mapping ([`Lab::enable_port_mapping`]) what its mappings let in;
+//!   every other packet from `wan`, to the LAN or to the router itself, is dropped
+//!   silently;
 //! - does not hairpin: a LAN host sending to the router's public address reaches the
-//!   router itself and never gets back into the LAN (the full cone's inbound mapping only
-//!   applies to packets that arrive on `wan`);
+//!   router itself and never gets back into the LAN (the full cone's inbound mapping, like
+//!   a port mapping's, only applies to packets that arrive on `wan`);
 //! - forwards between LAN hosts, also when the kernel passes bridged packets through the
 //!   IP hooks (`br_netfilter`).
 //!
@@ -44,6 +46,7 @@ use std::time::Duration;
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::lab::ip;
+use crate::port_mapping::{FORWARD_MARK, PortMapping};
 use crate::{Host, Lab, LabError};
 
 /// The nftables table of every router.
@@ -84,6 +87,8 @@ pub struct Router {
     pub bridge: String,
     /// The roles of the hosts behind it, in the order they were added.
     pub behind: Vec<String>,
+    /// Its port mapping service, once enabled ([`Lab::enable_port_mapping`]).
+    pub port_mapping: Option<PortMapping>,
 }
 
 impl Lab {
@@ -118,6 +123,7 @@ impl Lab {
             gateway: nth(lan, 1),
             bridge: self.link_name("lan"),
             behind: Vec::new(),
+            port_mapping: None,
         };
         let gateway = Ipv4Net::new(router.gateway, lan.prefix_len()).expect("the LAN's prefix");
         self.add_bridge(role, &router.bridge, &[IpNet::V4(gateway)])?;
@@ -243,6 +249,20 @@ const FULL_CONE_MAP: &str = "fullcone";
 /// Prerouting translates UDP arriving on `wan` to a recorded port back to that endpoint
 /// (`dnat ... map`); conntrack then treats the flow like any other, so the internal host's
 /// answers leave from the same external port.
+///
+/// Every router's forward chain also accepts from `wan` to the LAN what carries
+/// [`FORWARD_MARK`]: the mark of a packet that one of miniupnpd's filter rules accepted. A
+/// port mapping's rules live in a table of their own (`inet miniupnpd`, which miniupnpd's
+/// nftables backend writes to, see [`crate::port_mapping`]); an `accept` there does not
+/// get a packet past this table's `policy drop` (a packet must pass every base chain on
+/// its hook), and a jump cannot cross tables, so the mark carries the verdict over. On a
+/// router without port mapping nothing sets the mark and the rule never matches.
+///
+/// That rule also wants `ct status dnat`: miniupnpd's filter rule matches the internal
+/// address and port only, so on its own it would also let in a datagram sent straight to
+/// the LAN address (which a host on the router's `wan` segment can do by routing the LAN
+/// via the router); what a mapping lets in is only what arrived for the public address and
+/// was translated, as on the routers without port mapping.
 pub fn ruleset(kind: NatKind, wan: &str, lan: &str, mapping_secs: &str) -> String {
     let masquerade = match kind {
         NatKind::Symmetric => "masquerade random",
@@ -290,6 +310,7 @@ pub fn ruleset(kind: NatKind, wan: &str, lan: &str, mapping_secs: &str) -> Strin
     ct state established,related accept
     iifname \"{lan}\" oifname \"{wan}\" accept
     iifname \"{lan}\" oifname \"{lan}\" accept{dnat_in}
+    iifname \"{wan}\" oifname \"{lan}\" ct status dnat meta mark {FORWARD_MARK:#x} accept
   }}
 }}
 "
@@ -317,7 +338,7 @@ fn read_sysctl(ns: &str, key: &str) -> Result<String, LabError> {
 /// `ip netns exec <ns> <argv>` with `input` on its stdin; its stdout, or its stderr as the
 /// error. In a process group of its own like every step of building a lab, so a Ctrl-C
 /// never cuts it short.
-fn run_in(ns: &str, argv: &[&str], input: Option<&str>) -> Result<String, LabError> {
+pub(crate) fn run_in(ns: &str, argv: &[&str], input: Option<&str>) -> Result<String, LabError> {
     let command = format!("{} (in {ns})", argv.join(" "));
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns])
