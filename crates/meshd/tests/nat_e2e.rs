@@ -1,14 +1,14 @@
 //! Members behind every kind of NAT reach each other: three controller replicas on public
-//! hosts; two
-//! hosts behind one port-restricted cone NAT, one behind another cone NAT, two behind
-//! symmetric NATs (each its own router), one behind a full-cone NAT, one public host. Every
-//! router's LAN is 192.168.1.0/24, routers drop unsolicited traffic and do not hairpin
-//! (`meshd_lab::nat`).
+//! hosts; two hosts behind one port-restricted cone NAT, one behind another cone NAT, two
+//! behind symmetric NATs (each its own router), one behind a full-cone NAT, one behind a
+//! symmetric NAT whose router maps ports (miniupnpd), one public host. Every router's LAN is
+//! 192.168.1.0/24, routers drop unsolicited traffic and do not hairpin (`meshd_lab::nat`).
 //!
 //! Checked: every directed pair pings within 15 s of authorization; each host behind a NAT
 //! learns its router's public address from the controller's relay; pairs where a direct
 //! path can exist go direct (the two hosts behind one NAT, cone and cone by punching,
-//! anything and the public or full-cone host), and cone–symmetric and symmetric–symmetric
+//! anything and the public, full-cone or port-mapped host, whose router's PCP mapping is its
+//! public endpoint), and cone–symmetric and symmetric–symmetric
 //! pairs go through the relay, with `meshd peers` saying which; each node knows its NAT's
 //! behaviour from three relays' answers. Then the replica relaying a symmetric pair is
 //! killed: the pair pings again within 5 s through another; and a cone router's mappings
@@ -38,13 +38,15 @@ const CONE_2: &str = "c2";
 const SYM_1: &str = "s1";
 const SYM_2: &str = "s2";
 const FULL: &str = "f1";
+/// Behind a symmetric NAT whose router maps ports (miniupnpd: PCP, NAT-PMP, UPnP-IGD).
+const MAPPED: &str = "m1";
 const REPLICAS: [&str; 3] = [CTL, "ctl2", "ctl3"];
 
 /// The NAT behaviour a node's status must report, by role.
 fn expected_nat(role: &str) -> &'static str {
     match role {
         PUBLIC => "none",
-        SYM_1 | SYM_2 => "endpoint-dependent",
+        SYM_1 | SYM_2 | MAPPED => "endpoint-dependent",
         _ => "endpoint-independent",
     }
 }
@@ -52,7 +54,7 @@ fn expected_nat(role: &str) -> &'static str {
 /// Whose path to whom must be direct (`true`) or relayed (`false`), by role.
 fn expected_path(a: &str, b: &str) -> bool {
     let symmetric = |r: &str| r == SYM_1 || r == SYM_2;
-    let open = |r: &str| r == PUBLIC || r == FULL;
+    let open = |r: &str| r == PUBLIC || r == FULL || r == MAPPED;
     let cone = |r: &str| [CONE_A, CONE_B, CONE_2].contains(&r);
     open(a) || open(b) || (cone(a) && cone(b)) || !(symmetric(a) || symmetric(b))
 }
@@ -70,7 +72,7 @@ fn peer_path(status: &Value, peer: &str) -> Option<(String, Option<String>)> {
 
 #[test]
 fn members_behind_any_nat_reach_each_other() {
-    let m = Mesh::with_nats(
+    let mut m = Mesh::with_nats(
         &[PUBLIC],
         &REPLICAS[1..],
         &[
@@ -79,8 +81,10 @@ fn members_behind_any_nat_reach_each_other() {
             ("r3", NatKind::Symmetric, &[SYM_1]),
             ("r4", NatKind::Symmetric, &[SYM_2]),
             ("r5", NatKind::FullCone, &[FULL]),
+            ("r6", NatKind::Symmetric, &[MAPPED]),
         ],
     );
+    m.lab.enable_port_mapping("r6").expect("lab");
     add_ipv6(&m);
     let mut c = Cluster::new(m, &REPLICAS);
     c.m.phase(&c.m.describe_lab());
@@ -130,6 +134,17 @@ fn members_behind_any_nat_reach_each_other() {
             s["nat"] == want
         });
     }
+    // m1's router mapped its port (PCP): that is its public endpoint.
+    let mapped = m.wait_status(
+        m.nodes.iter().position(|n| n.role == MAPPED).expect("m1"),
+        "a port mapping",
+        Duration::from_secs(10),
+        |s| s["port_mapping"]["protocol"] == "pcp",
+    );
+    assert_eq!(
+        mapped["public_endpoint"],
+        mapped["port_mapping"]["external"]
+    );
     // Each host behind a NAT knows its public endpoint: its router's address.
     for (i, node) in m.nodes.iter().enumerate() {
         let Some(router) = m
@@ -347,7 +362,7 @@ fn members_behind_any_nat_reach_each_other() {
 
     // Routers that forget an idle UDP mapping after 30 s: after 90 s without a ping, the
     // first ping of every pair answers (keepalives held the mappings).
-    for r in ["r1", "r2", "r3", "r4", "r5"] {
+    for r in ["r1", "r2", "r3", "r4", "r5", "r6"] {
         m.lab
             .set_udp_timeout(r, Duration::from_secs(30))
             .expect("lab");

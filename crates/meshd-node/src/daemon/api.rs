@@ -82,6 +82,17 @@ pub struct StatusView {
     /// The controllers' relays this node registers with.
     #[serde(default)]
     pub relays: Vec<RelayStatusView>,
+    /// The router's mapping of the data-plane port (PCP or NAT-PMP), when it granted one:
+    /// then it is the public endpoint peers get.
+    #[serde(default)]
+    pub port_mapping: Option<PortMappingView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMappingView {
+    pub external: SocketAddr,
+    /// `pcp` or `nat-pmp`.
+    pub protocol: String,
 }
 
 /// One relay as the node sees it.
@@ -536,7 +547,14 @@ impl Daemon {
         };
         let reach = self.reach_summary();
         StatusView {
-            public_endpoint: reach.public_endpoint,
+            public_endpoint: reach
+                .port_mapping
+                .map(|m| m.external)
+                .or(reach.public_endpoint),
+            port_mapping: reach.port_mapping.map(|m| PortMappingView {
+                external: m.external,
+                protocol: m.protocol.to_owned(),
+            }),
             nat: reach.nat.map(|n| n.as_str().to_owned()),
             relays: reach
                 .relays

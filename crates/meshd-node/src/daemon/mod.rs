@@ -36,6 +36,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod forwarding;
 pub mod no_dataplane;
+mod port_map;
 mod reach;
 pub mod state;
 
@@ -109,6 +110,10 @@ pub async fn run(
     let server = tokio::spawn(api::serve(listener, Arc::clone(&daemon)));
     bench::start(&daemon);
     daemon.lock().tasks.spawn(reach::run(Arc::clone(&daemon)));
+    if daemon.dataplane.attached() {
+        let mapper = port_map::run(Arc::clone(&daemon));
+        daemon.lock().tasks.spawn(mapper);
+    }
     daemon.restore().await;
     daemon.update_links();
 
@@ -157,6 +162,8 @@ struct Inner {
     /// When the last controller session ended (or the daemon started): how long the node has
     /// been without a controller, while no link is connected.
     offline_since: Instant,
+    /// The router's mapping of the data-plane port, when it granted one.
+    port_mapping: Option<port_map::Mapped>,
     tasks: JoinSet<()>,
 }
 
@@ -233,6 +240,7 @@ impl Daemon {
             links: BTreeMap::new(),
             learned: opts.state.load_learned_controllers().learned,
             offline_since: Instant::now(),
+            port_mapping: None,
             tasks: JoinSet::new(),
         };
         for saved in opts.state.load_networks() {

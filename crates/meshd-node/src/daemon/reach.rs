@@ -62,6 +62,7 @@ impl LinkReach {
 pub(crate) struct ReachSummary {
     pub public_endpoint: Option<SocketAddr>,
     pub nat: Option<NatBehaviour>,
+    pub port_mapping: Option<super::port_map::Mapped>,
     pub relays: Vec<(RelayView, bool)>,
 }
 
@@ -103,21 +104,36 @@ impl Daemon {
         }
     }
 
-    /// The public endpoint link `key` should report, if any.
+    /// The public endpoint link `key` should report, if any: the router's port mapping when
+    /// there is one (it takes traffic from anyone), else what the relays saw.
     pub(super) fn reflexive_for(&self, key: &LinkKey) -> Option<SocketAddr> {
         let inner = self.lock();
-        inner
+        let seen = inner
             .links
             .get(&key.controllers)
             .filter(|l| l.id == key.id)
-            .and_then(|l| l.reach.reflexive)
+            .and_then(|l| l.reach.reflexive);
+        inner.port_mapping.map(|m| m.external).or(seen)
+    }
+
+    /// The router granted (or lost) a mapping of the data-plane port: every link reports the
+    /// new public endpoint.
+    pub(super) fn set_port_mapping(&self, mapped: Option<super::port_map::Mapped>) {
+        let mut inner = self.lock();
+        inner.port_mapping = mapped;
+        for link in inner.links.values() {
+            link.wake.notify_one();
+        }
     }
 
     /// What every link knows of its relays, for the status.
     pub(crate) fn reach_summary(&self) -> ReachSummary {
         let now = Instant::now();
         let inner = self.lock();
-        let mut summary = ReachSummary::default();
+        let mut summary = ReachSummary {
+            port_mapping: inner.port_mapping,
+            ..ReachSummary::default()
+        };
         for link in inner.links.values() {
             let live = link.reach.client.live_relays(now);
             summary.public_endpoint = summary.public_endpoint.or(link.reach.reflexive);

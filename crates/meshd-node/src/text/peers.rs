@@ -98,6 +98,7 @@ mod tests {
             public_endpoint: None,
             nat: None,
             relays: vec![],
+            port_mapping: None,
         };
         assert_eq!(render(&s), "no peers\n");
         s.peers.push(PeerView {

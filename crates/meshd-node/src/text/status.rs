@@ -262,7 +262,7 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 /// Where the internet sees the node, its NAT, and how many relays answer.
 fn reach_line(s: &StatusView, out: &mut String) {
-    if s.relays.is_empty() {
+    if s.relays.is_empty() && s.port_mapping.is_none() {
         return;
     }
     let alive = s.relays.iter().filter(|r| r.alive).count();
@@ -270,9 +270,12 @@ fn reach_line(s: &StatusView, out: &mut String) {
         .public_endpoint
         .map_or_else(|| "not known yet".to_owned(), |e| e.to_string());
     let nat = s.nat.as_deref().unwrap_or("unknown");
+    let mapped = s.port_mapping.as_ref().map_or_else(String::new, |m| {
+        format!("  port mapped by the router ({})", m.protocol)
+    });
     let _ = writeln!(
         out,
-        "public endpoint {endpoint}  NAT {nat}  relays {alive}/{} answering",
+        "public endpoint {endpoint}  NAT {nat}  relays {alive}/{} answering{mapped}",
         s.relays.len()
     );
 }
@@ -360,6 +363,7 @@ mod tests {
             public_endpoint: None,
             nat: None,
             relays: vec![],
+            port_mapping: None,
         }
     }
 
@@ -576,6 +580,11 @@ mod tests {
             ),
             "{text}"
         );
+        s.port_mapping = Some(crate::daemon::api::PortMappingView {
+            external: "203.0.113.5:40000".parse().unwrap(),
+            protocol: "pcp".into(),
+        });
+        assert!(render(&s).contains("answering  port mapped by the router (pcp)"));
     }
 
     #[test]
