@@ -159,6 +159,18 @@ impl Lab {
         Ok(())
     }
 
+    /// Makes `router`'s port mapping UPnP-IGD only, as on the many routers that speak
+    /// nothing else: NAT-PMP and PCP requests are dropped from now on. Call it after
+    /// [`Lab::enable_port_mapping`].
+    pub fn disable_pcp(&self, router: &str) -> Result<(), LabError> {
+        assert!(
+            self.router(router).port_mapping.is_some(),
+            "no port mapping on router {router:?}"
+        );
+        let rule = format!("insert rule ip lab input udp dport {NAT_PMP_PORT} drop");
+        crate::nat::run_in(self.netns(router), &["nft", &rule], None).map(drop)
+    }
+
     /// Asks miniupnpd, from the router itself (an address on the LAN), for the public
     /// address over NAT-PMP until it answers with the router's: then it has learnt it by
     /// STUN, enabled port forwarding and opened its sockets. If it does not, why not as

@@ -1,8 +1,9 @@
 //! Members behind every kind of NAT reach each other: three controller replicas on public
 //! hosts; two hosts behind one port-restricted cone NAT, one behind another cone NAT, two
 //! behind symmetric NATs (each its own router), one behind a full-cone NAT, one behind a
-//! symmetric NAT whose router maps ports (miniupnpd), one public host. Every router's LAN is
-//! 192.168.1.0/24, routers drop unsolicited traffic and do not hairpin (`meshd_lab::nat`).
+//! symmetric NAT whose router maps ports (miniupnpd), one behind one that maps over UPnP-IGD
+//! only, one public host. Every router's LAN is 192.168.1.0/24, routers drop unsolicited
+//! traffic and do not hairpin (`meshd_lab::nat`).
 //!
 //! Checked: every directed pair pings within 15 s of authorization; each host behind a NAT
 //! learns its router's public address from the controller's relay; pairs where a direct
@@ -40,13 +41,15 @@ const SYM_2: &str = "s2";
 const FULL: &str = "f1";
 /// Behind a symmetric NAT whose router maps ports (miniupnpd: PCP, NAT-PMP, UPnP-IGD).
 const MAPPED: &str = "m1";
+/// Behind a symmetric NAT whose router maps ports over UPnP-IGD only.
+const UPNP: &str = "u1";
 const REPLICAS: [&str; 3] = [CTL, "ctl2", "ctl3"];
 
 /// The NAT behaviour a node's status must report, by role.
 fn expected_nat(role: &str) -> &'static str {
     match role {
         PUBLIC => "none",
-        SYM_1 | SYM_2 | MAPPED => "endpoint-dependent",
+        SYM_1 | SYM_2 | MAPPED | UPNP => "endpoint-dependent",
         _ => "endpoint-independent",
     }
 }
@@ -54,7 +57,7 @@ fn expected_nat(role: &str) -> &'static str {
 /// Whose path to whom must be direct (`true`) or relayed (`false`), by role.
 fn expected_path(a: &str, b: &str) -> bool {
     let symmetric = |r: &str| r == SYM_1 || r == SYM_2;
-    let open = |r: &str| r == PUBLIC || r == FULL || r == MAPPED;
+    let open = |r: &str| [PUBLIC, FULL, MAPPED, UPNP].contains(&r);
     let cone = |r: &str| [CONE_A, CONE_B, CONE_2].contains(&r);
     open(a) || open(b) || (cone(a) && cone(b)) || !(symmetric(a) || symmetric(b))
 }
@@ -82,9 +85,12 @@ fn members_behind_any_nat_reach_each_other() {
             ("r4", NatKind::Symmetric, &[SYM_2]),
             ("r5", NatKind::FullCone, &[FULL]),
             ("r6", NatKind::Symmetric, &[MAPPED]),
+            ("r7", NatKind::Symmetric, &[UPNP]),
         ],
     );
     m.lab.enable_port_mapping("r6").expect("lab");
+    m.lab.enable_port_mapping("r7").expect("lab");
+    m.lab.disable_pcp("r7").expect("lab");
     add_ipv6(&m);
     let mut c = Cluster::new(m, &REPLICAS);
     c.m.phase(&c.m.describe_lab());
@@ -134,17 +140,20 @@ fn members_behind_any_nat_reach_each_other() {
             s["nat"] == want
         });
     }
-    // m1's router mapped its port (PCP): that is its public endpoint.
-    let mapped = m.wait_status(
-        m.nodes.iter().position(|n| n.role == MAPPED).expect("m1"),
-        "a port mapping",
-        Duration::from_secs(10),
-        |s| s["port_mapping"]["protocol"] == "pcp",
-    );
-    assert_eq!(
-        mapped["public_endpoint"],
-        mapped["port_mapping"]["external"]
-    );
+    // m1's router mapped its port over PCP, u1's over UPnP-IGD: that is their public
+    // endpoint.
+    for (role, protocol) in [(MAPPED, "pcp"), (UPNP, "upnp")] {
+        let mapped = m.wait_status(
+            m.nodes.iter().position(|n| n.role == role).expect("a node"),
+            &format!("a port mapping over {protocol}"),
+            Duration::from_secs(15),
+            |s| s["port_mapping"]["protocol"] == protocol,
+        );
+        assert_eq!(
+            mapped["public_endpoint"],
+            mapped["port_mapping"]["external"]
+        );
+    }
     // Each host behind a NAT knows its public endpoint: its router's address.
     for (i, node) in m.nodes.iter().enumerate() {
         let Some(router) = m
@@ -362,7 +371,7 @@ fn members_behind_any_nat_reach_each_other() {
 
     // Routers that forget an idle UDP mapping after 30 s: after 90 s without a ping, the
     // first ping of every pair answers (keepalives held the mappings).
-    for r in ["r1", "r2", "r3", "r4", "r5", "r6"] {
+    for r in ["r1", "r2", "r3", "r4", "r5", "r6", "r7"] {
         m.lab
             .set_udp_timeout(r, Duration::from_secs(30))
             .expect("lab");
