@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::credential::Credential;
+use super::drop::ReachDrop;
 use super::nat::{NatBehaviour, classify};
 use super::reflect::{REFLECT_LEN, ReflectRequest, Reflection};
-use super::relay::ReachDrop;
 
 /// Time between two reflect requests to one relay.
 pub const REQUEST_INTERVAL: Duration = Duration::from_secs(1);

@@ -11,6 +11,7 @@
 //!   registers the node at that address for relaying.
 //! - [`client`]: the node's side: requests to every relay, their answers, which relays are
 //!   alive, the node's public endpoint.
+//! - [`drop`]: why a reach message was refused.
 //! - [`nat`]: what two replicas' answers say about the node's NAT.
 //! - [`relay`]: the replica's relay, sans-IO: registrations, who may relay to whom (members
 //!   authorized in a common network only), a per-member rate limit, and counters.
@@ -22,6 +23,7 @@
 
 pub mod client;
 pub mod credential;
+pub mod drop;
 pub mod nat;
 pub mod reflect;
 pub mod relay;

@@ -14,7 +14,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use super::credential::{KEY_LEN, MAC_LEN, RelaySecret, mac, mac_valid};
-use super::relay::ReachDrop;
+use super::drop::ReachDrop;
 use crate::NodeId;
 use crate::wire::{TYPE_REFLECT, TYPE_REFLECTED, WireError, put_type};
 
