@@ -95,6 +95,24 @@ pub enum ControllerMessage {
     },
 }
 
+/// The first node version (`Hello`'s `version`) that knows `RelayCredential`: older nodes
+/// cannot decode it, so a controller sends it only to nodes at or past this. A node sends
+/// `Reflexive` only to a controller that sent it a credential (older controllers cannot
+/// decode that either).
+pub const RELAYING_SINCE: (u64, u64, u64) = (0, 2, 0);
+
+/// Whether a node of `version` (`MAJOR.MINOR.PATCH`, anything after it ignored) knows
+/// `RelayCredential`.
+pub fn knows_relaying(version: &str) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u64>().ok());
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Some(a)), Some(Some(b)), Some(Some(c))) => (a, b, c) >= RELAYING_SINCE,
+        _ => false,
+    }
+}
+
 /// The UDP port of a replica's relay, whose node channel is at `channel_port`: the next one
 /// (9994 → 9995; the admin API's 9995 is TCP).
 pub fn relay_port(channel_port: u16) -> Option<u16> {
@@ -338,6 +356,16 @@ mod tests {
             (any::<u64>(), any::<[u8; 32]>())
                 .prop_map(|(expires, key)| ControllerMessage::RelayCredential { expires, key }),
         ]
+    }
+
+    #[test]
+    fn relaying_is_known_from_0_2_0() {
+        for old in ["0.1.0", "0.1.9", "garbage", "", "1"] {
+            assert!(!knows_relaying(old), "{old}");
+        }
+        for new in ["0.2.0", "0.2.1-dev", "0.10.0", "1.0.0"] {
+            assert!(knows_relaying(new), "{new}");
+        }
     }
 
     fn block_on<F: Future>(f: F) -> F::Output {

@@ -205,6 +205,7 @@ async fn connection<C: Controller>(
         networks: BTreeMap::new(),
         replicas: Vec::new(),
         relay,
+        knows_relaying: protocol::knows_relaying(&version),
     };
     let mut applied = session.controller.applied();
     applied.borrow_and_update();
@@ -337,6 +338,8 @@ struct Session<C> {
     replicas: Vec<String>,
     /// The relay secret when this replica relays.
     relay: Option<Arc<RelaySecret>>,
+    /// The node's version knows `RelayCredential` ([`protocol::knows_relaying`]).
+    knows_relaying: bool,
 }
 
 impl<C: Controller> Session<C> {
@@ -361,9 +364,9 @@ impl<C: Controller> Session<C> {
         }
     }
 
-    /// The node's relay credential, when this replica relays.
+    /// The node's relay credential, when this replica relays and the node knows the message.
     async fn send_credential(&mut self, send: &mut quinn::SendStream) -> Result<(), End> {
-        let Some(secret) = &self.relay else {
+        let Some(secret) = self.relay.as_ref().filter(|_| self.knows_relaying) else {
             return Ok(());
         };
         let credential = crate::relay::issue(secret, self.node);

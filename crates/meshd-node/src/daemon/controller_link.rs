@@ -373,6 +373,7 @@ pub(super) async fn run(daemon: Arc<Daemon>, key: LinkKey, wake: Arc<Notify>) {
                 pending: VecDeque::new(),
                 retry: BTreeMap::new(),
                 reflexive_sent: None,
+                relaying: false,
             };
             let end = session.run(&wake, &mut stop).await;
             daemon.session_ended();
@@ -500,6 +501,8 @@ struct Session<'a> {
     retry: BTreeMap<NetworkId, Instant>,
     /// The public endpoint last reported on this connection.
     reflexive_sent: Option<SocketAddr>,
+    /// The controller sent a relay credential, so it knows `Reflexive` too.
+    relaying: bool,
 }
 
 impl Session<'_> {
@@ -532,6 +535,7 @@ impl Session<'_> {
     async fn sync(&mut self, wanted: &[Wanted]) -> Result<(), meshd_channel::ChannelError> {
         // Reported before joins, so that a join records where peers reach the node.
         if let Some(reflexive) = self.daemon.reflexive_for(self.key)
+            && self.relaying
             && self.reflexive_sent != Some(reflexive)
         {
             self.client.reflexive(reflexive).await?;
@@ -594,6 +598,7 @@ impl Session<'_> {
                 self.daemon.on_replicas(self.key, &addresses).await;
             }
             ControllerMessage::RelayCredential { expires, key } => {
+                self.relaying = true;
                 self.daemon.on_relay_credential(self.key, expires, key);
             }
             ControllerMessage::Error { message } => match self.pending.pop_front() {
