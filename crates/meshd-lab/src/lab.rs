@@ -26,7 +26,8 @@
 //! namespaces it made and its directory; unless [`Lab::keep`] was called.
 
 use std::cell::RefCell;
-use std::net::{IpAddr, Ipv4Addr};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -323,6 +324,20 @@ impl Lab {
     /// The namespace of a role (a host, container or added namespace).
     pub fn netns(&self, role: &str) -> &str {
         &self.host(role).netns
+    }
+
+    /// A UDP socket bound to `at` in `role`'s namespace, made by a thread that enters it:
+    /// the socket stays there whoever uses it.
+    pub fn udp_socket(&self, role: &str, at: SocketAddrV4) -> Result<UdpSocket, LabError> {
+        let ns = self.netns(role).to_owned();
+        let what = format!("cannot bind a UDP socket to {at} in {ns}");
+        std::thread::spawn(move || {
+            meshd_engine::sys::netns::enter(&ns)?;
+            UdpSocket::bind(at)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the thread that makes a socket panicked")))
+        .map_err(|source| LabError::Io { what, source })
     }
 
     pub fn host(&self, role: &str) -> &Host {

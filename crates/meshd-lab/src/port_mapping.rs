@@ -63,7 +63,6 @@
 //! until it times out or [`Lab::flush_conntrack`].
 
 use std::fmt::Write as _;
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -127,7 +126,8 @@ impl Lab {
         let dir = self.dir_or_make()?;
         let ns = self.netns(router).to_owned();
         crate::nat::run_in(&ns, &["nft", "-f", "-"], Some(&table()))?;
-        let stun = StunResponder::start(&ns, SocketAddrV4::new(r.public_ip, STUN_PORT))?;
+        let stun_at = SocketAddrV4::new(r.public_ip, STUN_PORT);
+        let stun = StunResponder::start(self.udp_socket(router, stun_at)?, stun_at)?;
         self.responders.push(stun);
 
         let config = dir.join(format!("miniupnpd-{router}.conf"));
@@ -183,11 +183,9 @@ impl Lab {
         proc: Proc,
         log: &Path,
     ) -> Result<Result<(), String>, LabError> {
-        let probe = udp_socket_in(ns, SocketAddrV4::new(router.gateway, 0))
-            .and_then(|s| {
-                s.set_read_timeout(Some(Duration::from_millis(100)))
-                    .map(|()| s)
-            })
+        let probe = self.udp_socket(&router.role, SocketAddrV4::new(router.gateway, 0))?;
+        probe
+            .set_read_timeout(Some(Duration::from_millis(100)))
             .map_err(|source| LabError::Io {
                 what: format!("cannot make a NAT-PMP probe in {ns}"),
                 source,
@@ -325,18 +323,6 @@ fn log_tail(log: &Path) -> String {
     }
 }
 
-/// A UDP socket bound to `at` in the namespace `ns` (made by a thread that enters it; the
-/// socket stays there whoever uses it).
-fn udp_socket_in(ns: &str, at: SocketAddrV4) -> io::Result<UdpSocket> {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        meshd_engine::sys::netns::enter(&ns)?;
-        UdpSocket::bind(at)
-    })
-    .join()
-    .unwrap_or_else(|_| Err(io::Error::other("the thread that makes a socket panicked")))
-}
-
 /// The router's STUN responder (see the module docs): a thread answering binding requests
 /// from the router's own address, until dropped.
 #[derive(Debug)]
@@ -346,14 +332,12 @@ pub(crate) struct StunResponder {
 }
 
 impl StunResponder {
-    fn start(ns: &str, at: SocketAddrV4) -> Result<StunResponder, LabError> {
-        let socket = udp_socket_in(ns, at)
-            .and_then(|s| {
-                s.set_read_timeout(Some(Duration::from_millis(50)))
-                    .map(|()| s)
-            })
+    /// Answers on `socket`, bound to `at` in the router's namespace.
+    fn start(socket: UdpSocket, at: SocketAddrV4) -> Result<StunResponder, LabError> {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
             .map_err(|source| LabError::Io {
-                what: format!("cannot bind the STUN responder to {at} in {ns}"),
+                what: format!("cannot set up the STUN responder on {at}"),
                 source,
             })?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -5,88 +5,22 @@
 //!
 //! The sockets are made by threads inside the hosts' namespaces and then used from the
 //! test's thread (a socket stays in the namespace it was made in), so every exchange is a
-//! plain sequence of sends and receives. What must not arrive is waited for [`SILENCE`].
+//! plain sequence of sends and receives. What must not arrive is waited for `udp::SILENCE`.
 //!
 //! Needs root, iproute2, nftables (`nft`), `conntrack` and `sysctl`.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant};
+mod udp;
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use meshd_lab::{Lab, Naming, NatKind};
-
-/// How long a datagram that should arrive may take.
-const ARRIVAL: Duration = Duration::from_secs(3);
-/// How long a datagram that should not arrive is waited for.
-const SILENCE: Duration = Duration::from_millis(800);
-
-/// A UDP socket on an ephemeral port in `role`'s namespace.
-fn socket(lab: &Lab, role: &str) -> UdpSocket {
-    let ns = lab.netns(role).to_owned();
-    std::thread::spawn(move || {
-        meshd_engine::sys::netns::enter(&ns).expect("enter the namespace");
-        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("a UDP socket")
-    })
-    .join()
-    .expect("the thread made a socket")
-}
+use udp::{expect, port, recv, send, silence, socket};
 
 /// Where a public host's socket is reached: its host's underlay address and its port.
 fn public(lab: &Lab, role: &str, sock: &UdpSocket) -> SocketAddrV4 {
     SocketAddrV4::new(lab.ip(role), port(sock))
-}
-
-fn port(sock: &UdpSocket) -> u16 {
-    sock.local_addr().expect("bound").port()
-}
-
-fn send(sock: &UdpSocket, to: SocketAddrV4, text: &str) {
-    sock.send_to(text.as_bytes(), to).expect("send");
-}
-
-/// The next datagram on `sock` within [`ARRIVAL`]: its source and text.
-#[track_caller]
-fn recv(sock: &UdpSocket, what: &str) -> (SocketAddrV4, String) {
-    sock.set_read_timeout(Some(ARRIVAL)).expect("a timeout");
-    let mut buf = [0u8; 1500];
-    match sock.recv_from(&mut buf) {
-        Ok((n, SocketAddr::V4(from))) => (from, String::from_utf8_lossy(&buf[..n]).into_owned()),
-        Ok((_, from)) => panic!("{what}: a datagram from {from}"),
-        Err(e) => panic!("{what}: nothing arrived within {ARRIVAL:?} ({e})"),
-    }
-}
-
-/// `recv`, which must carry `text` from `from`.
-#[track_caller]
-fn expect(sock: &UdpSocket, from: SocketAddrV4, text: &str) {
-    let got = recv(sock, text);
-    assert_eq!(got, (from, text.to_owned()), "{text}: wrong source or text");
-}
-
-/// Every datagram that arrives on any of `socks` within [`SILENCE`].
-fn arrivals(socks: &[&UdpSocket]) -> Vec<(SocketAddr, String)> {
-    let deadline = Instant::now() + SILENCE;
-    let mut got = Vec::new();
-    for sock in socks {
-        let mut buf = [0u8; 1500];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .expect("a timeout");
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) => got.push((from, String::from_utf8_lossy(&buf[..n]).into())),
-                Err(_) => break,
-            }
-        }
-    }
-    got
-}
-
-/// Nothing arrives on any of `socks` within [`SILENCE`].
-#[track_caller]
-fn silence(socks: &[&UdpSocket], what: &str) {
-    let got = arrivals(socks);
-    assert!(got.is_empty(), "{what}, yet these arrived: {got:?}");
 }
 
 fn sysctl(lab: &Lab, role: &str, key: &str) -> String {

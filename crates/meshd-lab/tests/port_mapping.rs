@@ -6,76 +6,20 @@
 //!
 //! The sockets are made by threads inside the hosts' namespaces and then used from the
 //! test's thread (a socket stays in the namespace it was made in). What must not arrive is
-//! waited for [`SILENCE`].
+//! waited for `udp::SILENCE`.
 //!
 //! Needs root, iproute2, nftables, conntrack, `miniupnpd` (`miniupnpd-nftables`),
 //! `natpmpc` and `upnpc` (`miniupnpc`).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::time::{Duration, Instant};
+mod udp;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use meshd_lab::port_mapping::NAT_PMP_PORT;
 use meshd_lab::{Lab, Naming, NatKind};
-
-/// How long a datagram that should arrive may take.
-const ARRIVAL: Duration = Duration::from_secs(3);
-/// How long a datagram that should not arrive is waited for.
-const SILENCE: Duration = Duration::from_millis(800);
-
-/// A UDP socket on an ephemeral port in `role`'s namespace.
-fn socket(lab: &Lab, role: &str) -> UdpSocket {
-    let ns = lab.netns(role).to_owned();
-    std::thread::spawn(move || {
-        meshd_engine::sys::netns::enter(&ns).expect("enter the namespace");
-        UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("a UDP socket")
-    })
-    .join()
-    .expect("the thread made a socket")
-}
-
-fn port(sock: &UdpSocket) -> u16 {
-    sock.local_addr().expect("bound").port()
-}
-
-fn send(sock: &UdpSocket, to: SocketAddrV4, text: &str) {
-    sock.send_to(text.as_bytes(), to).expect("send");
-}
-
-/// The next datagram on `sock` within [`ARRIVAL`], which must carry `text` from `from`.
-#[track_caller]
-fn expect(sock: &UdpSocket, from: SocketAddrV4, text: &str) {
-    sock.set_read_timeout(Some(ARRIVAL)).expect("a timeout");
-    let mut buf = [0u8; 1500];
-    match sock.recv_from(&mut buf) {
-        Ok((n, got)) => assert_eq!(
-            (got, String::from_utf8_lossy(&buf[..n]).as_ref()),
-            (SocketAddr::V4(from), text),
-            "{text}: wrong source or text"
-        ),
-        Err(e) => panic!("{text}: nothing arrived within {ARRIVAL:?} ({e})"),
-    }
-}
-
-/// Nothing arrives on any of `socks` within [`SILENCE`].
-#[track_caller]
-fn silence(socks: &[&UdpSocket], what: &str) {
-    let deadline = Instant::now() + SILENCE;
-    let mut got = Vec::new();
-    for sock in socks {
-        let mut buf = [0u8; 1500];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .expect("a timeout");
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) => got.push((from, String::from_utf8_lossy(&buf[..n]).into_owned())),
-                Err(_) => break,
-            }
-        }
-    }
-    assert!(got.is_empty(), "{what}, yet these arrived: {got:?}");
-}
+use udp::{ARRIVAL, expect, port, send, silence, socket};
 
 /// Runs a client in `role`'s namespace; its exit status and stdout (stderr after it).
 fn client(lab: &Lab, role: &str, argv: &[&str]) -> (bool, String) {
