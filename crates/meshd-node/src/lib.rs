@@ -6,7 +6,9 @@
 //!   the bench server, and the kernel forwarding and firewall checks.
 //! - [`bench`]: the client side of `meshd bench`: which peer, the measurement, the report.
 //! - [`docker`]: the Docker settings (`daemon.json`, compose, `docker network create`) for a
-//!   host's container subnets, and the host routes they need.
+//!   host's container subnets.
+//! - [`host_routes`]: the host's routing table as the kernel lists it (subnets in use, the
+//!   default gateway).
 //! - [`text`]: the human form of `status`, `peers` and `join`.
 //!
 //! What it does not do: packets (TUN, UDP, kernel routes) are `meshd-engine`'s, the protocol
@@ -17,4 +19,5 @@
 pub mod bench;
 pub mod daemon;
 pub mod docker;
+pub mod host_routes;
 pub mod text;

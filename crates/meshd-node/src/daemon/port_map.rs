@@ -18,6 +18,7 @@ use crab_nat::{InternetProtocol, PortMapping, PortMappingOptions, PortMappingTyp
 use tracing::{debug, info, warn};
 
 use super::{Daemon, stopped};
+use crate::host_routes;
 
 /// The lifetime asked for; routers may grant less.
 const LIFETIME: Duration = Duration::from_secs(2 * 3600);
@@ -159,26 +160,6 @@ async fn request_upnp(port: NonZeroU16) -> Option<(Held, Mapped)> {
     ))
 }
 
-/// The IPv4 default gateway, from `/proc/net/route`.
-fn default_gateway() -> Option<Ipv4Addr> {
-    gateway_in(&std::fs::read_to_string("/proc/net/route").ok()?)
-}
-
-/// The default route's gateway in a `/proc/net/route` table.
-fn gateway_in(table: &str) -> Option<Ipv4Addr> {
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let (destination, gateway) = (fields.get(1)?, fields.get(2)?);
-        if *destination != "00000000" {
-            return None;
-        }
-        // Little-endian hex, as the kernel prints it.
-        let raw = u32::from_str_radix(gateway, 16).ok()?;
-        let gateway = Ipv4Addr::from(raw.swap_bytes());
-        (!gateway.is_unspecified()).then_some(gateway)
-    })
-}
-
 /// This host's address towards `gateway` (the one the router sees requests come from).
 fn local_address_towards(gateway: Ipv4Addr) -> Option<IpAddr> {
     let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
@@ -189,7 +170,7 @@ fn local_address_towards(gateway: Ipv4Addr) -> Option<IpAddr> {
 /// Asks the router to map the data-plane port: PCP or NAT-PMP to the default gateway, then
 /// UPnP-IGD.
 async fn request(port: NonZeroU16) -> Option<(Held, Mapped)> {
-    if let Some(gateway) = default_gateway()
+    if let Some(gateway) = host_routes::default_gateway()
         && let Some((mapping, mapped)) = request_pcp_or_nat_pmp(gateway, port).await
     {
         return Some((Held::PcpOrNatPmp(mapping), mapped));
@@ -274,28 +255,5 @@ pub(super) async fn run(daemon: Arc<Daemon>) {
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HEADER: &str =
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
-
-    #[test]
-    fn the_gateway_comes_from_the_default_route() {
-        let table = format!(
-            "{HEADER}eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
-             eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
-        );
-        assert_eq!(gateway_in(&table), Some(Ipv4Addr::new(192, 168, 1, 1)));
-        // A default route without a gateway (a point-to-point link), or none at all.
-        let direct =
-            format!("{HEADER}ppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n");
-        assert_eq!(gateway_in(&direct), None);
-        assert_eq!(gateway_in(HEADER), None);
-        assert_eq!(gateway_in("garbage\n00000000 zz"), None);
     }
 }

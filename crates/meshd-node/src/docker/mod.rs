@@ -6,8 +6,6 @@
 //! host's routing table, and the renderers only format. `meshd docker-config` and
 //! `meshd demo` both use it, so the demo wires its bridges exactly as a user would.
 
-pub mod host_routes;
-
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -15,8 +13,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use meshd_proto::NetworkId;
 use serde::{Deserialize, Serialize};
 
-use self::host_routes::HostRoute;
 use crate::daemon::api::NetworkView;
+use crate::host_routes::HostRoute;
 
 /// Docker's default bridge network, which a container subnet must not overlap unless
 /// docker0 itself is moved onto it (`--format daemon-json`).

@@ -6,7 +6,8 @@ use clap::{Args, ValueEnum};
 use super::daemon::with_daemon;
 use super::output::print;
 use super::{NetworkIdArg, ResultExt, StateArgs};
-use meshd_node::docker::{DockerSettings, host_routes};
+use meshd_node::docker::DockerSettings;
+use meshd_node::host_routes;
 
 /// Print Docker settings that put this host's containers on the mesh
 ///

@@ -1,6 +1,7 @@
 //! The host's routes as the kernel lists them in `/proc/net/route` and
-//! `/proc/net/ipv6_route`: enough to warn that a container subnet is already in use.
-//! Lines that do not parse are skipped: a warning is best effort, never a failure.
+//! `/proc/net/ipv6_route`: enough to warn that a container subnet is already in use, and to
+//! find the router to ask for a port mapping. Lines that do not parse are skipped: both are
+//! best effort, never a failure.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -23,25 +24,48 @@ pub fn read() -> Vec<HostRoute> {
     routes
 }
 
+/// The IPv4 default route's gateway in the calling process's network namespace.
+pub fn default_gateway() -> Option<Ipv4Addr> {
+    default_gateway_v4(&std::fs::read_to_string("/proc/net/route").ok()?)
+}
+
+/// An address of `/proc/net/route`: the in-memory (network order) bytes printed as a
+/// native-endian hex word.
+fn v4_word(hex: &str) -> Option<Ipv4Addr> {
+    u32::from_str_radix(hex, 16)
+        .ok()
+        .map(|w| Ipv4Addr::from(w.to_ne_bytes()))
+}
+
 /// `/proc/net/route`: a header line, then `Iface Destination Gateway Flags RefCnt Use
-/// Metric Mask ...` with destination and mask as the in-memory (network order) bytes
-/// printed as a native-endian hex word.
+/// Metric Mask ...`, addresses as [`v4_word`]s.
 pub fn parse_v4(text: &str) -> Vec<HostRoute> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (device, dest, mask) = (fields.first()?, fields.get(1)?, fields.get(7)?);
-            let word = |hex: &str| u32::from_str_radix(hex, 16).ok().map(u32::to_ne_bytes);
-            let mask = Ipv4Addr::from(word(mask)?);
+            let mask = v4_word(mask)?;
             let len = u8::try_from(u32::from(mask).leading_ones()).ok()?;
-            let prefix = Ipv4Net::new(Ipv4Addr::from(word(dest)?), len).ok()?;
+            let prefix = Ipv4Net::new(v4_word(dest)?, len).ok()?;
             Some(HostRoute {
                 prefix: IpNet::V4(prefix.trunc()),
                 device: (*device).to_owned(),
             })
         })
         .collect()
+}
+
+/// The gateway of the default route (destination 0.0.0.0) in a `/proc/net/route` table;
+/// `None` without one, or for a default route with no gateway (a point-to-point link).
+pub fn default_gateway_v4(text: &str) -> Option<Ipv4Addr> {
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if v4_word(fields.get(1)?)? != Ipv4Addr::UNSPECIFIED {
+            return None;
+        }
+        v4_word(fields.get(2)?).filter(|gateway| !gateway.is_unspecified())
+    })
 }
 
 /// `/proc/net/ipv6_route`: `dest dest_len src src_len next_hop metric refcnt use flags
@@ -102,6 +126,27 @@ mod tests {
         } else {
             assert_eq!(routes.len(), 3);
         }
+    }
+
+    #[test]
+    fn finds_the_default_routes_gateway() {
+        let header =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let gateway = u32::from_ne_bytes([192, 168, 1, 1]);
+        let table = format!(
+            "{header}eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+             eth0\t00000000\t{gateway:08X}\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+        );
+        assert_eq!(
+            default_gateway_v4(&table),
+            Some(Ipv4Addr::new(192, 168, 1, 1))
+        );
+        // A default route without a gateway (a point-to-point link), or none at all.
+        let direct =
+            format!("{header}ppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n");
+        assert_eq!(default_gateway_v4(&direct), None);
+        assert_eq!(default_gateway_v4(header), None);
+        assert_eq!(default_gateway_v4("garbage\n00000000 zz"), None);
     }
 
     #[test]
