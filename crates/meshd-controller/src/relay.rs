@@ -8,10 +8,10 @@
 //! Every replica derives the same relay secret from the cluster's shared token, so a node
 //! registers with every replica under the one credential its connected replica gave it.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meshd_proto::addr::unmapped;
 use meshd_proto::reach::credential::{Credential, RelaySecret};
 use meshd_proto::reach::relay::{RelayAction, RelayCounters, RelayLimits, RelayServer};
 use meshd_proto::{NetworkId, NodeId};
@@ -96,7 +96,7 @@ pub async fn serve<C: Controller>(
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
-                let from = unmap(from);
+                let from = unmapped(from);
                 let now_unix = meshd_io::clock::now_secs();
                 match relay.handle(Instant::now(), now_unix, from, &buf[..len]) {
                     Ok(RelayAction::Reply { to, bytes }) => {
@@ -121,17 +121,5 @@ pub async fn serve<C: Controller>(
                 }
             }
         }
-    }
-}
-
-/// An IPv4 peer of a dual-stack socket as the IPv4 address it is: registrations and the
-/// addresses nodes are told must not depend on the socket's family.
-fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
     }
 }

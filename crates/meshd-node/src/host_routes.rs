@@ -38,7 +38,8 @@ fn v4_word(hex: &str) -> Option<Ipv4Addr> {
 }
 
 /// `/proc/net/route`: a header line, then `Iface Destination Gateway Flags RefCnt Use
-/// Metric Mask ...`, addresses as [`v4_word`]s.
+/// Metric Mask ...`, addresses as the in-memory (network order) bytes printed as a
+/// native-endian hex word.
 pub fn parse_v4(text: &str) -> Vec<HostRoute> {
     text.lines()
         .skip(1)

@@ -7,11 +7,23 @@
 //! Because the owner's node id sits in the address bits, a whole /80 of container addresses
 //! needs no table entry: [`node_from_6plane`] reads it back.
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 
 use ipnet::Ipv6Net;
 
 use crate::{NetworkId, NodeId};
+
+/// An address as configs and tunnels know it: a dual-stack socket shows an IPv4 peer as
+/// `::ffff:a.b.c.d`, which must compare equal to the plain IPv4 endpoint.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
 
 /// Prefix length of a network's 6PLANE range.
 pub const SIXPLANE_NETWORK_PREFIX: u8 = 40;

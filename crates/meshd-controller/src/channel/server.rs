@@ -14,10 +14,11 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meshd_proto::addr::unmapped;
 use meshd_proto::reach::credential::RelaySecret;
 use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use tokio::sync::mpsc;
@@ -200,7 +201,7 @@ async fn connection<C: Controller>(
         identity,
         // The QUIC connection's source port is the control socket's, not the data plane's:
         // peers reach the node at the same address on its data-plane port.
-        physical: (data_port != 0).then(|| SocketAddr::new(unmap(remote).ip(), data_port)),
+        physical: (data_port != 0).then(|| SocketAddr::new(unmapped(remote).ip(), data_port)),
         local: local_endpoints,
         networks: BTreeMap::new(),
         replicas: Vec::new(),
@@ -304,18 +305,6 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// An IPv4 client seen through a dual-stack socket shows as `::ffff:a.b.c.d`; peers want the
-/// plain IPv4 form in the config.
-fn unmap(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
-    }
-}
-
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -380,7 +369,7 @@ impl<C: Controller> Session<C> {
     /// Takes the node's server-reflexive address as where peers reach it from outside, and
     /// records it for every network it follows (a config change for its peers).
     async fn reflexive(&mut self, address: SocketAddr) -> Result<(), End> {
-        let address = unmap(address);
+        let address = unmapped(address);
         if address.ip().is_unspecified() || address.port() == 0 {
             return Err(End::Protocol(format!(
                 "reflexive address {address} is no endpoint"
@@ -779,8 +768,8 @@ mod tests {
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(truncate("abc", 10), "abc");
         let mapped: SocketAddr = "[::ffff:192.0.2.1]:9993".parse().unwrap();
-        assert_eq!(unmap(mapped), "192.0.2.1:9993".parse().unwrap());
+        assert_eq!(unmapped(mapped), "192.0.2.1:9993".parse().unwrap());
         let v6: SocketAddr = "[2001:db8::1]:9993".parse().unwrap();
-        assert_eq!(unmap(v6), v6);
+        assert_eq!(unmapped(v6), v6);
     }
 }

@@ -25,6 +25,7 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use meshd_proto::addr::unmapped;
 use meshd_proto::tunnel::Transmit;
 
 use quinn_udp::{RecvMeta, UdpSocketState};
@@ -135,8 +136,8 @@ impl Default for Received {
 
 impl Received {
     /// Every datagram of the last receive, in order: its sender (as the tunnels know it, see
-    /// [`from_wire`]) and where it is in [`Received::bytes_mut`]. A GRO read is split at its
-    /// stride; an empty datagram comes out as an empty range.
+    /// [`meshd_proto::addr::unmapped`]) and where it is in [`Received::bytes_mut`]. A GRO
+    /// read is split at its stride; an empty datagram comes out as an empty range.
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, Range<usize>)> + '_ {
         self.meta[..self.reads]
             .iter()
@@ -145,7 +146,7 @@ impl Received {
                 let base = i * RECV_BUF;
                 let len = meta.len.min(RECV_BUF);
                 let stride = if meta.stride == 0 { len } else { meta.stride }.max(1);
-                let from = from_wire(meta.addr);
+                let from = unmapped(meta.addr);
                 (0..len.div_ceil(stride).max(1)).map(move |k| {
                     let at = (k * stride).min(len);
                     (from, base + at..base + (at + stride).min(len))
@@ -391,18 +392,6 @@ fn size_buffer(socket: &Socket, buffer: Buffer) {
     }
 }
 
-/// A source address as the tunnels know it: IPv4-mapped IPv6 back to IPv4, so endpoints
-/// compare equal to the IPv4 endpoints configs carry.
-pub(crate) fn from_wire(source: SocketAddr) -> SocketAddr {
-    match source {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::from((v4, v6.port())),
-            None => source,
-        },
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -492,7 +481,7 @@ mod tests {
         let mut buf = [0u8; 8];
         let (n, from) = soon(|| outside.socket.recv_from(&mut buf).map(Some));
         assert_eq!(&buf[..n], b"hi");
-        assert_eq!(from_wire(from), peer.local_addr().unwrap());
+        assert_eq!(unmapped(from), peer.local_addr().unwrap());
         let back = outside.to_wire(peer.local_addr().unwrap());
         assert!(back.is_ipv6());
         outside.socket.send_to(b"yo", back).unwrap();
@@ -598,7 +587,7 @@ mod tests {
         rx.meta[2] = meta(30, 30);
         rx.reads = 3;
         let got: Vec<(SocketAddr, Range<usize>)> = rx.datagrams().collect();
-        let v4 = from_wire(from);
+        let v4 = unmapped(from);
         let at = |i: usize, r: Range<usize>| (v4, i * RECV_BUF + r.start..i * RECV_BUF + r.end);
         assert_eq!(
             got,
@@ -616,9 +605,9 @@ mod tests {
     fn ipv4_peers_are_mapped_both_ways() {
         let v4: SocketAddr = "10.99.1.2:9993".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:10.99.1.2]:9993".parse().unwrap();
-        assert_eq!(from_wire(mapped), v4);
-        assert_eq!(from_wire(v4), v4);
+        assert_eq!(unmapped(mapped), v4);
+        assert_eq!(unmapped(v4), v4);
         let v6: SocketAddr = "[fd00::1]:9993".parse().unwrap();
-        assert_eq!(from_wire(v6), v6);
+        assert_eq!(unmapped(v6), v6);
     }
 }
