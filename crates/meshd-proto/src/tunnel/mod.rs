@@ -229,7 +229,7 @@ impl Tunnel {
     /// A peer's status, with the way its traffic goes now.
     fn status_of(&self, peer: &Peer, now: Instant) -> PeerStatus {
         let mut status = peer.status(now);
-        status.via = self.via(peer, now);
+        status.via = peer.via(&self.relays, now);
         status
     }
 

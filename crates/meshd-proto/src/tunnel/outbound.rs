@@ -106,9 +106,8 @@ impl Tunnel {
         buf: &mut [u8],
         len: usize,
     ) -> Result<(Via, Seal), DropReason> {
-        let peer = self.peers.get(&peer_id).ok_or(DropReason::NoRoute)?;
-        let via = self.via(peer, now).ok_or(DropReason::NoEndpoint)?;
         let peer = self.peers.get_mut(&peer_id).ok_or(DropReason::NoRoute)?;
+        let via = peer.via(&self.relays, now).ok_or(DropReason::NoEndpoint)?;
         let session = peer.current.as_mut().ok_or(DropReason::SessionExpired)?;
         let seal = session
             .reserve_seal(now, wire::TYPE_DATA, buf, len)
@@ -140,14 +139,11 @@ impl Tunnel {
         kind: u8,
         payload: &[u8],
     ) {
-        let Some(peer) = self.peers.get(&peer_id) else {
-            return;
-        };
-        let Some(via) = to.or_else(|| self.via(peer, now)) else {
-            self.stats.count(DropReason::NoEndpoint);
-            return;
-        };
         let Some(peer) = self.peers.get_mut(&peer_id) else {
+            return;
+        };
+        let Some(via) = to.or_else(|| peer.via(&self.relays, now)) else {
+            self.stats.count(DropReason::NoEndpoint);
             return;
         };
         let Some(session) = peer.current.as_mut() else {

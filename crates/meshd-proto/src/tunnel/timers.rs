@@ -35,13 +35,10 @@ impl Tunnel {
     }
 
     fn peer_timers(&mut self, now: Instant, id: NodeId) {
-        let Some(peer) = self.peers.get(&id) else {
-            return;
-        };
-        let via = self.via(peer, now);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        let via = peer.via(&self.relays, now);
         if via != peer.last_via {
             // A direct path that follows a relayed one was opened through the NATs.
             peer.punched = match via {

@@ -50,6 +50,20 @@ impl Via {
 }
 
 impl Peer {
+    /// How to reach the peer now, given the node's live `relays`: see the module docs.
+    /// `None`: no address and no relay.
+    pub fn via(&self, relays: &[SocketAddr], now: Instant) -> Option<Via> {
+        if let Some(endpoint) = self.endpoint.filter(|_| self.direct_alive(now)) {
+            return Some(Via::Direct(endpoint));
+        }
+        if let Some(relay) = relay_for(relays, self) {
+            return Some(Via::Relay(relay));
+        }
+        self.endpoint
+            .or_else(|| self.candidates.first().copied())
+            .map(Via::Direct)
+    }
+
     /// Whether the direct path to the endpoint is alive (see the module docs).
     pub fn direct_alive(&self, now: Instant) -> bool {
         let (Some(_), Some(heard)) = (self.endpoint, self.endpoint_heard) else {
@@ -73,24 +87,6 @@ impl Tunnel {
     /// answer. Empty: peers are reached directly only.
     pub fn set_relays(&mut self, relays: Vec<SocketAddr>) {
         self.relays = relays;
-    }
-
-    /// The relays in use, best first.
-    pub fn relays(&self) -> &[SocketAddr] {
-        &self.relays
-    }
-
-    /// How to reach `peer` now: see the module docs. `None`: no address and no relay.
-    pub(super) fn via(&self, peer: &Peer, now: Instant) -> Option<Via> {
-        if let Some(endpoint) = peer.endpoint.filter(|_| peer.direct_alive(now)) {
-            return Some(Via::Direct(endpoint));
-        }
-        if let Some(relay) = relay_for(&self.relays, peer) {
-            return Some(Via::Relay(relay));
-        }
-        peer.endpoint
-            .or_else(|| peer.candidates.first().copied())
-            .map(Via::Direct)
     }
 
     /// Queues `bytes` for `peer` the way `via` says: as they are, or in a relay envelope.
