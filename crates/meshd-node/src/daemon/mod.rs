@@ -378,10 +378,7 @@ impl Daemon {
             return None;
         }
         Some(
-            inner
-                .networks
-                .iter()
-                .filter(|(_, n)| self.controllers_for(&n.record) == key.controllers)
+            self.served_by(&inner.networks, &key.controllers)
                 .map(|(id, n)| Wanted {
                     network: *id,
                     revision: n.config.as_ref().map_or(0, |c| c.revision),
@@ -389,6 +386,17 @@ impl Daemon {
                 })
                 .collect(),
         )
+    }
+
+    /// The networks of `networks` that the link to `controllers` serves.
+    fn served_by<'a>(
+        &'a self,
+        networks: &'a BTreeMap<NetworkId, Network>,
+        controllers: &'a [ControllerAddr],
+    ) -> impl Iterator<Item = (&'a NetworkId, &'a Network)> {
+        networks
+            .iter()
+            .filter(move |(_, n)| self.controllers_for(&n.record) == controllers)
     }
 
     /// The addresses link `key` tries, user-given then learned; `None` when the link is no

@@ -7,7 +7,6 @@
 //! The credential comes over the link's channel (`RelayCredential`); until it does, and on a
 //! data plane without a socket, nothing is sent.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +65,7 @@ pub(crate) struct ReachSummary {
     pub relays: Vec<(RelayView, bool)>,
 }
 
-/// The relay of the replica whose node channel is at `addr`, once resolved.
+/// The relays of the replicas whose node channels are at `addrs`, resolved.
 async fn relay_addresses(addrs: &[ControllerAddr]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for addr in addrs {
@@ -158,15 +157,10 @@ impl Daemon {
         let mut relays_for: Vec<(Vec<NetworkId>, Vec<SocketAddr>)> = Vec::new();
         {
             let mut inner = self.lock();
-            let networks: BTreeMap<Vec<ControllerAddr>, Vec<NetworkId>> = {
-                let mut m: BTreeMap<Vec<ControllerAddr>, Vec<NetworkId>> = BTreeMap::new();
-                for (id, n) in &inner.networks {
-                    let controllers = self.controllers_for(&n.record);
-                    m.entry(controllers).or_default().push(*id);
-                }
-                m
-            };
-            for (controllers, link) in inner.links.iter_mut() {
+            let super::Inner {
+                networks, links, ..
+            } = &mut *inner;
+            for (controllers, link) in links.iter_mut() {
                 let reach = &mut link.reach;
                 requests.extend(reach.client.poll_requests(now));
                 let live = reach.client.live_relays(now);
@@ -179,8 +173,8 @@ impl Daemon {
                     }
                     reach.live.clone_from(&live);
                     reach.live_given = Some(now);
-                    let nets = networks.get(controllers).cloned().unwrap_or_default();
-                    relays_for.push((nets, live));
+                    let nets = self.served_by(networks, controllers).map(|(id, _)| *id);
+                    relays_for.push((nets.collect(), live));
                 }
                 let reflexive = reach.client.reflexive(now);
                 reach.nat = reach.client.nat(now, local);
