@@ -470,6 +470,16 @@ impl Simulation {
         node.tunnel.apply_config(&self.config);
     }
 
+    /// The payloads of the packets node `i` received, in order (packets built by
+    /// [`ipv4_packet`]).
+    pub fn payloads(&self, i: usize) -> Vec<Vec<u8>> {
+        self.nodes[i]
+            .received
+            .iter()
+            .map(|(_, p)| payload_of(p).to_vec())
+            .collect()
+    }
+
     /// Node `i` handshakes with every peer it has no session with.
     pub fn connect_all(&mut self, i: usize) {
         let now = self.now;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use meshd_proto::sim::{LinkModel, SimPath, Simulation, payload_of};
+use meshd_proto::sim::{LinkModel, SimPath, Simulation};
 use meshd_proto::tunnel::PeerStatus;
 
 const SLOW: usize = 0;
@@ -55,21 +55,13 @@ fn endpoint(sim: &Simulation, node: usize, peer: usize) -> Option<std::net::Sock
     status(sim, node, peer).endpoint
 }
 
-fn received(sim: &Simulation, node: usize) -> Vec<Vec<u8>> {
-    sim.nodes[node]
-        .received
-        .iter()
-        .map(|(_, p)| payload_of(p).to_vec())
-        .collect()
-}
-
 #[test]
 fn both_sides_move_from_the_slow_path_the_handshake_took_to_the_fast_one() {
     let mut sim = handshake_over_the_slow_path();
     // Initiation, response and the packet: three 25 ms hops.
     sim.run_for(ms(70));
     // The handshake finished over the slow path: that is where both sides send at first.
-    assert_eq!(received(&sim, 1), vec![b"first".to_vec()]);
+    assert_eq!(sim.payloads(1), vec![b"first".to_vec()]);
     // The scans (started when each side saw the session: four rounds 100 ms apart) have
     // finished by now.
     sim.run_for(ms(600));
@@ -96,8 +88,8 @@ fn both_sides_move_from_the_slow_path_the_handshake_took_to_the_fast_one() {
     for d in &recorded {
         assert_eq!(sim.path_of(d.to), Some(FAST), "{:?} -> {:?}", d.from, d.to);
     }
-    assert_eq!(received(&sim, 1).len(), 41);
-    assert_eq!(received(&sim, 0).len(), 40);
+    assert_eq!(sim.payloads(1).len(), 41);
+    assert_eq!(sim.payloads(0).len(), 40);
     assert_eq!(sim.nodes[0].tunnel.stats().total_dropped(), 0);
     assert_eq!(sim.nodes[1].tunnel.stats().total_dropped(), 0);
 }
@@ -117,10 +109,7 @@ fn a_path_that_comes_up_later_is_found_by_the_next_scan() {
     assert_eq!(endpoint(&sim, 1, 0), Some(sim.nodes[0].addresses[FAST]));
     sim.send(0, 1, b"second").expect("routable");
     sim.run_for(ms(20));
-    assert_eq!(
-        received(&sim, 1),
-        vec![b"first".to_vec(), b"second".to_vec()]
-    );
+    assert_eq!(sim.payloads(1), vec![b"first".to_vec(), b"second".to_vec()]);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meshd_proto::sim::{LinkModel, Simulation, payload_of};
+use meshd_proto::sim::{LinkModel, Simulation};
 use meshd_proto::tunnel::{DIRECT_DEAD, RELAYED_SCAN_INTERVAL, Via};
 
 fn ms(n: u64) -> Duration {
@@ -24,23 +24,15 @@ fn via(sim: &Simulation, node: usize, peer: usize) -> Option<Via> {
         .via
 }
 
-fn received(sim: &Simulation, node: usize) -> Vec<Vec<u8>> {
-    sim.nodes[node]
-        .received
-        .iter()
-        .map(|(_, p)| payload_of(p).to_vec())
-        .collect()
-}
-
 /// Pings both ways once and lets them arrive: whether both did.
 fn ping_both_ways(sim: &mut Simulation, tag: &str) -> bool {
-    let (before0, before1) = (received(sim, 0).len(), received(sim, 1).len());
+    let (before0, before1) = (sim.payloads(0).len(), sim.payloads(1).len());
     let (a, b) = (format!("{tag} 0->1"), format!("{tag} 1->0"));
     sim.send(0, 1, a.as_bytes()).expect("routable");
     sim.send(1, 0, b.as_bytes()).expect("routable");
     sim.run_for(ms(50));
-    received(sim, 1)[before1..].contains(&a.into_bytes())
-        && received(sim, 0)[before0..].contains(&b.into_bytes())
+    sim.payloads(1)[before1..].contains(&a.into_bytes())
+        && sim.payloads(0)[before0..].contains(&b.into_bytes())
 }
 
 /// Two nodes that cannot reach each other directly, one relay.
@@ -57,7 +49,7 @@ fn without_a_direct_path_traffic_goes_through_the_relay_at_once() {
     sim.send(0, 1, b"first").expect("routable");
     sim.run_for(ms(50));
     assert_eq!(
-        received(&sim, 1),
+        sim.payloads(1),
         vec![b"first".to_vec()],
         "queued, then relayed"
     );

@@ -6,20 +6,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use meshd_proto::sim::{Datagram, LinkModel, Simulation, ipv4_packet, payload_of, source_of};
+use meshd_proto::sim::{Datagram, LinkModel, Simulation, ipv4_packet, source_of};
 use meshd_proto::tunnel::{DropReason, Event};
 use meshd_proto::wire;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-fn payloads(sim: &Simulation, node: usize) -> Vec<Vec<u8>> {
-    sim.nodes[node]
-        .received
-        .iter()
-        .map(|(_, p)| payload_of(p).to_vec())
-        .collect()
 }
 
 fn events(sim: &mut Simulation, node: usize) -> Vec<Event> {
@@ -31,10 +23,10 @@ fn two_nodes_handshake_and_exchange_both_ways() {
     let mut sim = Simulation::new(2, LinkModel::default(), 1);
     sim.send(0, 1, b"first").unwrap(); // queued behind the handshake
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 1), vec![b"first".to_vec()]);
+    assert_eq!(sim.payloads(1), vec![b"first".to_vec()]);
     sim.send(1, 0, b"reply").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 0), vec![b"reply".to_vec()]);
+    assert_eq!(sim.payloads(0), vec![b"reply".to_vec()]);
     let (a, b) = (sim.node_id(0), sim.node_id(1));
     assert_eq!(sim.nodes[1].received[0].0, a);
     assert_eq!(sim.nodes[0].received[0].0, b);
@@ -80,7 +72,7 @@ fn three_nodes_survive_loss_and_reordering() {
     sim.run_for(Duration::from_secs(1));
     assert!(sim.lost > 0);
     for to in 0..3 {
-        let got = payloads(&sim, to);
+        let got = sim.payloads(to);
         let unique: BTreeSet<_> = got.iter().cloned().collect();
         assert_eq!(unique.len(), got.len(), "node {to} received duplicates");
         for from in 0..3 {
@@ -131,7 +123,7 @@ fn replayed_and_tampered_packets_are_rejected() {
     sim.link.loss = 0.0;
     let data = sim.recorded.take().unwrap().pop().unwrap();
     assert_eq!(data.bytes[0], wire::TYPE_DATA);
-    assert_eq!(payloads(&sim, 1).len(), 1);
+    assert_eq!(sim.payloads(1).len(), 1);
 
     // Tampering anywhere but the receiver index breaks authentication, and records nothing.
     let mut tampered = 0;
@@ -147,19 +139,15 @@ fn replayed_and_tampered_packets_are_rejected() {
         assert!(result.is_err(), "tampered byte {at} accepted");
         tampered += 1;
     }
-    assert_eq!(payloads(&sim, 1).len(), 1);
+    assert_eq!(sim.payloads(1).len(), 1);
     // The untouched original still opens: failed copies did not move the replay window.
     assert_eq!(sim.inject(data.clone()), Some(Ok(true)));
-    assert_eq!(payloads(&sim, 1).last().unwrap(), b"secret");
+    assert_eq!(sim.payloads(1).last().unwrap(), b"secret");
     // Its replay does not.
     assert_eq!(sim.inject(data.clone()), Some(Err(DropReason::Replayed)));
     // Nor does a replay of the handshake initiation: its timestamp is not newer.
     assert_eq!(sim.inject(init), Some(Err(DropReason::StaleInitiation)));
-    assert_eq!(
-        payloads(&sim, 1).len(),
-        2,
-        "nothing else reached the inside"
-    );
+    assert_eq!(sim.payloads(1).len(), 2, "nothing else reached the inside");
     let stats = sim.nodes[1].tunnel.stats();
     assert_eq!(stats.dropped(DropReason::Replayed), 1);
     assert_eq!(
@@ -172,7 +160,7 @@ fn replayed_and_tampered_packets_are_rejected() {
     // The session still works.
     sim.send(0, 1, b"after").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 1).last().unwrap(), b"after");
+    assert_eq!(sim.payloads(1).last().unwrap(), b"after");
 }
 
 #[test]
@@ -192,7 +180,7 @@ fn every_truncated_prefix_of_every_message_is_rejected() {
     ] {
         assert!(kinds.contains(&k), "no message of type {k} recorded");
     }
-    let received_before = (payloads(&sim, 0).len(), payloads(&sim, 1).len());
+    let received_before = (sim.payloads(0).len(), sim.payloads(1).len());
     for d in &recorded {
         for len in 0..d.bytes.len() {
             let cut = Datagram {
@@ -208,13 +196,13 @@ fn every_truncated_prefix_of_every_message_is_rejected() {
         }
     }
     assert_eq!(
-        (payloads(&sim, 0).len(), payloads(&sim, 1).len()),
+        (sim.payloads(0).len(), sim.payloads(1).len()),
         received_before
     );
     // Truncated copies changed no state: a fresh packet still flows.
     sim.send(1, 0, b"still fine").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 0).last().unwrap(), b"still fine");
+    assert_eq!(sim.payloads(0).last().unwrap(), b"still fine");
 }
 
 #[test]
@@ -237,12 +225,12 @@ fn sessions_rekey_after_the_rekey_interval_without_losing_traffic() {
         status.handshakes
     );
     assert_eq!(
-        payloads(&sim, 1).len() as u32,
+        sim.payloads(1).len() as u32,
         sent,
         "packets lost across rekeys"
     );
     assert_eq!(
-        payloads(&sim, 0).len() as u32,
+        sim.payloads(0).len() as u32,
         sent,
         "packets lost across rekeys"
     );
@@ -272,7 +260,7 @@ fn idle_session_expires_and_comes_back_on_demand() {
     );
     sim.send(0, 1, b"two").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 1), vec![b"one".to_vec(), b"two".to_vec()]);
+    assert_eq!(sim.payloads(1), vec![b"one".to_vec(), b"two".to_vec()]);
 }
 
 #[test]
@@ -296,7 +284,7 @@ fn lost_handshakes_are_retransmitted_and_eventually_given_up() {
     sim.link.loss = 0.0;
     sim.send(0, 1, b"found").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 1), vec![b"found".to_vec()]);
+    assert_eq!(sim.payloads(1), vec![b"found".to_vec()]);
 }
 
 #[test]
@@ -314,7 +302,7 @@ fn deauthorized_member_is_cut_off_while_the_rest_keep_talking() {
     assert!(events(&mut sim, 0).contains(&Event::PeerRemoved(c)));
     assert!(sim.nodes[0].tunnel.peer_status(c, sim.now).is_none());
 
-    let before = (payloads(&sim, 0).len(), payloads(&sim, 1).len());
+    let before = (sim.payloads(0).len(), sim.payloads(1).len());
     // C still has its old sessions and tries to send; A and B drop it all.
     sim.send(2, 0, b"let me in").unwrap();
     sim.send(2, 1, b"let me in").unwrap();
@@ -323,14 +311,14 @@ fn deauthorized_member_is_cut_off_while_the_rest_keep_talking() {
     sim.run_for(Duration::from_secs(200));
     sim.send(2, 0, b"again").unwrap_or(());
     sim.run_for(Duration::from_secs(10));
-    assert_eq!((payloads(&sim, 0).len(), payloads(&sim, 1).len()), before);
+    assert_eq!((sim.payloads(0).len(), sim.payloads(1).len()), before);
     let a_stats = sim.nodes[0].tunnel.stats();
     assert!(a_stats.dropped(DropReason::UnknownIndex) >= 1);
     assert!(a_stats.dropped(DropReason::UnknownPeer) >= 1);
     // A and B still talk.
     sim.send(0, 1, b"still here").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 1).last().unwrap(), b"still here");
+    assert_eq!(sim.payloads(1).last().unwrap(), b"still here");
     // And A has no route to C's addresses any more.
     assert_eq!(sim.send(0, 2, b"x"), Err(DropReason::NoRoute));
 }
@@ -363,7 +351,7 @@ fn spoofed_source_addresses_are_dropped() {
     let spoof = ipv4_packet(sim.nodes[2].ipv4, sim.nodes[0].ipv4, b"spoof");
     sim.send_packet(1, &spoof).unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 0), vec![b"legit".to_vec()]);
+    assert_eq!(sim.payloads(0), vec![b"legit".to_vec()]);
     assert_eq!(
         sim.nodes[0]
             .tunnel
@@ -389,14 +377,14 @@ fn responder_under_load_demands_a_cookie_first() {
     sim.nodes[1].tunnel.set_under_load(true);
     sim.send(0, 1, b"patience").unwrap();
     sim.run_for(ms(100));
-    assert!(payloads(&sim, 1).is_empty());
+    assert!(sim.payloads(1).is_empty());
     assert_eq!(
         sim.nodes[1].tunnel.stats().dropped(DropReason::CookieSent),
         1
     );
     // The retransmission after REKEY_TIMEOUT carries mac2 from the cookie and gets through.
     sim.run_for(Duration::from_secs(6));
-    assert_eq!(payloads(&sim, 1), vec![b"patience".to_vec()]);
+    assert_eq!(sim.payloads(1), vec![b"patience".to_vec()]);
     assert_eq!(
         sim.nodes[1].tunnel.stats().dropped(DropReason::CookieSent),
         1
@@ -437,7 +425,7 @@ fn a_restarted_peer_is_found_again_by_the_silence_rule() {
     // Node 0 still holds a session node 1 forgot: its packets are dropped over there...
     sim.send(0, 1, b"lost").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 1), vec![b"before".to_vec()]);
+    assert_eq!(sim.payloads(1), vec![b"before".to_vec()]);
     assert!(
         sim.nodes[1]
             .tunnel
@@ -449,7 +437,7 @@ fn a_restarted_peer_is_found_again_by_the_silence_rule() {
     sim.run_for(Duration::from_secs(16));
     sim.send(0, 1, b"after").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 1).last().unwrap(), b"after");
+    assert_eq!(sim.payloads(1).last().unwrap(), b"after");
 }
 
 #[test]
@@ -476,5 +464,5 @@ fn a_restarted_node_reconnects_at_once_with_connect_all() {
     // The peers use the new session right away: their packets reach the restarted node.
     sim.send(1, 0, b"hello again").unwrap();
     sim.run_for(ms(100));
-    assert_eq!(payloads(&sim, 0), vec![b"hello again".to_vec()]);
+    assert_eq!(sim.payloads(0), vec![b"hello again".to_vec()]);
 }
