@@ -12,7 +12,7 @@ use std::time::Duration;
 use meshd_proto::{Identity, NetworkId};
 use tokio::sync::mpsc;
 
-use super::protocol::{self, ControllerMessage, FrameError, NodeMessage, close_code};
+use super::protocol::{self, ControllerMessage, FrameError, NodeMessage, Reach, close_code};
 use super::tls::{self, TlsError};
 
 /// How long to wait for the controller's close after its stream ended.
@@ -157,9 +157,9 @@ impl ChannelClient {
         self.send(&NodeMessage::Leave { network }).await
     }
 
-    /// Reports where the controller's relays see the node's data-plane socket.
-    pub async fn reflexive(&mut self, address: SocketAddr) -> Result<(), ChannelError> {
-        self.send(&NodeMessage::Reflexive { address }).await
+    /// Reports how the node is reached (see [`NodeMessage::Reach`]).
+    pub async fn reach(&mut self, reach: Reach) -> Result<(), ChannelError> {
+        self.send(&NodeMessage::Reach(reach)).await
     }
 
     /// The next message from the controller: answers and pushes alike. Cancel-safe.

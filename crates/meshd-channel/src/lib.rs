@@ -20,4 +20,4 @@ pub mod protocol;
 pub mod tls;
 
 pub use client::{ChannelClient, ChannelError};
-pub use protocol::{ControllerMessage, FrameError, JoinStatus, NodeMessage};
+pub use protocol::{ControllerMessage, FrameError, JoinStatus, NodeMessage, Reach};

@@ -50,10 +50,21 @@ pub enum NodeMessage {
     },
     /// Stop receiving updates for a network on this connection. The member record stays.
     Leave { network: NetworkId },
-    /// Where the replicas' relays see the node's data-plane socket (its server-reflexive
-    /// address), when it learned or changed it: peers get it as the node's public endpoint
-    /// in place of the guess from the channel's own source address.
-    Reflexive { address: SocketAddr },
+    /// How the node is reached, when it learned or changed it.
+    Reach(Reach),
+}
+
+/// How a node is reached. Peers get `public` as the node's public endpoint in place of the
+/// guess from the channel's own source address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reach {
+    /// Where the node's data-plane socket is reached from outside: what the replicas' relays
+    /// saw (its server-reflexive address), or the port mapping its router holds.
+    pub public: Option<SocketAddr>,
+    /// `public` is a port mapping the node's router holds.
+    pub port_mapped: bool,
+    /// The node relays for other members (`meshd daemon --relay`).
+    pub relay: bool,
 }
 
 /// What a controller sends, as answers and as pushes.
@@ -97,7 +108,7 @@ pub enum ControllerMessage {
 
 /// The first node version (`Hello`'s `version`) that knows `RelayCredential`: older nodes
 /// cannot decode it, so a controller sends it only to nodes at or past this. A node sends
-/// `Reflexive` only to a controller that sent it a credential (older controllers cannot
+/// `Reach` only to a controller that sent it a credential (older controllers cannot
 /// decode that either).
 pub const RELAYING_SINCE: (u64, u64, u64) = (0, 2, 0);
 
@@ -327,7 +338,16 @@ mod tests {
                 have_revision
             }),
             network().prop_map(|network| NodeMessage::Leave { network }),
-            socket_addr().prop_map(|address| NodeMessage::Reflexive { address }),
+            (
+                proptest::option::of(socket_addr()),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(public, port_mapped, relay)| NodeMessage::Reach(Reach {
+                    public,
+                    port_mapped,
+                    relay
+                })),
         ]
     }
 

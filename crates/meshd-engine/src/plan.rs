@@ -177,6 +177,8 @@ mod tests {
                 ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
                 container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).unwrap()),
                 endpoints: vec![SocketAddr::from(([192, 0, 2, 10 + i], 9993))],
+                relay: false,
+                port_mapped: false,
             });
         }
         cfg.canonicalize();

@@ -97,9 +97,18 @@ pub fn fixture() -> &'static Fixture {
                 Ipv4Net::new(Ipv4Addr::new(172, 28, octet, 0), 24).expect("/24"),
             ),
             endpoints,
+            relay: false,
+            port_mapped: false,
+        };
+        // The responder relays (the responder target reaches the tunnel's relaying), the
+        // initiator's first endpoint is port-mapped (the config seed has member flags).
+        let relaying = |m: MemberConfig| MemberConfig { relay: true, ..m };
+        let mapped = |m: MemberConfig| MemberConfig {
+            port_mapped: true,
+            ..m
         };
         config.members = vec![
-            member(
+            mapped(member(
                 &initiator,
                 "initiator",
                 INITIATOR_IP,
@@ -111,14 +120,14 @@ pub fn fixture() -> &'static Fixture {
                         9993,
                     ),
                 ],
-            ),
-            member(
+            )),
+            relaying(member(
                 &responder,
                 "responder",
                 RESPONDER_IP,
                 2,
                 vec![SocketAddr::from(([192, 0, 2, 2], 9993))],
-            ),
+            )),
         ];
         let route = |target: &str| ManagedRoute {
             target: target.parse().expect("valid prefix"),

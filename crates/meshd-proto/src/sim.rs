@@ -116,6 +116,8 @@ pub struct Simulation {
     pub relays: Vec<(SocketAddr, RelayServer)>,
     /// Drop every datagram from one node's address to another's.
     pub direct_blocked: bool,
+    /// Drop every datagram between these two nodes (by index, either way).
+    pub blocked: Vec<(usize, usize)>,
 }
 
 impl Simulation {
@@ -164,6 +166,8 @@ impl Simulation {
                     Ipv4Net::new(Ipv4Addr::new(172, 28, octet, 0), 24).expect("valid /24"),
                 ),
                 endpoints: addresses.clone(),
+                relay: false,
+                port_mapped: false,
             });
             let tunnel = Tunnel::new(
                 &identity,
@@ -201,6 +205,7 @@ impl Simulation {
             next_timer: now,
             relays: Vec::new(),
             direct_blocked: false,
+            blocked: Vec::new(),
         }
     }
 
@@ -261,6 +266,17 @@ impl Simulation {
             }
         }
         self.config = verified;
+    }
+
+    /// Marks node `i` as a relay for the others in a new config revision, as
+    /// `meshd daemon --relay` does through the controller.
+    pub fn make_relay(&mut self, i: usize) {
+        let node = self.node_id(i);
+        let mut config = self.config.clone();
+        for m in &mut config.members {
+            m.relay = m.node_id == node;
+        }
+        self.push_config(config);
     }
 
     /// Sends an IPv4 packet with `payload` from node `from` to node `to`'s address.
@@ -347,7 +363,12 @@ impl Simulation {
             r.push(d.clone());
         }
         let direct = self.path_of(d.from).is_some() && self.path_of(d.to).is_some();
-        if self.direct_blocked && direct {
+        let node_at = |a: SocketAddr| self.nodes.iter().position(|n| n.addresses.contains(&a));
+        let pair_blocked = match (node_at(d.from), node_at(d.to)) {
+            (Some(a), Some(b)) => self.blocked.contains(&(a, b)) || self.blocked.contains(&(b, a)),
+            _ => false,
+        };
+        if (self.direct_blocked && direct) || pair_blocked {
             self.lost += 1;
             return;
         }

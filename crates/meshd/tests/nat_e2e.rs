@@ -16,7 +16,8 @@
 //! are flushed under a punched pair: it pings again within 10 s. The public host is
 //! re-addressed: reached again within 2 s of its first packet from the new address. Last,
 //! with every router forgetting idle UDP mappings after 30 s, 90 s without traffic: the
-//! first ping of every pair answers.
+//! first ping of every pair answers. Last of all, every replica is killed: the symmetric
+//! pair pings again through the public host, which runs `meshd daemon --relay`.
 //!
 //! Needs root, iproute2, nftables, conntrack and ping (`cargo test -p meshd --test nat_e2e
 //! -- --nocapture` prints the phases).
@@ -100,6 +101,10 @@ fn members_behind_any_nat_reach_each_other() {
     let m = &mut c.m;
     m.phase("3 replicas");
     let nwid = m.create_network("nat");
+    // The public host also relays for the others.
+    for node in m.nodes.iter_mut().filter(|n| n.role == PUBLIC) {
+        node.args.push("--relay");
+    }
     for i in 0..m.nodes.len() {
         m.start_daemon(i);
     }
@@ -197,6 +202,12 @@ fn members_behind_any_nat_reach_each_other() {
                 .map(|p| p["direct"].clone());
             match (ra, rb) {
                 (CONE_A, CONE_B) => assert_eq!(kind, Some("lan".into()), "{ra} -> {rb}"),
+                // A host behind a cone or symmetric NAT reaches the port-mapped hosts at
+                // the mappings their routers hold (the public and full-cone hosts may
+                // first hear them from another port of their symmetric NATs).
+                (CONE_A | CONE_B | CONE_2 | SYM_1 | SYM_2, MAPPED | UPNP) => {
+                    assert_eq!(kind, Some("port-mapped".into()), "{ra} -> {rb}");
+                }
                 // Punched: through the relay's handshake, or by both sides' handshakes
                 // crossing in the NATs (then it looks like any public endpoint).
                 (CONE_A, CONE_2) => assert!(
@@ -443,6 +454,47 @@ fn members_behind_any_nat_reach_each_other() {
         "pub <-> c1a over IPv6"
     );
     m.phase("pub <-> c1a direct over the IPv6 underlay with IPv4 between them dropped");
+
+    // Every replica down: the symmetric pair goes on through pub, the member relay.
+    let pub_id = m.nodes[public].id().to_string();
+    for replica in &mut c.replicas {
+        if let Some(proc) = replica.proc.take() {
+            c.m.lab.kill(proc);
+        }
+    }
+    let down = Instant::now();
+    let m = &c.m;
+    let back = meshd_lab::interrupt::wait_until(Duration::from_secs(15), || {
+        m.pings(&both_ways, 1, 1).is_empty()
+    });
+    m.phase(&format!(
+        "every replica down: s1 <-> s2 ping again after {:?}",
+        down.elapsed()
+    ));
+    assert!(
+        back,
+        "s1 <-> s2 not back through the member relay\n{}",
+        c.diagnostics()
+    );
+    let status = m.status(s1);
+    let relayed_by = status["peers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["node_id"] == s2_id.as_str()))
+        .map(|p| (p["path"].clone(), p["relay_member"].clone()));
+    assert_eq!(
+        relayed_by,
+        Some(("relay".into(), pub_id.as_str().into())),
+        "{status:#}"
+    );
+    let pub_status = m.status(public);
+    let relayed = pub_status["networks"][0]["relaying"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(relayed > 0, "pub relayed nothing: {pub_status:#}");
+    let peers = m.node_cli(s1, &["peers"]);
+    let text = String::from_utf8_lossy(&peers.stdout);
+    assert!(text.contains(&format!("via member {pub_id}")), "{text}");
+    m.phase(&format!("pub relayed {relayed} packets"));
 }
 
 /// Global IPv6 on pub (2001:db8:77::/64, on the switch) and on c1a behind r1

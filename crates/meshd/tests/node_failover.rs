@@ -158,6 +158,7 @@ async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
         port: 0,
         controllers: vec![a.to_string().parse().unwrap()],
         configure_forwarding: false,
+        relay: false,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
@@ -238,6 +239,7 @@ async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
         port: 0,
         controllers: vec![a.parse().unwrap()],
         configure_forwarding: false,
+        relay: false,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {

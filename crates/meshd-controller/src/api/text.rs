@@ -285,6 +285,8 @@ mod tests {
             rfc4193_address: None,
             physical_endpoint: None,
             local_endpoints: vec![],
+            port_mapped: false,
+            relay: false,
             created_ms: 0,
             last_authorized_ms: None,
             last_deauthorized_ms: None,

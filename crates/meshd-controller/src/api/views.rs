@@ -61,6 +61,10 @@ pub struct MemberView {
     pub physical_endpoint: Option<SocketAddr>,
     /// The addresses the member reports for itself.
     pub local_endpoints: Vec<SocketAddr>,
+    /// The physical endpoint is a port mapping the member's router holds.
+    pub port_mapped: bool,
+    /// The member relays for other members (`meshd daemon --relay`).
+    pub relay: bool,
     pub created_ms: u64,
     pub last_authorized_ms: Option<u64>,
     pub last_deauthorized_ms: Option<u64>,
@@ -119,6 +123,8 @@ impl MemberView {
             rfc4193_address: net.rfc4193.then(|| addr::rfc4193_addr(net.id, m.node_id)),
             physical_endpoint: m.physical,
             local_endpoints: m.local.clone(),
+            port_mapped: m.port_mapped,
+            relay: m.relay,
             created_ms: m.created_ms,
             last_authorized_ms: m.last_authorized_ms,
             last_deauthorized_ms: m.last_deauthorized_ms,

@@ -9,8 +9,9 @@
 //! network's deletion. The node also learns the addresses of every replica (`Replicas`),
 //! right after its `Hello` and again whenever the set changes, so it can fail over.
 //! A replica that relays ([`serve_relaying`]) also hands the node its relay credential
-//! (`RelayCredential`), and takes the node's server-reflexive address (`Reflexive`) as
-//! where peers reach it from outside.
+//! (`RelayCredential`), and takes how the node says it is reached (`Reach`: its
+//! server-reflexive address or port mapping as where peers reach it from outside, and
+//! whether it relays for other members).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -28,7 +29,7 @@ use super::signed::{self, SignedConfigs};
 use crate::controller::{Controller, WriteError};
 use crate::state::{Applied, Command, ControllerState, MAX_LOCAL_ENDPOINTS, RejectKind};
 use meshd_channel::protocol::{
-    self, ControllerMessage, FrameError, JoinStatus, NodeMessage, close_code,
+    self, ControllerMessage, FrameError, JoinStatus, NodeMessage, Reach, close_code,
 };
 use meshd_channel::tls;
 
@@ -207,6 +208,8 @@ async fn connection<C: Controller>(
         replicas: Vec::new(),
         relay,
         knows_relaying: protocol::knows_relaying(&version),
+        member_relay: false,
+        port_mapped: false,
     };
     let mut applied = session.controller.applied();
     applied.borrow_and_update();
@@ -329,6 +332,10 @@ struct Session<C> {
     relay: Option<Arc<RelaySecret>>,
     /// The node's version knows `RelayCredential` ([`protocol::knows_relaying`]).
     knows_relaying: bool,
+    /// The node relays for other members (it said so in `Reach`).
+    member_relay: bool,
+    /// `physical` is a port mapping the node's router holds.
+    port_mapped: bool,
 }
 
 impl<C: Controller> Session<C> {
@@ -349,7 +356,7 @@ impl<C: Controller> Session<C> {
                 }
                 Ok(())
             }
-            NodeMessage::Reflexive { address } => self.reflexive(address).await,
+            NodeMessage::Reach(reach) => self.reach(reach).await,
         }
     }
 
@@ -366,29 +373,53 @@ impl<C: Controller> Session<C> {
         send_msg(send, &msg).await
     }
 
-    /// Takes the node's server-reflexive address as where peers reach it from outside, and
-    /// records it for every network it follows (a config change for its peers).
-    async fn reflexive(&mut self, address: SocketAddr) -> Result<(), End> {
-        let address = unmapped(address);
-        if address.ip().is_unspecified() || address.port() == 0 {
+    /// Takes how the node is reached: its public endpoint as where peers reach it from
+    /// outside, and its flags, recorded for every network it follows (a config change for
+    /// its peers).
+    async fn reach(&mut self, reach: Reach) -> Result<(), End> {
+        let public = reach.public.map(unmapped);
+        if let Some(address) = public
+            && (address.ip().is_unspecified() || address.port() == 0)
+        {
             return Err(End::Protocol(format!(
-                "reflexive address {address} is no endpoint"
+                "public address {address} is no endpoint"
             )));
         }
-        if self.physical == Some(address) {
-            return Ok(());
+        let moved = public.is_some() && self.physical != public;
+        let flags = (reach.relay, reach.port_mapped && public.is_some());
+        let flagged = flags != (self.member_relay, self.port_mapped);
+        if moved {
+            info!(node = %self.node, address = ?public, port_mapped = flags.1, "node's public endpoint");
+            self.physical = public;
         }
-        info!(node = %self.node, %address, "node's public endpoint");
-        self.physical = Some(address);
+        if flagged {
+            info!(node = %self.node, relay = flags.0, port_mapped = flags.1, "node's reach");
+            (self.member_relay, self.port_mapped) = flags;
+        }
         let followed: Vec<NetworkId> = self.networks.keys().copied().collect();
         for network in followed {
             // The push that follows the applied change brings every member up to date;
-            // a refused write leaves the old endpoint, which the next report retries.
-            if let Err(e) = self.write_join(network).await {
+            // a refused write leaves the old record, which the next report retries.
+            if moved && let Err(e) = self.write_join(network).await {
                 warn!(node = %self.node, network = %network, error = %e, "cannot record the public endpoint");
+            }
+            if flagged && let Err(e) = self.write_reach(network).await {
+                warn!(node = %self.node, network = %network, error = %e, "cannot record how the node is reached");
             }
         }
         Ok(())
+    }
+
+    /// Records the member's flags in `network`.
+    async fn write_reach(&self, network: NetworkId) -> Result<Applied, WriteError> {
+        self.controller
+            .write(Command::MemberReach {
+                network,
+                node: self.node,
+                relay: self.member_relay,
+                port_mapped: self.port_mapped,
+            })
+            .await
     }
 
     /// Records the member in `network` as this connection sees it: created unauthorized if
@@ -424,6 +455,11 @@ impl<C: Controller> Session<C> {
         match join_verdict(&result) {
             JoinVerdict::Member => {
                 debug!(node = %node, network = %network, revision = have_revision, "join");
+                if (self.member_relay || self.port_mapped)
+                    && let Err(e) = self.write_reach(network).await
+                {
+                    warn!(node = %node, network = %network, error = %e, "cannot record how the node is reached");
+                }
                 self.networks.insert(network, Tracked::new(have_revision));
                 self.refresh_one(network, send).await
             }

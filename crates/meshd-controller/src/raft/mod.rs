@@ -11,6 +11,7 @@
 
 pub mod log_store;
 pub mod network;
+mod snapshot_format;
 pub mod state_machine;
 
 use std::fs::OpenOptions;

@@ -18,6 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::snapshot_format::{self, SnapshotData};
 use super::{
     ClientResponse, RaftDb, ReplicaId, SNAPSHOT, StoreError, TypeConfig, blocking, io_err,
 };
@@ -36,14 +37,6 @@ pub struct AppliedState {
 
 /// The applied state, shared between openraft's state machine worker and readers.
 pub type SharedState = Arc<RwLock<AppliedState>>;
-
-/// A snapshot's data: self-describing, so a snapshot file alone tells what it contains.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData<S> {
-    last_applied: Option<LogId<ReplicaId>>,
-    membership: StoredMembership<ReplicaId, BasicNode>,
-    state: S,
-}
 
 /// A snapshot as kept in redb.
 #[derive(Serialize, Deserialize)]
@@ -81,12 +74,11 @@ impl StateMachineStore {
     /// Loads the last snapshot from `db`, if there is one.
     pub fn open(db: Arc<RaftDb>) -> Result<Self, StoreError> {
         let applied = match load_snapshot(&db)? {
-            Some(stored) => postcard::from_bytes::<SnapshotData<ControllerState>>(&stored.data)
-                .map(|d| AppliedState {
-                    state: d.state,
-                    last_applied: d.last_applied,
-                    membership: d.membership,
-                })?,
+            Some(stored) => snapshot_format::decode(&stored.data).map(|d| AppliedState {
+                state: d.state,
+                last_applied: d.last_applied,
+                membership: d.membership,
+            })?,
             None => AppliedState::default(),
         };
         let index = applied.last_applied.map_or(0, |l| l.index);
@@ -221,8 +213,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError<ReplicaId>> {
         let make = |e: AnyError| StorageIOError::read_snapshot(Some(meta.signature()), e);
         let data = snapshot.into_inner();
-        let decoded: SnapshotData<ControllerState> =
-            postcard::from_bytes(&data).map_err(|e| io_err(make, e))?;
+        let decoded = snapshot_format::decode(&data).map_err(|e| io_err(make, e))?;
         if decoded.last_applied != meta.last_log_id || decoded.membership != meta.last_membership {
             return Err(io_err(
                 make,
@@ -282,7 +273,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // Encoding under the read lock avoids cloning the state; applies wait that long.
         let (data, last_applied, membership) = {
             let g = self.applied.read().map_err(poisoned)?;
-            let data = postcard::to_allocvec(&SnapshotData {
+            let data = snapshot_format::encode(&SnapshotData {
                 last_applied: g.last_applied,
                 membership: g.membership.clone(),
                 state: &g.state,

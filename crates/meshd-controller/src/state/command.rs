@@ -57,6 +57,15 @@ pub enum Command {
         network: NetworkId,
         target: IpNet,
     },
+    /// What a member says of how it is reached: whether it relays for other members, and
+    /// whether its public endpoint is a port mapping its router holds. (Last, so that logs
+    /// written before it still decode.)
+    MemberReach {
+        network: NetworkId,
+        node: NodeId,
+        relay: bool,
+        port_mapped: bool,
+    },
 }
 
 /// How a route names its owner: a member directly, or the member holding a gateway address
@@ -110,7 +119,8 @@ impl Command {
             | Command::RenameMember { network, .. }
             | Command::DeleteMember { network, .. }
             | Command::AddRoute { network, .. }
-            | Command::RemoveRoute { network, .. } => Some(*network),
+            | Command::RemoveRoute { network, .. }
+            | Command::MemberReach { network, .. } => Some(*network),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! leaves the state exactly as it was (every check runs before the first change).
 
 mod command;
+pub(crate) mod legacy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -87,6 +88,10 @@ pub struct Member {
     pub last_authorized_ms: Option<u64>,
     pub last_deauthorized_ms: Option<u64>,
     pub last_seen_ms: Option<u64>,
+    /// The member relays for other members (`meshd daemon --relay`).
+    pub relay: bool,
+    /// Its public endpoint (`physical`) is a port mapping its router holds.
+    pub port_mapped: bool,
 }
 
 impl Member {
@@ -288,6 +293,29 @@ impl Network {
                 ..
             } => self.join(identity, *physical, local, *at_ms),
             Command::Authorize { node, at_ms, .. } => self.authorize(*node, *at_ms),
+            Command::MemberReach {
+                node,
+                relay,
+                port_mapped,
+                ..
+            } => {
+                let m = self
+                    .members
+                    .get_mut(node)
+                    .ok_or_else(|| not_found_member(id, *node))?;
+                let changed = (m.relay, m.port_mapped) != (*relay, *port_mapped);
+                (m.relay, m.port_mapped) = (*relay, *port_mapped);
+                let authorized = m.authorized;
+                if changed && authorized {
+                    self.revision += 1;
+                }
+                Ok(Applied::Member {
+                    network: id,
+                    node: *node,
+                    authorized,
+                    revision: self.revision,
+                })
+            }
             Command::Deauthorize { node, at_ms, .. } => {
                 let m = self
                     .members
@@ -389,6 +417,8 @@ impl Network {
             last_authorized_ms: None,
             last_deauthorized_ms: None,
             last_seen_ms: None,
+            relay: false,
+            port_mapped: false,
         });
         if m.identity != *identity {
             return Err(Rejected::new(
@@ -610,6 +640,8 @@ impl Network {
                 ipv4: m.ipv4.clone(),
                 container_subnet: m.container_subnet,
                 endpoints: m.endpoints().into_iter().take(8).collect(),
+                relay: m.relay,
+                port_mapped: m.port_mapped && m.physical.is_some(),
             })
             .collect();
         cfg.routes = self

@@ -276,6 +276,49 @@ fn a_different_identity_for_a_known_node_is_refused() {
 }
 
 #[test]
+fn a_member_says_it_relays_and_its_endpoint_is_port_mapped() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(4))).unwrap();
+    let network = nwid(4);
+    s.apply(&join(4, 0)).unwrap();
+    let reach = |relay, port_mapped| Command::MemberReach {
+        network,
+        node: node(0),
+        relay,
+        port_mapped,
+    };
+    // Unauthorized: recorded, no new revision.
+    let before = s.network(network).unwrap().revision;
+    s.apply(&reach(true, true)).unwrap();
+    assert_eq!(s.network(network).unwrap().revision, before);
+    s.apply(&Command::Authorize {
+        network,
+        node: node(0),
+        at_ms: 3,
+    })
+    .unwrap();
+    let config = |s: &ControllerState| s.network(network).unwrap().config();
+    let m = config(&s).members[0].clone();
+    assert!(m.relay && m.port_mapped, "{m:?}");
+    // The same again changes nothing; a change is a new revision.
+    let revision = s.network(network).unwrap().revision;
+    s.apply(&reach(true, true)).unwrap();
+    assert_eq!(s.network(network).unwrap().revision, revision);
+    s.apply(&reach(false, false)).unwrap();
+    assert_eq!(s.network(network).unwrap().revision, revision + 1);
+    let m = config(&s).members[0].clone();
+    assert!(!m.relay && !m.port_mapped);
+    // A member nobody has seen is refused.
+    let unknown = Command::MemberReach {
+        network,
+        node: node(5),
+        relay: true,
+        port_mapped: false,
+    };
+    assert!(s.apply(&unknown).is_err());
+}
+
+#[test]
 fn commands_round_trip_through_postcard_and_json() {
     let cmds = vec![
         Command::CreateNetwork(spec(3)),
@@ -331,6 +374,14 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 via: RouteVia::Node(node(w)),
             }
         }),
+        (seed.clone(), who.clone(), any::<bool>(), any::<bool>()).prop_map(
+            |(s, w, relay, port_mapped)| Command::MemberReach {
+                network: nwid(s),
+                node: node(w),
+                relay,
+                port_mapped,
+            }
+        ),
         (seed, 0u32..8).prop_map(|(s, third)| Command::RemoveRoute {
             network: nwid(s),
             target: IpNet::V4(Ipv4Net::new(Ipv4Addr::new(172, 28, third as u8, 0), 24).unwrap()),

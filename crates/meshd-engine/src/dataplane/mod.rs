@@ -181,6 +181,10 @@ pub struct NetworkStatus {
     /// `tun_write_error` (per failed write batch), `udp_send_error`, `seal_error`. Zeros
     /// included.
     pub drops: Vec<(&'static str, u64)>,
+    /// Envelopes this node relayed between two peers (when the config marks it a relay),
+    /// and their bytes.
+    pub relayed_packets: u64,
+    pub relayed_bytes: u64,
     pub offloads: Offloads,
 }
 
@@ -382,14 +386,15 @@ impl Dataplane {
     pub fn status(&self, id: NetworkId) -> Option<NetworkStatus> {
         let net = self.network(id)?;
         let plan = lock(&net.plan).clone();
-        let (peers, mut drops) = {
+        let (peers, mut drops, relayed) = {
             let tunnel = lock(&net.tunnel);
             let peers = tunnel.peer_statuses(Instant::now());
+            let stats = tunnel.stats();
             let drops: Vec<(&'static str, u64)> = DropReason::ALL
                 .iter()
-                .map(|&r| (r.name(), tunnel.stats().dropped(r)))
+                .map(|&r| (r.name(), stats.dropped(r)))
                 .collect();
-            (peers, drops)
+            (peers, drops, (stats.relayed_packets, stats.relayed_bytes))
         };
         drops.extend(net.counters.list());
         Some(NetworkStatus {
@@ -399,6 +404,8 @@ impl Dataplane {
             routes: plan.routes.into_iter().collect(),
             peers,
             drops,
+            relayed_packets: relayed.0,
+            relayed_bytes: relayed.1,
             offloads: Offloads {
                 tun_tcp: net.queues[0].tcp_gso(),
                 tun_udp: net.queues[0].udp_gso(),

@@ -88,6 +88,8 @@ pub(crate) struct SocketCounters {
     pub malformed: AtomicU64,
     pub unknown_network: AtomicU64,
     pub unknown_index: AtomicU64,
+    /// Relay envelopes for another node that no network relays.
+    pub relay_not_for_us: AtomicU64,
 }
 
 impl SocketCounters {
@@ -97,6 +99,7 @@ impl SocketCounters {
             ("malformed", get(&self.malformed)),
             ("unknown_network", get(&self.unknown_network)),
             ("unknown_index", get(&self.unknown_index)),
+            ("relay_not_for_us", get(&self.relay_not_for_us)),
         ]
     }
 }

@@ -282,6 +282,22 @@ fn demux<'a>(
         bump(&outside.counters.malformed);
         return None;
     };
+    if datagram[0] == wire::TYPE_RELAY
+        && let Ok(wire::Message::Relay(envelope)) = wire::parse(datagram)
+        && networks
+            .values()
+            .next()
+            .is_some_and(|n| n.me != envelope.destination)
+    {
+        // For another node: a network that relays between the two takes it.
+        let found = networks
+            .values()
+            .find(|n| lock(&n.tunnel).relays_between(envelope.source, envelope.destination));
+        if found.is_none() {
+            bump(&outside.counters.relay_not_for_us);
+        }
+        return found;
+    }
     let found = match recipient {
         Recipient::Network(id) => networks.get(&NetworkId::from_bytes(id)),
         Recipient::Index(index) => networks.by_index(index),

@@ -184,6 +184,10 @@ pub struct NetworkView {
     /// `spoofed_source`, `replayed`, ...); reasons that never happened are left out.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
+    /// What this node relayed for the other members, when the config marks it a relay
+    /// (`meshd daemon --relay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relaying: Option<RelayedView>,
     /// The controllers asked for this network.
     pub controllers: Vec<String>,
     /// When the network was joined, in seconds since the Unix epoch.
@@ -191,6 +195,13 @@ pub struct NetworkView {
     /// The last problem (a refused join or config, a data-plane failure), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Envelopes relayed between two other members, and their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayedView {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 /// The subnets this host's containers take their addresses from.
@@ -213,6 +224,9 @@ pub enum DirectKind {
     Lan,
     Public,
     Punched,
+    /// The port mapping the peer's router holds (UPnP-IGD, NAT-PMP, PCP).
+    #[serde(rename = "port-mapped")]
+    PortMapped,
 }
 
 impl DirectKind {
@@ -221,6 +235,7 @@ impl DirectKind {
             DirectKind::Lan => "lan",
             DirectKind::Public => "public",
             DirectKind::Punched => "punched",
+            DirectKind::PortMapped => "port-mapped",
         }
     }
 }
@@ -248,9 +263,14 @@ pub struct PeerView {
     /// The relay traffic to the peer goes through, while its path is `relay`.
     #[serde(default)]
     pub relay: Option<SocketAddr>,
+    /// The member that relay is, when a member relays (`meshd daemon --relay`); null for a
+    /// replica's relay.
+    #[serde(default)]
+    pub relay_member: Option<NodeId>,
     /// What kind of direct path: `lan` (one of the peer's own addresses that is not its
-    /// public endpoint), `public` (its public endpoint, or where its NAT showed it), or
-    /// `punched` (found by probing from both sides while relayed); null unless direct.
+    /// public endpoint), `public` (its public endpoint, or where its NAT showed it),
+    /// `port-mapped` (the port mapping its router holds) or `punched` (found by probing
+    /// from both sides while relayed); null unless direct.
     #[serde(default)]
     pub direct: Option<DirectKind>,
     /// Seconds since the path (direct endpoint or relay) last changed.
@@ -524,7 +544,8 @@ impl Daemon {
         for (mut view, cfg, up) in networks {
             if let Some(dp) = up.then(|| self.dataplane.status(view.id)).flatten() {
                 if let Some(cfg) = &cfg {
-                    peers.extend(dp.peers.iter().map(|p| peer_view(view.id, cfg, p)));
+                    let all = &dp.peers;
+                    peers.extend(all.iter().map(|p| peer_view(view.id, cfg, all, p)));
                 }
                 view.interface = Some(dp.interface);
                 view.mtu = Some(dp.mtu);
@@ -537,6 +558,11 @@ impl Daemon {
                     .filter(|&(_, n)| n > 0)
                     .map(|(reason, n)| (reason.to_owned(), n))
                     .collect();
+                let relays = cfg.as_ref().and_then(|c| c.member(self.node_id()));
+                view.relaying = relays.filter(|m| m.relay).map(|_| RelayedView {
+                    packets: dp.relayed_packets,
+                    bytes: dp.relayed_bytes,
+                });
             }
             views.push(view);
         }
@@ -627,6 +653,7 @@ fn network_view(
         routes: Vec::new(),
         kernel_routes: Vec::new(),
         drops: BTreeMap::new(),
+        relaying: None,
         controllers: Vec::new(),
         joined_at: 0,
         error: None,
@@ -660,12 +687,25 @@ fn network_view(
     view
 }
 
-fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerView {
+/// What `meshd peers` shows of peer `p`; `all` is every peer of the network (one of them
+/// may be the member relaying for `p`).
+fn peer_view(
+    network: NetworkId,
+    cfg: &NetworkConfig,
+    all: &[PeerStatus],
+    p: &PeerStatus,
+) -> PeerView {
     let (path, relay) = match (p.has_session, p.via) {
         (true, Some(Via::Relay(relay))) => (PeerPath::Relay, Some(relay)),
         (true, _) => (PeerPath::Direct, None),
         (false, _) => (PeerPath::None, None),
     };
+    let relay_member = relay.and_then(|address| {
+        all.iter()
+            .filter(|other| cfg.member(other.node_id).is_some_and(|m| m.relay))
+            .find(|other| other.endpoint == Some(address))
+            .map(|other| other.node_id)
+    });
     PeerView {
         node_id: p.node_id,
         network,
@@ -675,6 +715,7 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
             .unwrap_or_default(),
         path,
         relay,
+        relay_member,
         direct: (path == PeerPath::Direct)
             .then(|| direct_kind(cfg, p))
             .flatten(),
@@ -703,18 +744,19 @@ fn peer_view(network: NetworkId, cfg: &NetworkConfig, p: &PeerStatus) -> PeerVie
 }
 
 /// The kind of a direct path: see [`PeerView::direct`]. The config lists a member's public
-/// endpoint (as the controller saw it) first, then its own addresses.
+/// endpoint (as the replicas saw it, or its router's port mapping) first, then its own
+/// addresses.
 fn direct_kind(cfg: &NetworkConfig, p: &PeerStatus) -> Option<DirectKind> {
     let endpoint = p.endpoint?;
-    if p.punched {
-        return Some(DirectKind::Punched);
-    }
-    let listed = cfg
-        .member(p.node_id)
-        .map(|m| m.endpoints.as_slice())
-        .unwrap_or_default();
-    Some(match listed.iter().position(|e| *e == endpoint) {
+    let member = cfg.member(p.node_id);
+    let listed = member.map(|m| m.endpoints.as_slice()).unwrap_or_default();
+    let position = listed.iter().position(|e| *e == endpoint);
+    // What the address is comes first: the router's mapping takes traffic from anyone, and
+    // a LAN address is the LAN, however the path was found.
+    Some(match position {
+        Some(0) if member.is_some_and(|m| m.port_mapped) => DirectKind::PortMapped,
         Some(i) if i > 0 => DirectKind::Lan,
+        _ if p.punched => DirectKind::Punched,
         _ => DirectKind::Public,
     })
 }

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use meshd_channel::{ChannelClient, ControllerMessage, JoinStatus};
+use meshd_channel::{ChannelClient, ControllerMessage, JoinStatus, Reach};
 use meshd_proto::config::VerifyError;
 use meshd_proto::{NetworkConfig, NetworkId, SignedConfig};
 use serde::{Deserialize, Serialize};
@@ -372,7 +372,7 @@ pub(super) async fn run(daemon: Arc<Daemon>, key: LinkKey, wake: Arc<Notify>) {
                 sent: BTreeMap::new(),
                 pending: VecDeque::new(),
                 retry: BTreeMap::new(),
-                reflexive_sent: None,
+                reach_sent: None,
                 relaying: false,
             };
             let end = session.run(&wake, &mut stop).await;
@@ -499,9 +499,9 @@ struct Session<'a> {
     pending: VecDeque<NetworkId>,
     /// Networks to join again once their time comes.
     retry: BTreeMap<NetworkId, Instant>,
-    /// The public endpoint last reported on this connection.
-    reflexive_sent: Option<SocketAddr>,
-    /// The controller sent a relay credential, so it knows `Reflexive` too.
+    /// How the node is reached, as last reported on this connection.
+    reach_sent: Option<Reach>,
+    /// The controller sent a relay credential, so it knows `Reach` too.
     relaying: bool,
 }
 
@@ -534,12 +534,11 @@ impl Session<'_> {
     /// not ask again), leaves what is joined and no longer wanted.
     async fn sync(&mut self, wanted: &[Wanted]) -> Result<(), meshd_channel::ChannelError> {
         // Reported before joins, so that a join records where peers reach the node.
-        if let Some(reflexive) = self.daemon.reflexive_for(self.key)
-            && self.relaying
-            && self.reflexive_sent != Some(reflexive)
-        {
-            self.client.reflexive(reflexive).await?;
-            self.reflexive_sent = Some(reflexive);
+        let reach = self.daemon.reach_for(self.key);
+        let worth_saying = reach.public.is_some() || reach.relay;
+        if self.relaying && worth_saying && self.reach_sent != Some(reach) {
+            self.client.reach(reach).await?;
+            self.reach_sent = Some(reach);
         }
         let now = Instant::now();
         let is_wanted = |n: &NetworkId| wanted.iter().any(|w| w.network == *n);

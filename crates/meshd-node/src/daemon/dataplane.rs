@@ -117,6 +117,8 @@ mod tests {
                 ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
                 container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).unwrap()),
                 endpoints: vec![],
+                relay: false,
+                port_mapped: false,
             });
         }
         cfg.routes.push(ManagedRoute {

@@ -80,6 +80,9 @@ pub struct DaemonOptions {
     /// `--configure-forwarding`: turn on IPv4/IPv6 forwarding at start, before any network
     /// comes up ([`forwarding::configure_at_start`]).
     pub configure_forwarding: bool,
+    /// `--relay`: offer to relay for the other members of every network (the controller
+    /// marks the member a relay in the config).
+    pub relay: bool,
 }
 
 /// Runs the daemon until `shutdown` resolves: serves the local API on `DIR/meshd.sock`,
@@ -140,6 +143,8 @@ pub async fn run(
 pub(crate) struct Daemon {
     state: Arc<StateDir>,
     port: u16,
+    /// `--relay`: the node offers to relay for other members.
+    relay: bool,
     defaults: Vec<ControllerAddr>,
     dataplane: Box<dyn Dataplane>,
     /// The forwarding part of `meshd status`.
@@ -272,6 +277,7 @@ impl Daemon {
         Self {
             state: Arc::new(opts.state),
             port: opts.port,
+            relay: opts.relay,
             defaults,
             dataplane,
             forwarding: forwarding::Checker::new(forwarding::PROC_SYS, Vec::new()),
@@ -688,6 +694,7 @@ mod tests {
             port: 0,
             controllers: vec![],
             configure_forwarding: false,
+            relay: false,
         };
         let daemon = Arc::new(Daemon::new(opts, Box::new(Arc::clone(&dp)), stop));
         daemon.restore().await;
@@ -748,6 +755,7 @@ mod tests {
             port: 0,
             controllers: vec![],
             configure_forwarding: false,
+            relay: false,
         };
         let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
             let _ = stop_rx.await;

@@ -56,6 +56,8 @@ impl NoDataplane {
             routes: plan.routes.into_iter().collect(),
             peers: Vec::new(),
             drops: Vec::new(),
+            relayed_packets: 0,
+            relayed_bytes: 0,
             offloads: Offloads::default(),
         }
     }

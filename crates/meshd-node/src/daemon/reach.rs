@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use meshd_channel::Reach;
 use meshd_channel::protocol::relay_port;
 use meshd_proto::NetworkId;
 use meshd_proto::reach::client::{ReachClient, RelayView};
@@ -103,16 +104,22 @@ impl Daemon {
         }
     }
 
-    /// The public endpoint link `key` should report, if any: the router's port mapping when
-    /// there is one (it takes traffic from anyone), else what the relays saw.
-    pub(super) fn reflexive_for(&self, key: &LinkKey) -> Option<SocketAddr> {
+    /// How link `key` should say the node is reached: the public endpoint is the router's
+    /// port mapping when there is one (it takes traffic from anyone), else what the relays
+    /// saw; and whether the node relays.
+    pub(super) fn reach_for(&self, key: &LinkKey) -> Reach {
         let inner = self.lock();
         let seen = inner
             .links
             .get(&key.controllers)
             .filter(|l| l.id == key.id)
             .and_then(|l| l.reach.reflexive);
-        inner.port_mapping.map(|m| m.external).or(seen)
+        let mapped = inner.port_mapping.map(|m| m.external);
+        Reach {
+            public: mapped.or(seen),
+            port_mapped: mapped.is_some(),
+            relay: self.relay,
+        }
     }
 
     /// The router granted (or lost) a mapping of the data-plane port: every link reports the

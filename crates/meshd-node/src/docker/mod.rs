@@ -327,6 +327,7 @@ mod tests {
             routes: vec![],
             kernel_routes: vec![],
             drops: BTreeMap::new(),
+            relaying: None,
             controllers: vec![],
             joined_at: 0,
             error: None,

@@ -45,7 +45,10 @@ pub fn render(s: &StatusView) -> String {
                         (PeerPath::None, _) => "NONE".to_owned(),
                     },
                     match (p.path, p.relay, p.endpoint) {
-                        (PeerPath::Relay, Some(relay), _) => format!("via {relay}"),
+                        (PeerPath::Relay, Some(relay), _) => match p.relay_member {
+                            Some(member) => format!("via member {} {relay}", name_of(s, member)),
+                            None => format!("via {relay}"),
+                        },
                         (_, _, endpoint) => endpoint.map_or_else(dash, |e| e.to_string()),
                     },
                     p.rtt_ms.map_or_else(dash, |r| format!("{r:.1}ms")),
@@ -59,8 +62,16 @@ pub fn render(s: &StatusView) -> String {
     )
 }
 
+/// A peer's member name, else its node id.
+fn name_of(s: &StatusView, node: meshd_proto::NodeId) -> String {
+    s.peers
+        .iter()
+        .find(|p| p.node_id == node && !p.name.is_empty())
+        .map_or_else(|| node.to_string(), |p| p.name.clone())
+}
+
 /// Bytes in the largest unit that keeps a number at or above 1: `512 B`, `1.2 MB`.
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = n as f64;
     let mut unit = 0;
@@ -107,6 +118,7 @@ mod tests {
             name: "host-b".into(),
             path: PeerPath::Direct,
             relay: None,
+            relay_member: None,
             direct: None,
             path_age_s: None,
             endpoint: Some("192.0.2.11:9993".parse().unwrap()),
@@ -144,6 +156,21 @@ mod tests {
         s.peers = vec![relayed];
         let text = render(&s);
         assert!(text.contains("RELAY  via 198.51.100.1:9995"), "{text}");
+        // Through a member: named.
+        let mut member = s.peers[0].clone();
+        member.node_id = "0a0b0c0d0e".parse().unwrap();
+        member.name = "vps-relay".into();
+        member.path = PeerPath::Direct;
+        member.direct = Some(crate::daemon::api::DirectKind::PortMapped);
+        s.peers[0].relay_member = Some(member.node_id);
+        s.peers[0].relay = Some("203.0.113.5:9993".parse().unwrap());
+        s.peers.push(member);
+        let text = render(&s);
+        assert!(
+            text.contains("RELAY               via member vps-relay 203.0.113.5:9993"),
+            "{text}"
+        );
+        assert!(text.contains("DIRECT port-mapped"), "{text}");
     }
 
     #[test]

@@ -246,6 +246,16 @@ pub fn network_block(node: NodeId, n: &NetworkView) -> String {
         let drops: Vec<String> = n.drops.iter().map(|(r, c)| format!("{r} {c}")).collect();
         line("dropped", drops.join(", "));
     }
+    if let Some(relayed) = n.relaying {
+        line(
+            "relaying",
+            format!(
+                "for the other members: {} packets, {}",
+                relayed.packets,
+                super::peers::bytes(relayed.bytes)
+            ),
+        );
+    }
     if let Some(error) = &n.error {
         line("error", error.clone());
     }
@@ -327,6 +337,7 @@ mod tests {
             ],
             kernel_routes: vec![],
             drops: [("unknown_peer".to_owned(), 3)].into(),
+            relaying: None,
             controllers: vec!["127.0.0.1:9994".into()],
             joined_at: 1,
             error: None,
@@ -382,6 +393,22 @@ mod tests {
              \x20 containers  172.28.3.0/24  fc9c:56c2:e389:e92c:eee5::/80\n\
              \x20 routes      172.28.4.0/24 via 1a2b3c4d5e\n\
              \x20 dropped     unknown_peer 3\n"
+        );
+    }
+
+    #[test]
+    fn a_relaying_member_says_what_it_relayed() {
+        let mut n = network(NetworkStatus::Ok);
+        let node = "89e92ceee5".parse().unwrap();
+        assert!(!network_block(node, &n).contains("relaying"));
+        n.relaying = Some(crate::daemon::api::RelayedView {
+            packets: 1200,
+            bytes: 1_500_000,
+        });
+        let text = network_block(node, &n);
+        assert!(
+            text.contains("for the other members: 1200 packets, 1.5 MB"),
+            "{text}"
         );
     }
 

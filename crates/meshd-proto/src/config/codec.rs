@@ -21,8 +21,12 @@ use crate::{NetworkId, NodeId};
 
 const MAGIC: &[u8; 4] = b"MSHN";
 const VERSION: u8 = 1;
+/// Version 1 plus a flags byte per member.
+const VERSION_MEMBER_FLAGS: u8 = 2;
 const FLAG_SIXPLANE: u8 = 1;
 const FLAG_RFC4193: u8 = 2;
+const MEMBER_RELAY: u8 = 1;
+const MEMBER_PORT_MAPPED: u8 = 2;
 /// Longest network or member name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Smallest encoded member: ids, keys, empty name and lists.
@@ -63,7 +67,12 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
     })?;
     let mut w = Vec::with_capacity(64 + cfg.members.len() * 128);
     w.extend_from_slice(MAGIC);
-    w.push(VERSION);
+    let with_flags = cfg.members.iter().any(|m| member_flags(m) != 0);
+    w.push(if with_flags {
+        VERSION_MEMBER_FLAGS
+    } else {
+        VERSION
+    });
     w.extend_from_slice(&cfg.network_id.to_bytes());
     w.extend_from_slice(&cfg.revision.to_be_bytes());
     put_name(&mut w, &cfg.name, "network name")?;
@@ -94,6 +103,9 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
             put_ip(&mut w, e.ip());
             w.extend_from_slice(&e.port().to_be_bytes());
         }
+        if with_flags {
+            w.push(member_flags(m));
+        }
     }
     let routes = u32::try_from(cfg.routes.len()).map_err(|_| EncodeError::TooLarge("routes"))?;
     w.extend_from_slice(&routes.to_be_bytes());
@@ -111,7 +123,7 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = r.u8("version")?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_MEMBER_FLAGS {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let network_id = NetworkId::from_bytes(r.array("network id")?);
@@ -134,7 +146,12 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
     let member_count = r.count("member count", MIN_MEMBER_LEN)?;
     let mut members = Vec::with_capacity(member_count);
     for _ in 0..member_count {
-        members.push(r.member()?);
+        members.push(r.member(version == VERSION_MEMBER_FLAGS)?);
+    }
+    if version == VERSION_MEMBER_FLAGS && members.iter().all(|m| member_flags(m) == 0) {
+        return Err(DecodeError::NotCanonical(
+            "member flags (version 2 without any)",
+        ));
     }
     let route_count = r.count("route count", 11)?;
     let mut routes = Vec::with_capacity(route_count);
@@ -186,8 +203,17 @@ fn check_canonical(cfg: &NetworkConfig) -> Result<(), DecodeError> {
         if !strictly_sorted(m.ipv4.iter()) {
             return Err(DecodeError::NotCanonical("member ipv4 addresses"));
         }
+        if m.port_mapped && m.endpoints.is_empty() {
+            return Err(DecodeError::NotCanonical(
+                "port-mapped member without an endpoint",
+            ));
+        }
     }
     Ok(())
+}
+
+fn member_flags(m: &MemberConfig) -> u8 {
+    (if m.relay { MEMBER_RELAY } else { 0 }) | if m.port_mapped { MEMBER_PORT_MAPPED } else { 0 }
 }
 
 fn put_name(w: &mut Vec<u8>, name: &str, what: &'static str) -> Result<(), EncodeError> {
@@ -327,7 +353,7 @@ impl<'a> Reader<'a> {
         Ok(net)
     }
 
-    fn member(&mut self) -> Result<MemberConfig, DecodeError> {
+    fn member(&mut self, with_flags: bool) -> Result<MemberConfig, DecodeError> {
         let node_id = self.node_id("member node id")?;
         let identity = PublicIdentity {
             x25519: self.array("member x25519 key")?,
@@ -350,6 +376,14 @@ impl<'a> Reader<'a> {
             let port = self.u16("member endpoint port")?;
             endpoints.push(SocketAddr::new(ip, port));
         }
+        let flags = if with_flags {
+            self.u8("member flags")?
+        } else {
+            0
+        };
+        if flags & !(MEMBER_RELAY | MEMBER_PORT_MAPPED) != 0 {
+            return Err(DecodeError::Invalid("member flags"));
+        }
         Ok(MemberConfig {
             node_id,
             identity,
@@ -357,6 +391,8 @@ impl<'a> Reader<'a> {
             ipv4,
             container_subnet,
             endpoints,
+            relay: flags & MEMBER_RELAY != 0,
+            port_mapped: flags & MEMBER_PORT_MAPPED != 0,
         })
     }
 }
@@ -375,6 +411,45 @@ mod tests {
             let bytes = encode(&cfg).unwrap();
             assert_eq!(decode(&bytes).unwrap(), cfg);
         }
+    }
+
+    /// [`sample`] with a relay member and a port-mapped one.
+    fn flagged(n: usize) -> NetworkConfig {
+        let (mut cfg, _) = sample(n);
+        cfg.members[0].relay = true;
+        cfg.members[n - 1].port_mapped = true;
+        cfg
+    }
+
+    #[test]
+    fn member_flags_need_version_2_and_only_they_do() {
+        let (plain, _) = sample(3);
+        assert_eq!(encode(&plain).unwrap()[4], VERSION);
+        let cfg = flagged(3);
+        let bytes = encode(&cfg).unwrap();
+        assert_eq!(bytes[4], VERSION_MEMBER_FLAGS);
+        let decoded = decode(&bytes).unwrap();
+        assert_eq!(decoded, cfg);
+        assert!(decoded.members[0].relay && !decoded.members[0].port_mapped);
+        assert!(decoded.members[2].port_mapped && !decoded.members[2].relay);
+        // Version 2 where no member has a flag has a shorter spelling: refused.
+        let mut none = cfg.clone();
+        for m in &mut none.members {
+            (m.relay, m.port_mapped) = (false, false);
+        }
+        let mut bytes = encode(&none).unwrap();
+        bytes[4] = VERSION_MEMBER_FLAGS;
+        assert!(decode(&bytes).is_err());
+        // Unknown flag bits are refused.
+        let mut bytes = encode(&flagged(1)).unwrap();
+        // The flags are the member's last byte, before the route count and one IPv4 route.
+        let flags_at = bytes.len() - 4 - 11 - 1;
+        bytes[flags_at] |= 0x80;
+        assert_eq!(decode(&bytes), Err(DecodeError::Invalid("member flags")));
+        // A port mapping needs an endpoint to be one.
+        let mut cfg = flagged(1);
+        cfg.members[0].endpoints.clear();
+        assert!(encode(&cfg).is_err());
     }
 
     #[test]
@@ -430,9 +505,10 @@ mod tests {
 
         #[test]
         fn mutated_encodings_never_panic_and_reencode_identically(
-            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            flags in any::<bool>(),
         ) {
-            let (cfg, _) = sample(2);
+            let cfg = if flags { flagged(2) } else { sample(2).0 };
             let mut bytes = encode(&cfg).unwrap();
             for (at, x) in flips {
                 let i = at % bytes.len();

@@ -58,6 +58,12 @@ pub struct MemberConfig {
     /// Where the member was last seen from (its address as the controller saw it, then the
     /// local addresses it reported), most likely first.
     pub endpoints: Vec<SocketAddr>,
+    /// The member forwards relay envelopes between members it holds sessions with
+    /// (`meshd daemon --relay`), so relayed pairs need no replica.
+    pub relay: bool,
+    /// The first endpoint is a port mapping the member's router holds (UPnP-IGD, NAT-PMP or
+    /// PCP), not an address the member or a replica saw.
+    pub port_mapped: bool,
 }
 
 /// A prefix routed to the member that owns it (a LAN behind a host, say).
@@ -190,6 +196,8 @@ pub(crate) mod tests {
                 ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
                 container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).unwrap()),
                 endpoints: vec![SocketAddr::from(([192, 0, 2, 10 + i], 9993))],
+                relay: false,
+                port_mapped: false,
             });
         }
         if let Some(first) = ids.first() {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::bucket::TokenBucket;
 use super::credential::RelaySecret;
 use super::drop::ReachDrop;
 use super::reflect::{REFLECTED_LEN, ReflectRequest, Reflection};
@@ -67,8 +68,7 @@ struct Registration {
     address: SocketAddr,
     sequence: u64,
     refreshed: Instant,
-    tokens: f64,
-    tokens_at: Instant,
+    tokens: TokenBucket,
 }
 
 /// The relay of one replica.
@@ -145,7 +145,7 @@ impl RelayServer {
         if !self.networks.contains_key(&request.node) {
             return Err(ReachDrop::NotMember);
         }
-        let burst = self.limits.burst as f64;
+        let full = TokenBucket::full(&self.limits, now);
         match self.registrations.get_mut(&request.node) {
             Some(r) if request.sequence <= r.sequence => return Err(ReachDrop::Replayed),
             Some(r) => {
@@ -160,8 +160,7 @@ impl RelayServer {
                         address: from,
                         sequence: request.sequence,
                         refreshed: now,
-                        tokens: burst,
-                        tokens_at: now,
+                        tokens: full,
                     },
                 );
             }
@@ -209,17 +208,9 @@ impl RelayServer {
             .registrations
             .get_mut(&envelope.source)
             .ok_or(ReachDrop::SourceNotRegistered)?;
-        let elapsed = now
-            .saturating_duration_since(source.tokens_at)
-            .as_secs_f64();
-        source.tokens =
-            (source.tokens + elapsed * limits.bytes_per_second as f64).min(limits.burst as f64);
-        source.tokens_at = now;
-        let cost = bytes.len() as f64;
-        if source.tokens < cost {
+        if !source.tokens.take(&limits, now, bytes.len()) {
             return Err(ReachDrop::RateLimited);
         }
-        source.tokens -= cost;
         Ok(RelayAction::Forward { to, bytes })
     }
 

@@ -44,6 +44,11 @@ drop_reasons! {
     RelayNotForUs => "relay_not_for_us",
     // A relayed message that authenticated as another peer than the envelope names.
     RelaySourceMismatch => "relay_source_mismatch",
+    // An envelope to relay from an address that is not its source's session endpoint.
+    RelayWrongSource => "relay_wrong_source",
+    // An envelope to relay to a peer we have no live direct path to.
+    RelayNoPath => "relay_no_path",
+    RelayRateLimited => "relay_rate_limited",
     BadProbe => "bad_probe",
 }
 
@@ -57,6 +62,9 @@ impl std::fmt::Display for DropReason {
 #[derive(Debug, Clone, Default)]
 pub struct TunnelStats {
     drops: FxHashMap<DropReason, u64>,
+    /// Envelopes relayed between two peers (when this node relays), and their bytes.
+    pub relayed_packets: u64,
+    pub relayed_bytes: u64,
 }
 
 impl TunnelStats {

@@ -270,7 +270,7 @@ impl Tunnel {
         // Through a relay as well while no direct path is known to work: whichever way
         // answers first carries the session.
         let relay = (!peer.direct_alive(now))
-            .then(|| super::via::relay_for(&self.relays, peer))
+            .then(|| self.relays.for_peer(peer))
             .flatten();
         if destinations.is_empty() && relay.is_none() {
             self.stats.count(DropReason::NoEndpoint);

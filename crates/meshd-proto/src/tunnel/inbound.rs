@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use super::peer::{Slot, retire};
 use super::{DropReason, Event, Tunnel, Via, paths};
+use crate::reach::bucket::TokenBucket;
 use crate::session::{Open, Session, SessionError};
 use crate::wire::{self, Message};
 use crate::{NodeId, ip};
@@ -116,12 +117,69 @@ impl Tunnel {
             }
             Message::Relay(r) => {
                 if r.destination != self.node_id {
-                    return Err(DropReason::RelayNotForUs);
+                    let (source, destination) = (r.source, r.destination);
+                    return self.forward(now, from, datagram, source, destination, relayed);
                 }
                 let source = Some(r.source);
                 self.handle_message(now, from, &mut datagram[wire::RELAY_HEADER_LEN..], source)
             }
         }
+    }
+
+    /// Relays an envelope from `source` to `destination` when this node is a relay: only
+    /// from the address `source`'s session traffic comes from (its registration, so to say),
+    /// only to a peer we reach directly, within `source`'s rate limit, never nested.
+    fn forward<'a>(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        source: NodeId,
+        destination: NodeId,
+        relayed: Option<NodeId>,
+    ) -> Result<Incoming<'a>, DropReason> {
+        if !self.relaying || relayed.is_some() {
+            return Err(DropReason::RelayNotForUs);
+        }
+        let registered = self.peers.get(&source).is_some_and(|p| {
+            p.endpoint == Some(from) && p.usable_session(now) && p.direct_alive(now)
+        });
+        if !registered {
+            return Err(DropReason::RelayWrongSource);
+        }
+        let to = self
+            .peers
+            .get(&destination)
+            .filter(|p| p.direct_alive(now))
+            .and_then(|p| p.endpoint)
+            .ok_or(DropReason::RelayNoPath)?;
+        let limits = self.settings.relay_limits;
+        let tokens = self
+            .peers
+            .get_mut(&source)
+            .map(|p| {
+                p.relay_tokens
+                    .get_or_insert_with(|| TokenBucket::full(&limits, now))
+            })
+            .ok_or(DropReason::RelayWrongSource)?;
+        if !tokens.take(&limits, now, datagram.len()) {
+            return Err(DropReason::RelayRateLimited);
+        }
+        self.stats.relayed_packets += 1;
+        self.stats.relayed_bytes += datagram.len() as u64;
+        self.transmits.push_back(super::Transmit {
+            destination: to,
+            peer: Some(destination),
+            bytes: datagram.to_vec(),
+        });
+        Ok(Incoming::Handled)
+    }
+
+    /// Whether this node relays envelopes between `source` and `destination`: it relays and
+    /// both are its peers. An engine with several networks on one socket asks each network
+    /// in turn for an envelope that is not for this node.
+    pub fn relays_between(&self, source: NodeId, destination: NodeId) -> bool {
+        self.relaying && self.peers.contains_key(&source) && self.peers.contains_key(&destination)
     }
 
     fn on_data<'a>(

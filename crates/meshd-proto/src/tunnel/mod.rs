@@ -65,6 +65,7 @@ pub use via::{DIRECT_DEAD, DIRECT_QUIET, RELAYED_SCAN_INTERVAL, Via};
 
 use crate::config::NetworkConfig;
 use crate::handshake::{CookieSecret, MacKeys, TIMESTAMP_LEN};
+use crate::reach::relay::RelayLimits;
 use crate::routes::RouteTable;
 use crate::{Identity, NetworkId, NodeId};
 
@@ -77,6 +78,9 @@ pub struct Settings {
     /// plane running several networks over one socket gives each network's tunnel its own,
     /// and so finds a datagram's network from its receiver index alone.
     pub index_prefix: u8,
+    /// How much each peer may have relayed through this node, when the config marks it a
+    /// relay.
+    pub relay_limits: RelayLimits,
 }
 
 impl Default for Settings {
@@ -84,6 +88,7 @@ impl Default for Settings {
         Self {
             cookie_threshold_per_second: 1000,
             index_prefix: 0,
+            relay_limits: RelayLimits::default(),
         }
     }
 }
@@ -139,8 +144,13 @@ pub struct Tunnel {
     forced_load: bool,
     probe_seq: u64,
     last_tick: Instant,
-    /// Live relays, best first ([`Tunnel::set_relays`]).
-    relays: Vec<SocketAddr>,
+    /// The replicas' relays the node found alive, best first ([`Tunnel::set_relays`]).
+    replica_relays: Vec<SocketAddr>,
+    /// Every relay traffic may go through, best first: the replicas', then members marked
+    /// as relays that we reach directly ([`Tunnel::refresh_relays`]).
+    relays: via::Relays,
+    /// This node relays between its peers (its own member config says so).
+    relaying: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: TunnelStats,
@@ -192,7 +202,9 @@ impl Tunnel {
             forced_load: false,
             probe_seq: 0,
             last_tick: now,
-            relays: Vec::new(),
+            replica_relays: Vec::new(),
+            relays: via::Relays::default(),
+            relaying: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: TunnelStats::default(),
@@ -273,6 +285,7 @@ impl Tunnel {
     pub fn apply_config(&mut self, cfg: &NetworkConfig) {
         self.routes = RouteTable::from_config(cfg);
         let authorized_self = cfg.member(self.node_id).is_some();
+        self.relaying = cfg.member(self.node_id).is_some_and(|m| m.relay);
         let wanted: FxHashMap<NodeId, &crate::MemberConfig> = cfg
             .members
             .iter()
@@ -297,14 +310,12 @@ impl Tunnel {
             }
         }
         for (id, m) in wanted {
-            match self.peers.get_mut(&id) {
-                Some(p) => p.candidates.clone_from(&m.endpoints),
-                None => {
-                    self.by_static.insert(m.identity.x25519, id);
-                    self.peers
-                        .insert(id, Peer::new(id, m.identity.x25519, m.endpoints.clone()));
-                }
-            }
+            let peer = self.peers.entry(id).or_insert_with(|| {
+                self.by_static.insert(m.identity.x25519, id);
+                Peer::new(id, m.identity.x25519, Vec::new())
+            });
+            peer.candidates.clone_from(&m.endpoints);
+            peer.is_relay = m.relay;
         }
     }
 

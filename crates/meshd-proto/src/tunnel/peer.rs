@@ -10,6 +10,7 @@ use rustc_hash::FxHashMap;
 use super::paths::{self, FinishedScan, PathScan, ScanReport};
 use crate::NodeId;
 use crate::handshake::{Initiation, MacKeys, TIMESTAMP_LEN};
+use crate::reach::bucket::TokenBucket;
 use crate::session::Session;
 use crate::wire::COOKIE_LEN;
 
@@ -53,6 +54,10 @@ pub(crate) struct Peer {
     pub punched: bool,
     /// The current session's handshake came through a relay.
     pub met_via_relay: bool,
+    /// The config marks the peer as a relay for other members.
+    pub is_relay: bool,
+    /// What the peer may still have relayed through us (when we relay).
+    pub relay_tokens: Option<TokenBucket>,
     /// Addresses the last scan measured slower than `endpoint`.
     pub slower: Vec<SocketAddr>,
     pub scan: Option<PathScan>,
@@ -102,6 +107,8 @@ impl Peer {
             via_since: None,
             punched: false,
             met_via_relay: false,
+            is_relay: false,
+            relay_tokens: None,
             slower: Vec::new(),
             scan: None,
             next_scan: None,

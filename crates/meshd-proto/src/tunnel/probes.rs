@@ -78,8 +78,7 @@ impl Tunnel {
             return;
         };
         // Relayed: probe even a single address, and soon again: it may be a hole to punch.
-        let relayed =
-            !peer.direct_alive(now) && super::via::relay_for(&self.relays, peer).is_some();
+        let relayed = !peer.direct_alive(now) && self.relays.for_peer(peer).is_some();
         let (interval, min) = if relayed {
             (RELAYED_SCAN_INTERVAL, 1)
         } else {

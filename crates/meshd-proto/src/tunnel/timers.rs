@@ -28,6 +28,7 @@ impl Tunnel {
             self.cookie_secret = CookieSecret::random();
             self.cookie_secret_born = now;
         }
+        self.refresh_relays(now);
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
             self.peer_timers(now, id);
@@ -94,7 +95,10 @@ impl Tunnel {
         if peer_silent {
             peer.unanswered_since = None;
         }
-        if retransmit || peer_silent {
+        // A member relay is worth a session before anyone needs it: it is what relayed pairs
+        // fall back on when no replica answers.
+        let relay_idle = peer.is_relay && !has_session && peer.pending.is_none();
+        if retransmit || peer_silent || relay_idle {
             self.initiate(now, id);
         }
         if keepalive {

@@ -10,6 +10,10 @@
 //! relayed its direct candidates are scanned every [`RELAYED_SCAN_INTERVAL`]: both sides do
 //! it from the moment the session is up, so their probes cross in the NATs and punch the
 //! holes a direct path needs; the first answer moves the traffic to it.
+//!
+//! The relays are the replicas' that answer, then the members marked as relays (`meshd
+//! daemon --relay`) we hold a live direct session with: when every replica is down, relayed
+//! pairs go on through a member. Every node keeps a session with each member relay for that.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -52,11 +56,11 @@ impl Via {
 impl Peer {
     /// How to reach the peer now, given the node's live `relays`: see the module docs.
     /// `None`: no address and no relay.
-    pub fn via(&self, relays: &[SocketAddr], now: Instant) -> Option<Via> {
+    pub fn via(&self, relays: &Relays, now: Instant) -> Option<Via> {
         if let Some(endpoint) = self.endpoint.filter(|_| self.direct_alive(now)) {
             return Some(Via::Direct(endpoint));
         }
-        if let Some(relay) = relay_for(relays, self) {
+        if let Some(relay) = relays.for_peer(self) {
             return Some(Via::Relay(relay));
         }
         self.endpoint
@@ -74,19 +78,54 @@ impl Peer {
     }
 }
 
-/// The relay for `peer` among the live `relays`: the one it was last heard through while it
-/// is live, else the best.
-pub(super) fn relay_for(relays: &[SocketAddr], peer: &Peer) -> Option<SocketAddr> {
-    peer.relay
-        .filter(|r| relays.contains(r))
-        .or_else(|| relays.first().copied())
+/// The live relays, best first: the replicas' that answer, then member relays.
+#[derive(Debug, Default)]
+pub(super) struct Relays {
+    list: Vec<SocketAddr>,
+    /// How many of `list` (its head) are replicas' relays.
+    replicas: usize,
+}
+
+impl Relays {
+    /// The relay for `peer`: the one its traffic last came through while that is live and
+    /// as good as the best (a replica's while any replica's answers), else the best.
+    pub fn for_peer(&self, peer: &Peer) -> Option<SocketAddr> {
+        let replicas = &self.list[..self.replicas];
+        let usable =
+            |r: &SocketAddr| replicas.contains(r) || (replicas.is_empty() && self.list.contains(r));
+        peer.relay
+            .filter(usable)
+            .or_else(|| self.list.first().copied())
+    }
 }
 
 impl Tunnel {
-    /// The relays traffic may go through, best first; the node keeps the list to relays that
-    /// answer. Empty: peers are reached directly only.
+    /// The replicas' relays traffic may go through, best first; the node keeps the list to
+    /// relays that answer. Members marked as relays come after them while we reach them
+    /// directly. None at all: peers are reached directly only.
     pub fn set_relays(&mut self, relays: Vec<SocketAddr>) {
-        self.relays = relays;
+        self.replica_relays = relays;
+        self.refresh_relays(self.last_tick);
+    }
+
+    /// Rebuilds the relay list: the replicas', then every member relay with a session and a
+    /// live direct path (run at each timer tick).
+    pub(super) fn refresh_relays(&mut self, now: Instant) {
+        let mut members: Vec<(NodeId, SocketAddr)> = self
+            .peers
+            .values()
+            .filter(|p| p.is_relay && p.usable_session(now) && p.direct_alive(now))
+            .filter_map(|p| Some((p.node_id, p.endpoint?)))
+            .collect();
+        members.sort_unstable();
+        let relays = &mut self.relays;
+        relays.list.clone_from(&self.replica_relays);
+        relays.replicas = relays.list.len();
+        for (_, address) in members {
+            if !relays.list.contains(&address) {
+                relays.list.push(address);
+            }
+        }
     }
 
     /// Queues `bytes` for `peer` the way `via` says: as they are, or in a relay envelope.

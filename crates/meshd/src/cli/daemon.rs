@@ -63,6 +63,14 @@ pub struct DaemonArgs {
     /// accept_ra=2 on its uplink. Default: off (forwarding settings are left as they are)
     #[arg(long)]
     pub configure_forwarding: bool,
+
+    /// Relay for the other members: pairs that cannot reach each other directly (both
+    /// behind hard NATs) may send their encrypted traffic through this host, which sees only
+    /// ciphertext, when no controller replica's relay answers. Use it on a host with a public
+    /// address; each member may relay up to 100 Mbit/s through it. The controller marks
+    /// the member a relay in the network config
+    #[arg(long)]
+    pub relay: bool,
 }
 
 fn default_busy_poll_us() -> u64 {
@@ -99,6 +107,7 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 port,
                 controllers: args.controllers,
                 configure_forwarding: args.configure_forwarding,
+                relay: args.relay,
             },
             EngineDataplane::new(engine, identity),
             shutdown_signal(),

@@ -57,6 +57,8 @@ pub struct Node {
     pub proc: Option<Proc>,
     pub id: Option<NodeId>,
     pub addrs: Option<Addresses>,
+    /// `meshd daemon` options for this node only (after the mesh's `daemon_args`).
+    pub args: Vec<&'static str>,
 }
 
 impl Node {
@@ -106,6 +108,7 @@ impl Mesh {
                 proc: None,
                 id: None,
                 addrs: None,
+                args: Vec::new(),
             })
             .collect();
         Mesh {
@@ -144,6 +147,7 @@ impl Mesh {
                     proc: None,
                     id: None,
                     addrs: None,
+                    args: Vec::new(),
                 });
             }
         }
@@ -295,6 +299,7 @@ impl Mesh {
             &channel,
         ];
         argv.extend(&self.daemon_args);
+        argv.extend(&n.args);
         let proc = self.lab.spawn(role, &argv, &log).expect("lab");
         self.nodes[i].proc = Some(proc);
         let up = meshd_lab::interrupt::wait_until(Duration::from_secs(20), || {
