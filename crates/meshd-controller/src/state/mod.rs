@@ -298,58 +298,22 @@ impl Network {
                 relay,
                 port_mapped,
                 ..
-            } => {
-                let m = self
-                    .members
-                    .get_mut(node)
-                    .ok_or_else(|| not_found_member(id, *node))?;
+            } => self.change_member(*node, |m| {
                 let changed = (m.relay, m.port_mapped) != (*relay, *port_mapped);
                 (m.relay, m.port_mapped) = (*relay, *port_mapped);
-                let authorized = m.authorized;
-                if changed && authorized {
-                    self.revision += 1;
-                }
-                Ok(Applied::Member {
-                    network: id,
-                    node: *node,
-                    authorized,
-                    revision: self.revision,
-                })
-            }
-            Command::Deauthorize { node, at_ms, .. } => {
-                let m = self
-                    .members
-                    .get_mut(node)
-                    .ok_or_else(|| not_found_member(id, *node))?;
+                changed && m.authorized
+            }),
+            Command::Deauthorize { node, at_ms, .. } => self.change_member(*node, |m| {
                 let was = m.authorized;
                 m.authorized = false;
                 m.last_deauthorized_ms = Some(*at_ms);
-                if was {
-                    self.revision += 1;
-                }
-                Ok(Applied::Member {
-                    network: id,
-                    node: *node,
-                    authorized: false,
-                    revision: self.revision,
-                })
-            }
+                was
+            }),
             Command::RenameMember { node, name, .. } => {
                 validate_name(name, "member name")?;
-                let m = self
-                    .members
-                    .get_mut(node)
-                    .ok_or_else(|| not_found_member(id, *node))?;
-                m.name.clone_from(name);
-                let authorized = m.authorized;
-                if authorized {
-                    self.revision += 1;
-                }
-                Ok(Applied::Member {
-                    network: id,
-                    node: *node,
-                    authorized,
-                    revision: self.revision,
+                self.change_member(*node, |m| {
+                    m.name.clone_from(name);
+                    m.authorized
                 })
             }
             Command::DeleteMember { node, .. } => {
@@ -389,6 +353,31 @@ impl Network {
                 })
             }
         }
+    }
+
+    /// Changes member `node` with `change`, which says whether the config changed (a new
+    /// revision for the nodes).
+    fn change_member(
+        &mut self,
+        node: NodeId,
+        change: impl FnOnce(&mut Member) -> bool,
+    ) -> Result<Applied, Rejected> {
+        let id = self.id;
+        let m = self
+            .members
+            .get_mut(&node)
+            .ok_or_else(|| not_found_member(id, node))?;
+        let changed = change(m);
+        let authorized = m.authorized;
+        if changed {
+            self.revision += 1;
+        }
+        Ok(Applied::Member {
+            network: id,
+            node,
+            authorized,
+            revision: self.revision,
+        })
     }
 
     fn join(
