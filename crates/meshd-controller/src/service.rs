@@ -125,6 +125,11 @@ pub enum ServiceError {
     },
     #[error("cannot open the replicated store: {0}")]
     Replica(String),
+    #[error("replica in {}: {source}", dir.display())]
+    Store {
+        dir: PathBuf,
+        source: crate::raft::owner::OwnerError,
+    },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
@@ -155,6 +160,10 @@ pub fn init_with_token(
     })?;
     let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
     datadir::write_atomically(&dir.join(KEY_FILE), &hex, 0o600)?;
+    crate::raft::owner::stamp(dir, settings.id).map_err(|e| ServiceError::Store {
+        dir: dir.to_owned(),
+        source: e.into(),
+    })?;
     let json = serde_json::to_string_pretty(settings).map_err(|e| ServiceError::Damaged {
         path: dir.to_owned(),
         reason: e.to_string(),
@@ -182,21 +191,20 @@ pub fn load(dir: &Path) -> Result<(ReplicaSettings, [u8; 32]), ServiceError> {
     let key_path = dir.join(KEY_FILE);
     let key_hex =
         std::fs::read_to_string(&key_path).map_err(io(format!("read {}", key_path.display())))?;
-    let key_hex = key_hex.trim();
-    let mut seed = [0u8; 32];
-    if key_hex.len() != 64 {
+    let key_hex = key_hex.trim().as_bytes();
+    // Checked as bytes: any other byte, multi-byte UTF-8 included, is damage to report.
+    if key_hex.len() != 64 || !key_hex.iter().all(u8::is_ascii_hexdigit) {
         return Err(ServiceError::Damaged {
             path: key_path,
-            reason: "expected 64 hex digits".into(),
+            reason: "expected 64 hex digits (the replica's key); restore the file from a \
+                     backup, or remove this replica from the cluster and init a new one"
+                .into(),
         });
     }
-    for (i, b) in seed.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&key_hex[2 * i..2 * i + 2], 16).map_err(|_| {
-            ServiceError::Damaged {
-                path: key_path.clone(),
-                reason: "expected 64 hex digits".into(),
-            }
-        })?;
+    let mut seed = [0u8; 32];
+    for (b, pair) in seed.iter_mut().zip(key_hex.chunks_exact(2)) {
+        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+        *b = digit(pair[0]) << 4 | digit(pair[1]);
     }
     Ok((settings, seed))
 }
@@ -223,6 +231,10 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let (settings, seed) = load(dir)?;
     let (_, token) = datadir::read_api_info(dir)?;
+    crate::raft::owner::check(dir, settings.id).map_err(|source| ServiceError::Store {
+        dir: dir.to_owned(),
+        source,
+    })?;
     let listener = tokio::net::TcpListener::bind(settings.api_listen)
         .await
         .map_err(io(format!(
@@ -301,7 +313,6 @@ pub async fn run(
         ApiOptions {
             health: Some(health),
             admin_routes: Some(crate::replica::admin_routes(replica.clone())),
-            token_location: Some(dir.join(datadir::API_TOKEN_FILE).display().to_string()),
         },
     );
     on_bound(Bound {

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::{LOG, META, RaftDb, ReplicaId, StoreError, TypeConfig, blocking, io_err};
 
-const VOTE: &str = "vote";
+pub(super) const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 

@@ -11,6 +11,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod owner;
 mod snapshot_format;
 pub mod state_machine;
 
@@ -86,6 +87,8 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("the raft database holds a record this version cannot decode: {0}")]
     Codec(#[from] postcard::Error),
+    #[error("{} is damaged: {reason}; restore it from a backup", path.display())]
+    Damaged { path: PathBuf, reason: String },
 }
 
 macro_rules! store_error_from_redb {
@@ -150,7 +153,18 @@ pub fn open_db(dir: &Path) -> Result<Arc<RaftDb>, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(source) => return Err(StoreError::Create { path, source }),
     }
-    let db = Database::create(&path)?;
+    // redb reports most damage as errors, but panics on some: either way it is damage.
+    let db = match std::panic::catch_unwind(|| Database::create(&path)) {
+        Ok(db) => db?,
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "unreadable".to_owned());
+            return Err(StoreError::Damaged { path, reason });
+        }
+    };
     let txn = db.begin_write()?;
     txn.open_table(LOG)?;
     txn.open_table(META)?;
