@@ -48,6 +48,7 @@ pub trait Controller: Clone + Send + Sync + 'static {
 pub struct InMemoryController {
     state: Arc<Mutex<ControllerState>>,
     applied: Arc<watch::Sender<u64>>,
+    replicas: Arc<Mutex<Vec<String>>>,
 }
 
 impl Default for InMemoryController {
@@ -55,7 +56,15 @@ impl Default for InMemoryController {
         Self {
             state: Arc::default(),
             applied: Arc::new(watch::channel(0).0),
+            replicas: Arc::default(),
         }
+    }
+}
+
+impl InMemoryController {
+    /// What [`Controller::replica_addresses`] answers from now on.
+    pub fn set_replica_addresses(&self, addresses: Vec<String>) {
+        *self.replicas.lock().expect("replicas lock") = addresses;
     }
 }
 
@@ -76,5 +85,9 @@ impl Controller for InMemoryController {
 
     fn applied(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
+    }
+
+    fn replica_addresses(&self) -> Vec<String> {
+        self.replicas.lock().expect("replicas lock").clone()
     }
 }

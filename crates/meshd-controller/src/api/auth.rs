@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
@@ -18,29 +18,28 @@ pub(super) struct TokenCheck {
 }
 
 impl TokenCheck {
-    pub(super) fn new(token: String, token_location: &str) -> Arc<Self> {
+    pub(super) fn new(token: String) -> Arc<Self> {
         Arc::new(Self {
             token,
-            rejection: format!("missing or wrong bearer token (the token is in {token_location})"),
+            // Where the token lives is for the admin to know, not for anyone who asks.
+            rejection: "missing or wrong bearer token: send `Authorization: Bearer TOKEN` with \
+                        the token from the replica's data directory (api.token)"
+                .to_owned(),
         })
     }
 
-    /// Whether the request carries `Authorization: Bearer <token>`.
-    fn admits(&self, request: &Request) -> bool {
-        let Some(value) = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-        else {
+    /// Whether `headers` carry exactly `Authorization: Bearer <token>`: one spelling, so
+    /// that whatever sits in front of the API (a proxy, a log filter) sees the same thing.
+    pub(super) fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) else {
             return false;
         };
-        let Some((scheme, presented)) = value.trim().split_once(' ') else {
+        let Some(presented) = value.strip_prefix(b"Bearer ") else {
             return false;
         };
         // Constant time, so response timing does not reveal how much of a guess was right.
         // (The length is not secret: every token is 64 hex digits.)
-        scheme.eq_ignore_ascii_case("bearer")
-            && bool::from(presented.trim().as_bytes().ct_eq(self.token.as_bytes()))
+        bool::from(presented.ct_eq(self.token.as_bytes()))
     }
 }
 
@@ -50,7 +49,7 @@ pub(super) async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    if check.admits(&request) {
+    if check.admits(request.headers()) {
         next.run(request).await
     } else {
         ApiError::unauthorized(check.rejection.clone()).into_response()

@@ -21,7 +21,14 @@ use super::views::{MemberView, NetworkView, RouteView};
 type ApiResult<T> = Result<Json<T>, ApiError>;
 type Created<T> = Result<(StatusCode, Json<T>), ApiError>;
 
-pub(super) async fn health<C: Controller>(State(app): State<AppState<C>>) -> Json<Value> {
+/// `{"status":"ok"}` for anyone (a load balancer's check); with the token, the details too.
+pub(super) async fn health<C: Controller>(
+    State(app): State<AppState<C>>,
+    headers: axum::http::HeaderMap,
+) -> Json<Value> {
+    if !app.token.admits(&headers) {
+        return Json(json!({ "status": "ok" }));
+    }
     let networks = app.controller.read(|s| s.networks.len());
     let mut body = json!({ "status": "ok", "networks": networks });
     // The replica adds its replication state; its keys win over ours.
@@ -178,7 +185,25 @@ pub(super) async fn add_route<C: Controller>(
     NetworkPath(network): NetworkPath,
     Body(req): Body<AddRoute>,
 ) -> Created<RouteView> {
-    match app.controller.write(req.to_command(network)?).await? {
+    let command = req.to_command(network)?;
+    if let Command::AddRoute { target, .. } = &command
+        && let Some(replica) = app
+            .controller
+            .replica_addresses()
+            .iter()
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok())
+            .find(|a| target.contains(&a.ip()))
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "route {target} covers {}, a controller replica's address: members would \
+                 reach the controller through the mesh, which needs the controller",
+                replica.ip()
+            ),
+        ));
+    }
+    match app.controller.write(command).await? {
         Applied::RouteAdded { target, .. } => {
             Ok((StatusCode::CREATED, Json(app.route_view(network, target)?)))
         }

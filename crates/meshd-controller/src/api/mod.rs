@@ -2,7 +2,8 @@
 //! admin command is a client of it ([`crate::admin_client`]).
 //!
 //! ```text
-//! GET    /v1/health                                     no token; {"status":"ok","networks":N,...}
+//! GET    /v1/health                                     {"status":"ok"}; with the token also
+//!                                                        {"networks":N, replication, relay}
 //! GET    /v1/networks                                   [network]
 //! POST   /v1/networks                                   {name, v4_pools?, container_pool?, container_prefix?,
 //!                                                        sixplane?, rfc4193?, mtu?} -> 201 network
@@ -62,8 +63,6 @@ pub struct ApiOptions {
     /// More routes behind the same bearer token (e.g. `/v1/replicas`). They should answer
     /// errors with [`ApiError`] so clients see the same shape.
     pub admin_routes: Option<Router>,
-    /// Where the token is stored, for the 401 message (e.g. `/var/lib/meshd-controller/api.token`).
-    pub token_location: Option<String>,
 }
 
 impl std::fmt::Debug for ApiOptions {
@@ -71,7 +70,6 @@ impl std::fmt::Debug for ApiOptions {
         f.debug_struct("ApiOptions")
             .field("health", &self.health.as_ref().map(|_| "<hook>"))
             .field("admin_routes", &self.admin_routes)
-            .field("token_location", &self.token_location)
             .finish()
     }
 }
@@ -81,6 +79,8 @@ impl std::fmt::Debug for ApiOptions {
 struct AppState<C> {
     controller: C,
     health: Option<HealthHook>,
+    /// Health details go only to requests with the token.
+    token: Arc<auth::TokenCheck>,
 }
 
 /// The admin API for `controller`, requiring `Authorization: Bearer <token>` on every route
@@ -93,9 +93,11 @@ pub fn router<C: Controller>(controller: C, token: String) -> Router {
 pub fn router_with<C: Controller>(controller: C, token: String, options: ApiOptions) -> Router {
     use handlers as h;
 
+    let token = auth::TokenCheck::new(token);
     let app = AppState {
         controller,
         health: options.health,
+        token: token.clone(),
     };
     let mut admin = Router::new()
         .route(
@@ -133,15 +135,9 @@ pub fn router_with<C: Controller>(controller: C, token: String, options: ApiOpti
     if let Some(extra) = options.admin_routes {
         admin = admin.merge(extra);
     }
-    let location = options
-        .token_location
-        .unwrap_or_else(|| "DIR/api.token, DIR being the replica's --data directory".to_owned());
     // `route_layer`: the token check runs for existing routes only, so an unknown path is
     // a 404 whether or not the token is right.
-    let admin = admin.route_layer(from_fn_with_state(
-        auth::TokenCheck::new(token, &location),
-        auth::require_token,
-    ));
+    let admin = admin.route_layer(from_fn_with_state(token, auth::require_token));
 
     Router::new()
         .route("/v1/health", get(h::health::<C>))

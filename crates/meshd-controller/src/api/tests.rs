@@ -125,10 +125,14 @@ impl Api {
 }
 
 #[tokio::test]
-async fn health_needs_no_token_and_takes_extra_fields() {
+async fn health_tells_details_only_with_the_token_and_takes_extra_fields() {
     let api = Api::new();
     let r = api.send("GET", "/v1/health", None, None).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, json!({"status": "ok"}));
+    let r = api
+        .send("GET", "/v1/health", Some(&format!("Bearer {TOKEN}")), None)
+        .await;
     assert_eq!(r.body, json!({"status": "ok", "networks": 0}));
 
     let controller = InMemoryController::default();
@@ -146,6 +150,14 @@ async fn health_needs_no_token_and_takes_extra_fields() {
         router,
     };
     let r = api.send("GET", "/v1/health", None, None).await;
+    assert_eq!(
+        r.body,
+        json!({"status": "ok"}),
+        "no details without the token"
+    );
+    let r = api
+        .send("GET", "/v1/health", Some(&format!("Bearer {TOKEN}")), None)
+        .await;
     assert_eq!(
         r.body,
         json!({"status": "ok", "networks": 0, "role": "leader", "term": 3})
@@ -182,6 +194,10 @@ async fn admin_routes_need_the_bearer_token() {
             Some(wrong.as_str()),
             Some(&*format!("Basic {TOKEN}")),
             Some("Bearer"),
+            // One spelling only: no other case, no extra spaces.
+            Some(&*format!("bearer {TOKEN}")),
+            Some(&*format!("Bearer  {TOKEN}")),
+            Some(&*format!("Bearer {TOKEN} ")),
         ] {
             let r = api.send(method, uri, auth, Some(r#"{"name":"x"}"#)).await;
             assert_eq!(
@@ -191,44 +207,22 @@ async fn admin_routes_need_the_bearer_token() {
             );
             assert_eq!(
                 r.error(),
-                "missing or wrong bearer token (the token is in DIR/api.token, DIR being the \
-                 replica's --data directory)"
+                "missing or wrong bearer token: send `Authorization: Bearer TOKEN` with the \
+                 token from the replica's data directory (api.token)"
             );
             assert_eq!(r.www_authenticate.as_deref(), Some("Bearer"));
         }
     }
     assert_eq!(api.snapshot(), before, "a refused request changed state");
-    // The scheme is case-insensitive (RFC 7235).
     let r = api
         .send(
             "GET",
             "/v1/networks",
-            Some(&format!("bearer {TOKEN}")),
+            Some(&format!("Bearer {TOKEN}")),
             None,
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
-}
-
-#[tokio::test]
-async fn token_location_is_named_when_known() {
-    let router = router_with(
-        InMemoryController::default(),
-        TOKEN.to_owned(),
-        ApiOptions {
-            token_location: Some("/var/lib/meshd-controller/api.token".into()),
-            ..ApiOptions::default()
-        },
-    );
-    let api = Api {
-        controller: InMemoryController::default(),
-        router,
-    };
-    let r = api.send("GET", "/v1/networks", None, None).await;
-    assert_eq!(
-        r.error(),
-        "missing or wrong bearer token (the token is in /var/lib/meshd-controller/api.token)"
-    );
 }
 
 #[tokio::test]
@@ -789,4 +783,32 @@ fn every_write_error_has_one_status() {
     let unavailable = ApiError::from(&WriteError::Unavailable("no leader".into()));
     assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(unavailable.message, "controller unavailable: no leader");
+}
+
+#[tokio::test]
+async fn a_route_over_a_replica_address_is_refused() {
+    let api = Api::new();
+    api.controller.set_replica_addresses(vec![
+        "203.0.113.10:9994".into(),
+        "ctl.example.com:9994".into(),
+    ]);
+    let nwid = api.create(json!({"name": "prod"})).await;
+    let node = api.join(nwid).await;
+    let r = api
+        .call(
+            "POST",
+            &format!("/v1/networks/{nwid}/members/{node}/authorize"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let route = |target: &str| json!({"target": target, "via": node.to_string()});
+    let uri = format!("/v1/networks/{nwid}/routes");
+    let r = api.call("POST", &uri, Some(route("203.0.113.0/24"))).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(r.error().contains("203.0.113.10"), "{}", r.error());
+    let r = api.call("POST", &uri, Some(route("127.0.0.0/8"))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let r = api.call("POST", &uri, Some(route("198.51.100.0/24"))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }
