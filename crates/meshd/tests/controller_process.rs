@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{ReplicaProcess, ok_stdout};
 use meshd_channel::{ChannelClient, ControllerMessage, JoinStatus};
+use meshd_controller::admin_client::AdminClient;
 use meshd_proto::{Identity, NetworkConfig, NetworkId, SignedConfig, addr};
 
 /// The next message, skipping the replica lists and relay credentials the controller sends
@@ -228,11 +229,8 @@ fn the_relay_reflects_authorized_members_with_the_channels_credential() {
         let reflection = Reflection::open(&bytes, &credential.key).expect("authentic");
         assert_eq!(reflection.observed, me);
         // The refused request is counted, by reason, in the replica's health.
-        let admin = meshd_controller::admin_client::AdminClient::new(
-            format!("http://{}", replica.api),
-            replica.token(),
-        )
-        .expect("a client");
+        let admin =
+            AdminClient::new(format!("http://{}", replica.api), replica.token()).expect("a client");
         let mut health = serde_json::Value::Null;
         for _ in 0..50 {
             health = admin.health().await.expect("health");
@@ -250,4 +248,75 @@ fn the_relay_reflects_authorized_members_with_the_channels_credential() {
             "{health:#}"
         );
     });
+}
+
+#[test]
+fn joins_to_unknown_networks_never_reach_the_log_and_joins_are_rate_limited() {
+    let mut replica = ReplicaProcess::init();
+    replica.start();
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let admin = AdminClient::new(replica.url(), replica.token()).expect("a client");
+    let log_index = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(admin.health()).expect("health")["last_log_index"]
+            .as_u64()
+            .expect("last_log_index")
+    };
+    let before = log_index(&rt);
+    rt.block_on(async {
+        let id = Identity::generate();
+        let mut client = ChannelClient::connect(replica.channel, &id, 9993, vec![])
+            .await
+            .expect("connects");
+        for i in 0..1000u64 {
+            let unknown = NetworkId::from_bytes((0xdead_0000_0000_0000 + i).to_be_bytes());
+            client.join(unknown, 0).await.expect("join sent");
+            loop {
+                match next(&mut client).await {
+                    ControllerMessage::Status { network, status } => {
+                        assert_eq!(network, unknown);
+                        assert_eq!(status, JoinStatus::NotFound);
+                        break;
+                    }
+                    ControllerMessage::Error { message } => panic!("join {i}: {message}"),
+                    _ => {}
+                }
+            }
+        }
+    });
+    assert_eq!(
+        log_index(&rt),
+        before,
+        "joins to unknown networks were written"
+    );
+
+    // Joins that do write (new members of a real network) are limited per source address.
+    let nwid: NetworkId = ok_stdout(&replica.cli(&["network", "create", "--name", "busy"]))
+        .parse()
+        .expect("an id");
+    let refused = rt.block_on(async {
+        let mut refused = 0;
+        for _ in 0..80 {
+            let id = Identity::generate();
+            let mut client = ChannelClient::connect(replica.channel, &id, 9993, vec![])
+                .await
+                .expect("connects");
+            client.join(nwid, 0).await.expect("join sent");
+            loop {
+                match next(&mut client).await {
+                    ControllerMessage::Status { .. } => break,
+                    ControllerMessage::Error { message } => {
+                        assert!(message.contains("too many joins"), "{message}");
+                        refused += 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        refused
+    });
+    assert!(
+        (1..=20).contains(&refused),
+        "{refused} of 80 fresh members refused"
+    );
 }

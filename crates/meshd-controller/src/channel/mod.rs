@@ -5,6 +5,7 @@
 //! Authorization is decided here, at the application layer, from the member record; the TLS
 //! layer only proves who the peer is.
 
+mod join_limit;
 pub mod server;
 mod signed;
 

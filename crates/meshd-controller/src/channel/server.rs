@@ -25,6 +25,7 @@ use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::join_limit::JoinLimit;
 use super::signed::{self, SignedConfigs};
 use crate::controller::{Controller, WriteError};
 use crate::state::{Applied, Command, ControllerState, MAX_LOCAL_ENDPOINTS, RejectKind};
@@ -88,13 +89,14 @@ pub(super) async fn serve_signed<C: Controller>(
         controller.clone(),
         Arc::clone(&configs),
     )));
+    let join_limit = Arc::new(JoinLimit::default());
     while let Some(incoming) = endpoint.accept().await {
         let (controller, configs) = (controller.clone(), Arc::clone(&configs));
-        let relay = relay.clone();
+        let (relay, join_limit) = (relay.clone(), Arc::clone(&join_limit));
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => connection(conn, controller, configs, relay).await,
+                Ok(conn) => connection(conn, controller, configs, relay, join_limit).await,
                 // Scanners and nodes with the wrong key type end here: not worth a warning.
                 Err(e) => debug!(%remote, error = %e, "node channel handshake failed"),
             }
@@ -132,6 +134,7 @@ async fn connection<C: Controller>(
     controller: C,
     configs: Arc<SignedConfigs>,
     relay: Option<Arc<RelaySecret>>,
+    join_limit: Arc<JoinLimit>,
 ) {
     let remote = conn.remote_address();
     let Some(ed25519) = tls::peer_ed25519(&conn) else {
@@ -210,6 +213,8 @@ async fn connection<C: Controller>(
         knows_relaying: protocol::knows_relaying(&version),
         member_relay: false,
         port_mapped: false,
+        source: unmapped(remote).ip(),
+        join_limit,
     };
     let mut applied = session.controller.applied();
     applied.borrow_and_update();
@@ -336,6 +341,9 @@ struct Session<C> {
     member_relay: bool,
     /// `physical` is a port mapping the node's router holds.
     port_mapped: bool,
+    /// The address the connection comes from, and how many joins such addresses may write.
+    source: std::net::IpAddr,
+    join_limit: Arc<JoinLimit>,
 }
 
 impl<C: Controller> Session<C> {
@@ -448,6 +456,29 @@ impl<C: Controller> Session<C> {
         {
             let message = format!(
                 "a connection may follow at most {MAX_NETWORKS_PER_CONNECTION} networks; leave one first"
+            );
+            return send_msg(send, &ControllerMessage::Error { message }).await;
+        }
+        // A network this replica does not know is answered from the applied state: joins
+        // cost nothing to send, and none of them may reach the replicated log for nothing.
+        if !self.controller.read(|s| s.network(network).is_some()) {
+            debug!(node = %node, network = %network, "join: no such network");
+            self.networks.remove(&network);
+            let status = ControllerMessage::Status {
+                network,
+                status: JoinStatus::NotFound,
+            };
+            return send_msg(send, &status).await;
+        }
+        if !self
+            .join_limit
+            .admit(self.source, std::time::Instant::now())
+        {
+            warn!(node = %node, source = %self.source, "join refused: too many joins from this address");
+            let message = format!(
+                "too many joins from {}; the controller takes {} per second from one address, retry later",
+                self.source,
+                super::join_limit::JOINS_PER_SECOND
             );
             return send_msg(send, &ControllerMessage::Error { message }).await;
         }

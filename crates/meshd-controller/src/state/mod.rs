@@ -27,6 +27,10 @@ pub const DEFAULT_CONTAINER_POOL: &str = "172.28.0.0/14";
 pub const DEFAULT_CONTAINER_PREFIX: u8 = 24;
 /// Most endpoints a member may report.
 pub const MAX_LOCAL_ENDPOINTS: usize = 8;
+/// Most members one network keeps waiting for authorization: joins cost nothing to send.
+pub const MAX_WAITING_MEMBERS: usize = 1024;
+/// A waiting member not seen for this long makes room for a new one at the cap.
+pub const WAITING_MEMBER_TTL_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerState {
@@ -226,11 +230,79 @@ impl ControllerState {
 }
 
 fn validate_name(name: &str, what: &str) -> Result<(), Rejected> {
-    if name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+    if name.len() > MAX_NAME_LEN {
         return Err(Rejected::new(
             RejectKind::Invalid,
-            format!("{what} must be at most {MAX_NAME_LEN} bytes of printable text"),
+            format!("{what} must be at most {MAX_NAME_LEN} bytes"),
         ));
+    }
+    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
+        return Err(Rejected::new(
+            RejectKind::Invalid,
+            format!(
+                "{what} must be printable text; it holds U+{:04X}, a control or formatting \
+                 character (bidi overrides and invisible characters can make one name look \
+                 like another)",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Unicode's format characters (general category Cf): invisible, and the bidi controls
+/// among them reorder what is shown around them.
+fn is_format(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// Address ranges a managed route may not touch: they never cross the mesh, and routing
+/// them into it would cut the host off (loopback) or break its LAN (link-local, multicast).
+const RESERVED_RANGES: [(&str, &str); 8] = [
+    ("0.0.0.0/8", "this-network addresses"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+];
+
+/// Refuses a route target that touches a reserved range.
+pub fn check_route_target(target: IpNet) -> Result<(), Rejected> {
+    for (range, what) in RESERVED_RANGES {
+        let range: IpNet = range.parse().expect("the reserved ranges parse");
+        if overlaps(&target, &range) {
+            return Err(Rejected::new(
+                RejectKind::Invalid,
+                format!(
+                    "route {target} touches {range} ({what}), which never goes through the mesh"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -380,6 +452,31 @@ impl Network {
         })
     }
 
+    /// Keeps members waiting for authorization (never authorized) below
+    /// [`MAX_WAITING_MEMBERS`]: at the cap, those not seen for [`WAITING_MEMBER_TTL_MS`] go;
+    /// if none has been away that long, the join is refused.
+    fn make_room_for_a_waiting_member(&mut self, at_ms: u64) -> Result<(), Rejected> {
+        let waiting = |m: &Member| !m.authorized && m.last_authorized_ms.is_none();
+        if self.members.values().filter(|m| waiting(m)).count() < MAX_WAITING_MEMBERS {
+            return Ok(());
+        }
+        let stale = |m: &Member| {
+            waiting(m) && m.last_seen_ms.unwrap_or(m.created_ms) + WAITING_MEMBER_TTL_MS <= at_ms
+        };
+        self.members.retain(|_, m| !stale(m));
+        if self.members.values().filter(|m| waiting(m)).count() < MAX_WAITING_MEMBERS {
+            return Ok(());
+        }
+        Err(Rejected::new(
+            RejectKind::Conflict,
+            format!(
+                "network {} has {MAX_WAITING_MEMBERS} members waiting for authorization; \
+                 authorize or delete some first",
+                self.id
+            ),
+        ))
+    }
+
     fn join(
         &mut self,
         identity: &PublicIdentity,
@@ -392,6 +489,23 @@ impl Network {
             .map_err(|e| Rejected::new(RejectKind::Invalid, e.to_string()))?;
         let local: Vec<SocketAddr> = local.iter().take(MAX_LOCAL_ENDPOINTS).copied().collect();
         let id = self.id;
+        // Peers tell members apart by their X25519 keys: one key, one member.
+        if let Some(other) = self
+            .members
+            .values()
+            .find(|m| m.node_id != node && m.identity.x25519 == identity.x25519)
+        {
+            return Err(Rejected::new(
+                RejectKind::Forbidden,
+                format!(
+                    "node {node}'s X25519 key is member {}'s already; refusing",
+                    other.node_id
+                ),
+            ));
+        }
+        if !self.members.contains_key(&node) {
+            self.make_room_for_a_waiting_member(at_ms)?;
+        }
         let revision = &mut self.revision;
         let m = self.members.entry(node).or_insert_with(|| Member {
             node_id: node,
@@ -497,6 +611,23 @@ impl Network {
                 format!(
                     "route {target} has host bits set; did you mean {}?",
                     target.trunc()
+                ),
+            ));
+        }
+        check_route_target(target)?;
+        if let Some((m, endpoint)) = self
+            .members
+            .values()
+            .flat_map(|m| m.endpoints().into_iter().map(move |e| (m, e)))
+            .find(|(_, e)| target.contains(&e.ip()))
+        {
+            return Err(Rejected::new(
+                RejectKind::Conflict,
+                format!(
+                    "route {target} covers {}, where member {} is reached: its own traffic \
+                     would go into the mesh and the member would be cut off",
+                    endpoint.ip(),
+                    m.node_id
                 ),
             ));
         }

@@ -276,6 +276,133 @@ fn a_different_identity_for_a_known_node_is_refused() {
 }
 
 #[test]
+fn routes_that_would_cut_the_mesh_off_are_refused() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(6))).unwrap();
+    s.apply(&join(6, 1)).unwrap();
+    s.apply(&Command::Authorize {
+        network: nwid(6),
+        node: node(1),
+        at_ms: 3,
+    })
+    .unwrap();
+    let add = |target: &str| Command::AddRoute {
+        network: nwid(6),
+        target: target.parse().unwrap(),
+        via: RouteVia::Node(node(1)),
+    };
+    for (target, kind) in [
+        ("127.0.0.0/8", RejectKind::Invalid),
+        ("127.0.0.1/32", RejectKind::Invalid),
+        ("224.0.0.0/4", RejectKind::Invalid),
+        ("239.1.0.0/16", RejectKind::Invalid),
+        ("169.254.0.0/16", RejectKind::Invalid),
+        ("0.0.0.0/0", RejectKind::Invalid),
+        ("::1/128", RejectKind::Invalid),
+        ("fe80::/64", RejectKind::Invalid),
+        ("ff02::/16", RejectKind::Invalid),
+        ("::/0", RejectKind::Invalid),
+        // Member 1 is reached at 192.0.2.1:9993.
+        ("192.0.2.0/24", RejectKind::Conflict),
+        ("192.0.0.0/8", RejectKind::Conflict),
+    ] {
+        let e = s.apply(&add(target)).unwrap_err();
+        assert_eq!(e.kind, kind, "{target}: {}", e.message);
+    }
+    let revision = s.network(nwid(6)).unwrap().revision;
+    s.apply(&add("192.168.50.0/24")).unwrap();
+    assert_eq!(s.network(nwid(6)).unwrap().revision, revision + 1);
+}
+
+#[test]
+fn members_waiting_for_authorization_are_capped_and_age_out() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(7))).unwrap();
+    let join_at = |identity: &Identity, at_ms: u64| Command::MemberJoin {
+        network: nwid(7),
+        identity: *identity.public(),
+        physical: None,
+        local: vec![],
+        at_ms,
+    };
+    // An authorized member is never aged out.
+    s.apply(&join(7, 0)).unwrap();
+    s.apply(&Command::Authorize {
+        network: nwid(7),
+        node: node(0),
+        at_ms: 2,
+    })
+    .unwrap();
+    let waiting: Vec<Identity> = (0..MAX_WAITING_MEMBERS)
+        .map(|_| Identity::generate())
+        .collect();
+    for (i, id) in waiting.iter().enumerate() {
+        s.apply(&join_at(id, 10 + i as u64)).unwrap();
+    }
+    let net = |s: &ControllerState| s.network(nwid(7)).unwrap().members.len();
+    assert_eq!(net(&s), MAX_WAITING_MEMBERS + 1);
+    // At the cap, with everyone seen recently: refused, nothing changes.
+    let late = Identity::generate();
+    let e = s.apply(&join_at(&late, 1_000)).unwrap_err();
+    assert_eq!(e.kind, RejectKind::Conflict, "{}", e.message);
+    assert_eq!(net(&s), MAX_WAITING_MEMBERS + 1);
+    // A member on record re-joins freely.
+    s.apply(&join_at(&waiting[0], 2_000)).unwrap();
+    // A day later, those not seen since go and make room (waiting[0] was seen at 2000).
+    let day_later = WAITING_MEMBER_TTL_MS + 1_500;
+    s.apply(&join_at(&late, day_later)).unwrap();
+    let members = &s.network(nwid(7)).unwrap().members;
+    assert_eq!(members.len(), 3, "node 0, waiting[0], and the late one");
+    assert!(members.contains_key(&node(0)));
+    assert!(members.contains_key(&waiting[0].node_id()));
+    assert!(members.contains_key(&late.node_id()));
+}
+
+#[test]
+fn two_members_cannot_share_an_x25519_key() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(5))).unwrap();
+    s.apply(&join(5, 0)).unwrap();
+    // Another Ed25519 key with node 0's X25519 key: another node id, the same peer key.
+    let copier = Identity::generate();
+    let identity = PublicIdentity {
+        x25519: identities()[0].public().x25519,
+        ed25519: copier.public().ed25519,
+    };
+    let e = s
+        .apply(&Command::MemberJoin {
+            network: nwid(5),
+            identity,
+            physical: None,
+            local: vec![],
+            at_ms: 3,
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, RejectKind::Forbidden, "{}", e.message);
+    assert_eq!(s.network(nwid(5)).unwrap().members.len(), 1);
+}
+
+#[test]
+fn names_refuse_control_and_formatting_characters() {
+    for bad in [
+        "evil\u{202E}txt.exe",
+        "zero\u{200B}width",
+        "bom\u{FEFF}",
+        "isolate\u{2067}x",
+        "tag\u{E0041}",
+        "bell\u{7}",
+    ] {
+        let e = validate_name(bad, "member name").unwrap_err();
+        assert_eq!(e.kind, RejectKind::Invalid, "{bad:?}");
+        assert!(e.message.contains("U+"), "{}", e.message);
+    }
+    for good in ["web-1", "Zürich büro", "東京", "db (primary)", ""] {
+        validate_name(good, "member name").unwrap();
+    }
+    assert!(validate_name(&"x".repeat(MAX_NAME_LEN + 1), "name").is_err());
+}
+
+#[test]
 fn a_member_says_it_relays_and_its_endpoint_is_port_mapped() {
     let mut s = ControllerState::default();
     s.apply(&Command::CreateNetwork(spec(4))).unwrap();
