@@ -372,6 +372,42 @@ fn spoofed_source_addresses_are_dropped() {
 }
 
 #[test]
+fn packets_to_destinations_the_receiver_neither_owns_nor_routes_are_dropped() {
+    let mut sim = Simulation::new(3, LinkModel::default(), 31);
+    // A managed route really via node 0.
+    let mut config = sim.config.clone();
+    config.routes.push(meshd_proto::ManagedRoute {
+        target: "192.168.100.0/24".parse().unwrap(),
+        via: sim.node_id(0),
+    });
+    sim.push_config(config);
+    sim.send(1, 0, b"legit").unwrap();
+    sim.run_for(ms(100));
+    // Node 1 believes node 0 routes 198.51.100.0/24; node 0's config says nothing of it.
+    let mut forged = sim.config.clone();
+    forged.routes.push(meshd_proto::ManagedRoute {
+        target: "198.51.100.0/24".parse().unwrap(),
+        via: sim.node_id(0),
+    });
+    forged.canonicalize();
+    sim.nodes[1].tunnel.apply_config(&forged);
+    let me = sim.nodes[1].ipv4;
+    let through = ipv4_packet(me, "198.51.100.7".parse().unwrap(), b"through");
+    sim.send_packet(1, &through).unwrap();
+    let routed = ipv4_packet(me, "192.168.100.5".parse().unwrap(), b"routed");
+    sim.send_packet(1, &routed).unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(sim.payloads(0), vec![b"legit".to_vec(), b"routed".to_vec()]);
+    assert_eq!(
+        sim.nodes[0]
+            .tunnel
+            .stats()
+            .dropped(DropReason::ForeignDestination),
+        1
+    );
+}
+
+#[test]
 fn responder_under_load_demands_a_cookie_first() {
     let mut sim = Simulation::new(2, LinkModel::default(), 29);
     sim.nodes[1].tunnel.set_under_load(true);

@@ -7,7 +7,8 @@
 //! deauthorizing one node makes the others tear its sessions down within 2 s and count what
 //! it still sends, while they keep talking; with the controller stopped, a restarted daemon
 //! brings its tunnels back from the cached config; `leave` leaves no interface, address or
-//! route behind.
+//! route behind; deleting the network takes it down on every node within 5 s, also across
+//! a restart.
 //!
 //! Needs root, iproute2, ping and python3. Phases and timings go to stderr
 //! (`cargo test -p meshd --test mesh_e2e -- --nocapture`).
@@ -341,6 +342,52 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
         assert!(left.is_empty(), "{argv:?} after leave still shows {left:?}");
     }
     m.phase("n1 left: no interface, address or route of the network is left");
+
+    // The network is deleted: every node that runs it takes its interface down within 5 s,
+    // and a restart does not bring it back.
+    m.run_controller();
+    let interfaces: Vec<(usize, String)> = [1, 2]
+        .into_iter()
+        .map(|i| {
+            let status = m.wait_status(i, "the network", Duration::from_secs(20), |s| {
+                network(s, nwid).is_some_and(|n| n["interface"].is_string())
+            });
+            let net = network(&status, nwid).expect("joined");
+            (i, net["interface"].as_str().expect("a name").to_owned())
+        })
+        .collect();
+    ok_stdout(&m.ctl(&["network", "delete", &nwid.to_string()]));
+    let deleted = Instant::now();
+    let gone = |m: &Mesh, i: usize, iface: &str| {
+        !m.lab
+            .exec(m.nodes[i].role, &["ip", "link", "show", "dev", iface])
+            .expect("lab")
+            .status
+            .success()
+    };
+    let down = meshd_lab::interrupt::wait_until(Duration::from_secs(5), || {
+        interfaces.iter().all(|(i, iface)| gone(&m, *i, iface))
+    });
+    m.phase(&format!(
+        "network deleted: interfaces down on n2 and n3 after {:?}",
+        deleted.elapsed()
+    ));
+    assert!(
+        down,
+        "interfaces still up 5 s after the delete\n{}",
+        m.diagnostics()
+    );
+    let n2 = m.nodes[1].proc.take().expect("n2 running");
+    m.lab.kill(n2);
+    m.start_daemon(1);
+    m.wait_status(1, "NOT_FOUND", Duration::from_secs(15), |s| {
+        network_status(s, nwid) == Some("NOT_FOUND")
+    });
+    assert!(
+        gone(&m, 1, &interfaces[0].1),
+        "the restart brought the deleted network back"
+    );
+    m.phase("n2 restarted: the deleted network stays down, NOT_FOUND");
 }
 
 /// Packets from outside the node that it dropped on the network for coming from no

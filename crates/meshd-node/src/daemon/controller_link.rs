@@ -14,14 +14,17 @@
 //! - `Config`: checked by [`accept_config`] (signature against the network id, strictly
 //!   newer than the revision held) and handed to the daemon, which caches it and gives it
 //!   to the data plane;
-//! - `Status`: recorded; `NOT_FOUND` is asked again every 30 s;
+//! - `Status`: recorded; `NOT_FOUND` is asked again every 30 s, and takes down a network
+//!   the node runs (it was deleted);
 //! - `Error`: answers the oldest join still waiting for an answer; that join is retried
 //!   after 5 s;
 //! - `Replicas`: the addresses of every replica, merged into the link's and saved.
 //!
-//! A status never tears a network down: statuses are not signed, so a spoofed
+//! No other status tears a network down: statuses are not signed, so a spoofed
 //! `ACCESS_DENIED` must not be able to stop a node that runs on a verified config. Peers
 //! stop talking to a deauthorized node because *their* signed configs no longer list it.
+//! A deleted network has nobody left to sign for it; a node whose network a spoofed
+//! `NOT_FOUND` took down gets it back from the next replica that serves it (within 30 s).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -575,13 +578,14 @@ impl Session<'_> {
         match msg {
             ControllerMessage::Status { network, status } => {
                 self.pending.retain(|n| *n != network);
+                self.daemon.on_status(network, status);
                 if status == JoinStatus::NotFound {
                     // The controller stops following it; ask again later (a lagging
-                    // replica may not know the network yet).
+                    // replica may not know the network yet). One that had a config is gone.
                     self.joined.remove(&network);
                     self.retry.insert(network, Instant::now() + NOT_FOUND_RETRY);
+                    self.daemon.on_network_gone(network).await;
                 }
-                self.daemon.on_status(network, status);
             }
             ControllerMessage::Config {
                 network,

@@ -93,14 +93,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let socket = opts.state.socket_path();
+    let configure_forwarding = opts.configure_forwarding;
+    let (stop_tx, stop) = watch::channel(false);
+    // The state first: a damaged file stops the daemon before it touches the host.
+    let mut daemon = Daemon::new(opts, Box::new(dataplane), stop)?;
     let listener = api::bind(&socket)?;
-    let configured = if opts.configure_forwarding {
+    let configured = if configure_forwarding {
         forwarding::configure_at_start(std::path::Path::new(forwarding::PROC_SYS))
     } else {
         Vec::new()
     };
-    let (stop_tx, stop) = watch::channel(false);
-    let mut daemon = Daemon::new(opts, Box::new(dataplane), stop);
     daemon.forwarding = forwarding::Checker::new(forwarding::PROC_SYS, configured);
     let daemon = Arc::new(daemon);
     info!(
@@ -239,7 +241,7 @@ impl Daemon {
         opts: DaemonOptions,
         dataplane: Box<dyn Dataplane>,
         stop: watch::Receiver<bool>,
-    ) -> Self {
+    ) -> anyhow::Result<Self> {
         let mut inner = Inner {
             networks: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -248,7 +250,7 @@ impl Daemon {
             port_mapping: None,
             tasks: JoinSet::new(),
         };
-        for saved in opts.state.load_networks() {
+        for saved in opts.state.load_networks()? {
             let revision = saved.config.as_ref().map(|c| c.revision);
             info!(network = %saved.id, ?revision, "rejoining a network from the state directory");
             inner.networks.insert(
@@ -274,7 +276,7 @@ impl Daemon {
                 }
             }
         }
-        Self {
+        Ok(Self {
             state: Arc::new(opts.state),
             port: opts.port,
             relay: opts.relay,
@@ -286,7 +288,7 @@ impl Daemon {
             changes: tokio::sync::Mutex::new(()),
             learned_file: Mutex::new(()),
             inner: Mutex::new(inner),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -499,6 +501,39 @@ impl Daemon {
         }
     }
 
+    /// A controller that served `network` says it no longer exists (it was deleted): its
+    /// interface goes down and its cached config is forgotten, so that a restart does not
+    /// bring it back. The record stays (the node keeps asking, and `meshd leave` forgets it).
+    async fn on_network_gone(self: &Arc<Self>, network: NetworkId) {
+        let _changes = self.changes.lock().await;
+        let up = {
+            let mut inner = self.lock();
+            let Some(n) = inner.networks.get_mut(&network) else {
+                return;
+            };
+            if n.config.is_none() {
+                // Never had a config: a network not created yet, or a replica behind.
+                return;
+            }
+            n.config = None;
+            n.error = Some(format!(
+                "the controller says network {network} does not exist (deleted): its interface \
+                 is down; `meshd leave {network}` forgets it"
+            ));
+            std::mem::replace(&mut n.up, false)
+        };
+        warn!(%network, "the network is gone from the controller; taking it down");
+        let state = Arc::clone(&self.state);
+        match tokio::task::spawn_blocking(move || state.remove_config(network)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%network, error = %e, "cannot remove the cached config"),
+            Err(e) => warn!(%network, error = %e, "cannot remove the cached config"),
+        }
+        if up && let Err(e) = self.dataplane.leave(network).await {
+            warn!(%network, error = %e, "data plane failed to take the network down");
+        }
+    }
+
     fn on_join_error(&self, network: NetworkId, message: String) {
         if let Some(n) = self.lock().networks.get_mut(&network) {
             n.error = Some(message);
@@ -696,7 +731,7 @@ mod tests {
             configure_forwarding: false,
             relay: false,
         };
-        let daemon = Arc::new(Daemon::new(opts, Box::new(Arc::clone(&dp)), stop));
+        let daemon = Arc::new(Daemon::new(opts, Box::new(Arc::clone(&dp)), stop).unwrap());
         daemon.restore().await;
         let join5 = DataplaneCall::Join {
             network: nwid,

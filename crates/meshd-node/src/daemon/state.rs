@@ -135,14 +135,14 @@ impl StateDir {
     /// Every joined network, sorted by id. Damaged records are skipped with a warning;
     /// a cached config that does not verify is ignored (the network is asked for again).
     /// Leftovers of interrupted writes and leaves are removed.
-    pub fn load_networks(&self) -> Vec<SavedNetwork> {
+    /// The joined networks. A record that cannot be read is an error that names the file:
+    /// skipping it would silently stop the node from rejoining its network.
+    pub fn load_networks(&self) -> anyhow::Result<Vec<SavedNetwork>> {
         let dir = self.dir.join(NETWORKS_DIR);
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) => {
-                warn!(dir = %dir.display(), error = %e, "cannot list the joined networks");
-                return Vec::new();
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => anyhow::bail!("cannot list the joined networks in {}: {e}", dir.display()),
         };
         let mut out = Vec::new();
         for entry in entries.flatten() {
@@ -165,20 +165,23 @@ impl StateDir {
                 warn!(file = %path.display(), "not a network record (the name is no network id); ignored");
                 continue;
             };
-            let record = match fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
-                serde_json::from_slice::<NetworkRecord>(&b).map_err(|e| e.to_string())
-            }) {
-                Ok(record) => record,
-                Err(error) => {
-                    warn!(file = %path.display(), %error, "damaged network record; ignored");
-                    continue;
-                }
-            };
+            let record = fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<NetworkRecord>(&b).map_err(|e| e.to_string())
+                })
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "the record of network {id} ({}) is damaged: {error}; restore it, or \
+                         remove it and join again (`meshd join {id}`)",
+                        path.display()
+                    )
+                })?;
             let config = self.load_config(id);
             out.push(SavedNetwork { id, record, config });
         }
         out.sort_by_key(|n| n.id);
-        out
+        Ok(out)
     }
 
     fn load_config(&self, id: NetworkId) -> Option<NetworkConfig> {
@@ -254,6 +257,15 @@ impl StateDir {
             }
         }
         sync_dir(&self.dir.join(NETWORKS_DIR))
+    }
+
+    /// Forgets a network's cached config (the network is gone), keeping its record.
+    pub fn remove_config(&self, id: NetworkId) -> io::Result<()> {
+        match fs::remove_file(self.config_path(id)) {
+            Ok(()) => sync_dir(&self.dir.join(NETWORKS_DIR)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn record_path(&self, id: NetworkId) -> PathBuf {
@@ -425,7 +437,7 @@ mod tests {
             mode(&tmp.path().join("networks").join(format!("{nwid}.config"))),
             0o600
         );
-        let loaded = state.load_networks();
+        let loaded = state.load_networks().unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].id, nwid);
         assert_eq!(loaded[0].record, record);
@@ -434,25 +446,32 @@ mod tests {
         // A config of another network stored under this id does not verify: dropped.
         let (_, _, other) = signed_config(8, 9);
         state.save_config(nwid, &other).unwrap();
-        let loaded = state.load_networks();
+        let loaded = state.load_networks().unwrap();
         assert!(loaded[0].config.is_none());
 
-        // Orphans, temp files and damaged records are cleaned up or skipped.
+        // Orphans and temp files are cleaned up, names that are no network id skipped.
         let other_id = NetworkKey::from_seed(&[8; 32]).unwrap().network_id();
         let nets = tmp.path().join("networks");
         fs::write(nets.join(format!("{other_id}.config")), b"x").unwrap();
         fs::write(nets.join("0123456789abcdef.json.tmp"), b"x").unwrap();
-        fs::write(nets.join("0123456789abcdef.json"), b"{").unwrap();
         fs::write(nets.join("notes.json"), b"{}").unwrap();
-        let loaded = state.load_networks();
+        let loaded = state.load_networks().unwrap();
         assert_eq!(loaded.len(), 1);
         assert!(!nets.join(format!("{other_id}.config")).exists());
         assert!(!nets.join("0123456789abcdef.json.tmp").exists());
+        // A damaged record is an error that names the file, and the file stays.
+        let damaged = nets.join("0123456789abcdef.json");
+        fs::write(&damaged, b"{").unwrap();
+        let error = state.load_networks().unwrap_err().to_string();
+        assert!(error.contains("0123456789abcdef.json"), "{error}");
+        assert!(error.contains("is damaged"), "{error}");
+        assert!(damaged.exists());
+        fs::remove_file(&damaged).unwrap();
 
         state.remove_network(nwid).unwrap();
         assert!(!nets.join(format!("{nwid}.json")).exists());
         assert!(!nets.join(format!("{nwid}.config")).exists());
         state.remove_network(nwid).unwrap();
-        assert!(state.load_networks().is_empty());
+        assert!(state.load_networks().unwrap().is_empty());
     }
 }

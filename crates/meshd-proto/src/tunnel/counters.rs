@@ -32,6 +32,8 @@ drop_reasons! {
     Unauthentic => "unauthentic",
     SessionExpired => "session_expired",
     SpoofedSource => "spoofed_source",
+    // A packet from a peer to an address this member neither owns nor routes.
+    ForeignDestination => "foreign_destination",
     NotIp => "not_ip",
     NoRoute => "no_route",
     // The mesh is routed, not a LAN: multicast and broadcast (the kernel's own MLD reports

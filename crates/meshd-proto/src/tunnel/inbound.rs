@@ -285,9 +285,14 @@ impl Tunnel {
         if plaintext.is_empty() {
             return Ok(Incoming::Handled); // keepalive
         }
-        let (src, _) = ip::addresses(plaintext).ok_or(DropReason::NotIp)?;
+        let (src, dst) = ip::addresses(plaintext).ok_or(DropReason::NotIp)?;
         if !self.routes.accepts_source(peer_id, src) {
             return Err(DropReason::SpoofedSource);
+        }
+        // Only what this member owns or routes: a peer may not use it as a router into its
+        // LAN or the internet.
+        if self.routes.lookup(dst) != Some(self.node_id) {
+            return Err(DropReason::ForeignDestination);
         }
         Ok(Incoming::Packet {
             peer: peer_id,

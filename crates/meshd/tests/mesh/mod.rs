@@ -207,6 +207,13 @@ impl Mesh {
                 )
                 .expect("lab"),
         );
+        self.run_controller();
+    }
+
+    /// `meshd controller run` on the controller's data (after [`Mesh::start_controller`]
+    /// made it, and the controller was stopped).
+    pub fn run_controller(&mut self) {
+        let data = self.ctl_data.to_str().expect("UTF-8 path").to_owned();
         let proc = self
             .lab
             .spawn(
