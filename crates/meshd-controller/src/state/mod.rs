@@ -27,6 +27,12 @@ pub const DEFAULT_CONTAINER_POOL: &str = "172.28.0.0/14";
 pub const DEFAULT_CONTAINER_PREFIX: u8 = 24;
 /// Most endpoints a member may report.
 pub const MAX_LOCAL_ENDPOINTS: usize = 8;
+/// Most IPv4 pools per network.
+pub const MAX_V4_POOLS: usize = 64;
+/// Most authorized members per network: every member holds a session with every other.
+pub const MAX_MEMBERS: usize = 4096;
+/// Most managed routes per network.
+pub const MAX_ROUTES: usize = 1024;
 /// Most members one network keeps waiting for authorization: joins cost nothing to send.
 pub const MAX_WAITING_MEMBERS: usize = 1024;
 /// A waiting member not seen for this long makes room for a new one at the cap.
@@ -174,16 +180,25 @@ impl ControllerState {
                 "a network needs at least one IPv4 pool",
             ));
         }
-        for (i, p) in spec.v4_pools.iter().enumerate() {
-            canonical_v4(p, "IPv4 pool")?;
-            for q in &spec.v4_pools[..i] {
-                if overlaps(&IpNet::V4(*p), &IpNet::V4(*q)) {
-                    return Err(Rejected::new(
-                        RejectKind::Conflict,
-                        format!("IPv4 pools {q} and {p} overlap"),
-                    ));
-                }
+        if spec.v4_pools.len() > MAX_V4_POOLS {
+            return Err(Rejected::new(
+                RejectKind::Invalid,
+                format!("a network has at most {MAX_V4_POOLS} IPv4 pools"),
+            ));
+        }
+        let mut sorted = spec.v4_pools.clone();
+        sorted.sort();
+        // Sorted, a pool that overlaps any other overlaps its neighbour: one pass.
+        for pair in sorted.windows(2) {
+            if overlaps(&IpNet::V4(pair[0]), &IpNet::V4(pair[1])) {
+                return Err(Rejected::new(
+                    RejectKind::Conflict,
+                    format!("IPv4 pools {} and {} overlap", pair[0], pair[1]),
+                ));
             }
+        }
+        for p in &spec.v4_pools {
+            canonical_v4(p, "IPv4 pool")?;
             if overlaps(&IpNet::V4(*p), &IpNet::V4(spec.container_pool)) {
                 return Err(Rejected::new(
                     RejectKind::Conflict,
@@ -559,6 +574,12 @@ impl Network {
                 revision: self.revision,
             });
         }
+        if self.members.values().filter(|m| m.authorized).count() >= MAX_MEMBERS {
+            return Err(Rejected::new(
+                RejectKind::Conflict,
+                format!("network {id} has {MAX_MEMBERS} authorized members, the most it can hold"),
+            ));
+        }
         // Everything fallible first: the assignments.
         let ipv4 = if m.ipv4.is_empty() {
             let taken: BTreeSet<Ipv4Addr> = self
@@ -615,6 +636,12 @@ impl Network {
             ));
         }
         check_route_target(target)?;
+        if self.routes.len() >= MAX_ROUTES {
+            return Err(Rejected::new(
+                RejectKind::Conflict,
+                format!("network {id} has {MAX_ROUTES} routes, the most it can hold"),
+            ));
+        }
         if let Some((m, endpoint)) = self
             .members
             .values()

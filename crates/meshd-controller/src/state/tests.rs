@@ -276,6 +276,52 @@ fn a_different_identity_for_a_known_node_is_refused() {
 }
 
 #[test]
+fn pools_and_routes_are_bounded_and_checked_in_one_pass() {
+    let pools = |n: u32| -> Vec<Ipv4Net> {
+        (0..n)
+            .map(|i| Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i * 8), 29).unwrap())
+            .collect()
+    };
+    let mut s = ControllerState::default();
+    // Tens of thousands of pools: refused at once.
+    let mut huge = spec(8);
+    huge.v4_pools = pools(70_000);
+    let started = std::time::Instant::now();
+    let e = s.apply(&Command::CreateNetwork(huge)).unwrap_err();
+    assert_eq!(e.kind, RejectKind::Invalid, "{}", e.message);
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // Overlap anywhere in the list is found.
+    let mut overlapping = spec(8);
+    overlapping.v4_pools = pools(MAX_V4_POOLS as u32 - 1);
+    overlapping.v4_pools.push("10.0.0.0/16".parse().unwrap());
+    let e = s.apply(&Command::CreateNetwork(overlapping)).unwrap_err();
+    assert_eq!(e.kind, RejectKind::Conflict, "{}", e.message);
+    let mut most = spec(8);
+    most.v4_pools = pools(MAX_V4_POOLS as u32);
+    s.apply(&Command::CreateNetwork(most)).unwrap();
+    s.apply(&join(8, 0)).unwrap();
+    s.apply(&Command::Authorize {
+        network: nwid(8),
+        node: node(0),
+        at_ms: 3,
+    })
+    .unwrap();
+    let route = |i: u32| Command::AddRoute {
+        network: nwid(8),
+        target: IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x6400_0000 + (i << 8)), 24).unwrap()),
+        via: RouteVia::Node(node(0)),
+    };
+    for i in 0..MAX_ROUTES as u32 {
+        s.apply(&route(i)).unwrap();
+    }
+    let e = s.apply(&route(MAX_ROUTES as u32)).unwrap_err();
+    assert_eq!(e.kind, RejectKind::Conflict, "{}", e.message);
+    // The config still signs.
+    let net = s.network(nwid(8)).unwrap();
+    net.signed_config().verify(nwid(8)).unwrap();
+}
+
+#[test]
 fn routes_that_would_cut_the_mesh_off_are_refused() {
     let mut s = ControllerState::default();
     s.apply(&Command::CreateNetwork(spec(6))).unwrap();
