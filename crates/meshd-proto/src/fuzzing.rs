@@ -8,6 +8,8 @@
 //!   two-member network, through the calls an engine's packet workers make: every drop is
 //!   counted under the reason the tunnel gives, and of two copies of a datagram raced through
 //!   at once, one at most comes out as a packet.
+//! - [`initiator()`]: the fixed initiator's tunnel, with a handshake under way, fed the real
+//!   answer and untrusted datagrams: the same counting invariant as the responder's.
 //! - [`reach()`]: a replica's relay fed up to three datagrams from two registered members'
 //!   addresses: it forwards only to registered addresses, answers a request only to where it
 //!   came from and at most five bytes larger, and counts every datagram exactly once.
@@ -156,6 +158,18 @@ impl Fixture {
         t.apply_config(&self.config);
         t
     }
+
+    /// A fresh tunnel of the fixed initiator, running the fixture config.
+    pub fn initiator_tunnel(&self, now: Instant) -> Tunnel {
+        let mut t = Tunnel::new(
+            &self.initiator,
+            self.network_key.network_id(),
+            now,
+            UNIX_NOW,
+        );
+        t.apply_config(&self.config);
+        t
+    }
 }
 
 /// Target `wire`: parses one datagram.
@@ -279,6 +293,47 @@ fn run_reach(data: &[u8]) -> crate::reach::relay::RelayCounters {
 ///    - bits 4-7: seconds to advance before a last `handle_timeout` (keepalives, probes).
 pub fn responder(data: &[u8]) {
     let _ = run_responder(data);
+}
+
+/// Target `initiator`: the initiator's side of a handshake. The fixed initiator starts one
+/// to the fixed responder (a packet for it waits); with bit 0 of the first byte, the real
+/// responder's answer comes back first (the success path, with its random indices); then up
+/// to three frames of the input arrive as datagrams (responses, cookie replies, data).
+pub fn initiator(data: &[u8]) {
+    let _ = run_initiator(data);
+}
+
+fn run_initiator(data: &[u8]) -> Reached {
+    let fx = fixture();
+    let now = Instant::now();
+    let mut reached = Reached::default();
+    let mut t = fx.initiator_tunnel(now);
+    let packet = ipv4_packet(INITIATOR_IP, RESPONDER_IP, b"waits for the handshake");
+    let mut buf = vec![0u8; packet.len() + wire::DATA_OVERHEAD];
+    buf[wire::DATA_HEADER_LEN..][..packet.len()].copy_from_slice(&packet);
+    let _ = t.prepare_in_place(now, &mut buf, packet.len());
+    let initiations = reached.drain(&mut t);
+    let Some((&ctrl, rest)) = data.split_first() else {
+        return reached;
+    };
+    if ctrl & 1 != 0 {
+        let mut responder = fx.tunnel(now);
+        t.set_under_load(ctrl & CTRL_UNDER_LOAD != 0);
+        for mut init in initiations {
+            let _ = receive(&mut responder, now, &mut init);
+        }
+        for mut answer in reached.drain(&mut responder) {
+            reached.note(&receive(&mut t, now, &mut answer));
+        }
+        // The queued packet goes out on the new session.
+        reached.drain(&mut t);
+    }
+    for frame in frames(rest) {
+        let mut datagram = frame.to_vec();
+        reached.note(&receive(&mut t, now, &mut datagram));
+        reached.drain(&mut t);
+    }
+    reached
 }
 
 /// What one responder input reached, for the unit tests that keep the seeds honest.
@@ -615,6 +670,12 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ("config", "empty-config", empty),
         ("config", "signed-config", signed.as_bytes().to_vec()),
         ("responder", "initiation", init.clone()),
+        ("initiator", "answered", vec![1]),
+        (
+            "initiator",
+            "answered-then-response-cookie-data",
+            encode_frames(1, &[&response, &cookie_reply, &garbage_data]),
+        ),
         (
             "reach",
             "reflect-then-relay-both-ways",
@@ -689,12 +750,12 @@ mod tests {
         let seeds = seeds();
         assert!(seeds.len() < 50);
         for (_, _, bytes) in &seeds {
-            for f in [wire, config, responder, reach] {
+            for f in [wire, config, responder, initiator, reach] {
                 f(bytes);
             }
             for len in [0, 1, bytes.len() / 2] {
                 let cut = &bytes[..len];
-                for f in [wire, config, responder, reach] {
+                for f in [wire, config, responder, initiator, reach] {
                     f(cut);
                 }
             }
@@ -755,6 +816,15 @@ mod tests {
         );
         let raced = reached("session-raced-packet-replay-spoofed");
         assert_eq!(raced.packets, 1, "not the replay, not the spoofed one");
+    }
+
+    #[test]
+    fn initiator_seeds_complete_the_handshake() {
+        for (name, bytes) in seeds_for("initiator") {
+            let reached = run_initiator(&bytes);
+            // The waiting packet left on the session the real answer made.
+            assert!(reached.data_sent >= 1, "{name}: {reached:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`handshake`]: Noise IKpsk2 with mac1/mac2 and cookies.
 //! - [`session`]: transport keys, counters, expiry; [`replay`]: the anti-replay window.
 //! - [`reach`]: endpoint reflection, relay credentials and the replica's relay.
+//! - [`rate`]: token buckets for every per-source limit.
 //! - [`tunnel`]: the per-network state machine tying it together for one node.
 //! - [`sim`]: a deterministic in-memory network with a virtual clock, for tests and the demo.
 //! - `fuzzing` (feature `fuzzing` only): the cargo-fuzz entry points and their seed inputs.
@@ -32,6 +33,7 @@ mod hex;
 pub mod identity;
 pub mod ids;
 pub mod ip;
+pub mod rate;
 pub mod reach;
 pub mod replay;
 pub mod routes;

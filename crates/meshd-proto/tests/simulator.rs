@@ -428,6 +428,41 @@ fn responder_under_load_demands_a_cookie_first() {
 }
 
 #[test]
+fn under_load_each_source_gets_its_share_of_handshakes_even_with_a_cookie() {
+    let mut sim = Simulation::new(3, LinkModel::default(), 41);
+    sim.nodes[1].tunnel.set_under_load(true);
+    sim.recorded = Some(Vec::new());
+    sim.send(0, 1, b"patience").unwrap();
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(sim.payloads(1), vec![b"patience".to_vec()]);
+    // The initiation that carried the cookie's mac2, replayed as fast as a sender can.
+    let to = sim.nodes[1].address;
+    let with_cookie = sim
+        .recorded
+        .take()
+        .unwrap()
+        .into_iter()
+        .rfind(|d| d.to == to && d.bytes[0] == wire::TYPE_HANDSHAKE_INIT)
+        .unwrap();
+    let mut limited = 0;
+    for _ in 0..50 {
+        if sim.inject(with_cookie.clone()) == Some(Err(DropReason::HandshakeRateLimited)) {
+            limited += 1;
+        }
+    }
+    // The burst (5, one already taken by the real handshake) and then nothing within the
+    // same instant.
+    assert!((45..=50).contains(&limited), "{limited} limited");
+    // Another source is not held back by the first one's flood.
+    sim.send(2, 1, b"me too").unwrap();
+    sim.run_for(Duration::from_secs(6));
+    assert_eq!(
+        sim.payloads(1),
+        vec![b"patience".to_vec(), b"me too".to_vec()]
+    );
+}
+
+#[test]
 fn a_node_of_another_network_gets_no_session() {
     let mut ours = Simulation::new(2, LinkModel::default(), 31);
     let mut theirs = Simulation::new(1, LinkModel::default(), 37);

@@ -478,7 +478,7 @@ impl<C: Controller> Session<C> {
             let message = format!(
                 "too many joins from {}; the controller takes {} per second from one address, retry later",
                 self.source,
-                super::join_limit::JOINS_PER_SECOND
+                super::join_limit::JOIN_RATE.per_second
             );
             return send_msg(send, &ControllerMessage::Error { message }).await;
         }

@@ -12,7 +12,6 @@
 //! - [`client`]: the node's side: requests to every relay, their answers, which relays are
 //!   alive, the node's public endpoint.
 //! - [`drop`]: why a reach message was refused.
-//! - [`bucket`]: the per-member rate limit every relay applies.
 //! - [`nat`]: what two replicas' answers say about the node's NAT.
 //! - [`relay`]: the replica's relay, sans-IO: registrations, who may relay to whom (members
 //!   authorized in a common network only), a per-member rate limit, and counters.
@@ -26,7 +25,6 @@
 //! ([`crate::tunnel`]): there a source's registration is its session, and an envelope is
 //! taken only from the address that session's traffic comes from.
 
-pub mod bucket;
 pub mod client;
 pub mod credential;
 pub mod drop;

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::bucket::TokenBucket;
 use super::credential::RelaySecret;
 use super::drop::ReachDrop;
 use super::reflect::{REFLECTED_LEN, ReflectRequest, Reflection};
+use crate::rate::{Rate, TokenBucket};
 use crate::wire::{self, Message, TYPE_REFLECT, TYPE_RELAY, WireError};
 use crate::{NetworkId, NodeId};
 
@@ -29,6 +29,16 @@ pub struct RelayLimits {
     pub burst: u64,
     /// A registration not refreshed for this long is gone: the node has moved or left.
     pub registration_ttl: Duration,
+}
+
+impl RelayLimits {
+    /// The per-member byte rate.
+    pub fn rate(&self) -> Rate {
+        Rate {
+            per_second: self.bytes_per_second as f64,
+            burst: self.burst as f64,
+        }
+    }
 }
 
 impl Default for RelayLimits {
@@ -145,7 +155,7 @@ impl RelayServer {
         if !self.networks.contains_key(&request.node) {
             return Err(ReachDrop::NotMember);
         }
-        let full = TokenBucket::full(&self.limits, now);
+        let full = TokenBucket::full(self.limits.rate(), now);
         match self.registrations.get_mut(&request.node) {
             Some(r) if request.sequence <= r.sequence => return Err(ReachDrop::Replayed),
             Some(r) => {
@@ -208,7 +218,7 @@ impl RelayServer {
             .registrations
             .get_mut(&envelope.source)
             .ok_or(ReachDrop::SourceNotRegistered)?;
-        if !source.tokens.take(&limits, now, bytes.len()) {
+        if !source.tokens.take(limits.rate(), now, bytes.len() as f64) {
             return Err(ReachDrop::RateLimited);
         }
         Ok(RelayAction::Forward { to, bytes })

@@ -24,6 +24,8 @@ drop_reasons! {
     WrongNetwork => "wrong_network",
     BadMac1 => "bad_mac1",
     CookieSent => "cookie_sent",
+    // Under load, more initiations from one source than its share.
+    HandshakeRateLimited => "handshake_rate_limited",
     HandshakeFailed => "handshake_failed",
     UnknownPeer => "unknown_peer",
     StaleInitiation => "stale_initiation",

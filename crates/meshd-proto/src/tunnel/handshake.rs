@@ -33,6 +33,22 @@ pub(super) struct LoadMeter {
     pub(super) count: u32,
 }
 
+/// Whose handshakes a responder under load limits together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum HandshakeSource {
+    Address(std::net::IpAddr),
+    Relayed(NodeId),
+}
+
+/// Initiations one source may have answered per second under load, after a burst (as
+/// WireGuard's rate limiter).
+pub(crate) const HANDSHAKE_RATE: crate::rate::Rate = crate::rate::Rate {
+    per_second: 20.0,
+    burst: 5.0,
+};
+/// Sources the responder tracks at most under load.
+pub(crate) const HANDSHAKE_SOURCES: usize = 4096;
+
 impl Tunnel {
     fn under_load(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.load.window_start) >= Duration::from_secs(1) {
@@ -55,7 +71,8 @@ impl Tunnel {
         if !handshake::mac_eq(&self.own_macs.mac1(init.before_mac1), init.mac1) {
             return Err(DropReason::BadMac1);
         }
-        if self.under_load(now)
+        let under_load = self.under_load(now);
+        if under_load
             && !self
                 .cookie_secret
                 .mac2_valid(from, init.before_mac2, init.mac2)
@@ -73,6 +90,15 @@ impl Tunnel {
                 bytes,
             });
             return Err(DropReason::CookieSent);
+        }
+        // A cookie proves the address, not good intent: under load, each address (or, through
+        // a relay, each source the envelope names) gets its own share of the responder's work.
+        let source = match relayed {
+            Some(node) => HandshakeSource::Relayed(node),
+            None => HandshakeSource::Address(from.ip()),
+        };
+        if under_load && !self.handshake_limit.admit(source, now, 1.0) {
+            return Err(DropReason::HandshakeRateLimited);
         }
         if init.network_id != self.network_id.to_bytes() {
             return Err(DropReason::WrongNetwork);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::peer::{Slot, retire};
 use super::{DropReason, Event, Tunnel, Via, paths};
-use crate::reach::bucket::TokenBucket;
+use crate::rate::TokenBucket;
 use crate::session::{Open, Session, SessionError};
 use crate::wire::{self, Message};
 use crate::{NodeId, ip};
@@ -153,16 +153,16 @@ impl Tunnel {
             .filter(|p| p.direct_alive(now))
             .and_then(|p| p.endpoint)
             .ok_or(DropReason::RelayNoPath)?;
-        let limits = self.settings.relay_limits;
+        let rate = self.settings.relay_limits.rate();
         let tokens = self
             .peers
             .get_mut(&source)
             .map(|p| {
                 p.relay_tokens
-                    .get_or_insert_with(|| TokenBucket::full(&limits, now))
+                    .get_or_insert_with(|| TokenBucket::full(rate, now))
             })
             .ok_or(DropReason::RelayWrongSource)?;
-        if !tokens.take(&limits, now, datagram.len()) {
+        if !tokens.take(rate, now, datagram.len() as f64) {
             return Err(DropReason::RelayRateLimited);
         }
         self.stats.relayed_packets += 1;

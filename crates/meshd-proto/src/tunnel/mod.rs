@@ -65,6 +65,7 @@ pub use via::{DIRECT_DEAD, DIRECT_QUIET, RELAYED_SCAN_INTERVAL, Via};
 
 use crate::config::NetworkConfig;
 use crate::handshake::{CookieSecret, MacKeys, TIMESTAMP_LEN};
+use crate::rate::Limiter;
 use crate::reach::relay::RelayLimits;
 use crate::routes::RouteTable;
 use crate::{Identity, NetworkId, NodeId};
@@ -142,6 +143,8 @@ pub struct Tunnel {
     cookie_secret_born: Instant,
     load: LoadMeter,
     forced_load: bool,
+    /// Initiations answered per source while under load.
+    handshake_limit: Limiter<handshake::HandshakeSource>,
     probe_seq: u64,
     last_tick: Instant,
     /// The replicas' relays the node found alive, best first ([`Tunnel::set_relays`]).
@@ -200,6 +203,7 @@ impl Tunnel {
                 count: 0,
             },
             forced_load: false,
+            handshake_limit: Limiter::new(handshake::HANDSHAKE_RATE, handshake::HANDSHAKE_SOURCES),
             probe_seq: 0,
             last_tick: now,
             replica_relays: Vec::new(),

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use super::paths::{self, FinishedScan, PathScan, ScanReport};
 use crate::NodeId;
 use crate::handshake::{Initiation, MacKeys, TIMESTAMP_LEN};
-use crate::reach::bucket::TokenBucket;
+use crate::rate::TokenBucket;
 use crate::session::Session;
 use crate::wire::COOKIE_LEN;
 
