@@ -157,6 +157,11 @@ impl ChannelClient {
         self.send(&NodeMessage::Leave { network }).await
     }
 
+    /// The Ed25519 key the controller proved in the TLS handshake.
+    pub fn server_key(&self) -> Option<[u8; 32]> {
+        tls::peer_ed25519(&self.conn)
+    }
+
     /// Reports how the node is reached (see [`NodeMessage::Reach`]).
     pub async fn reach(&mut self, reach: Reach) -> Result<(), ChannelError> {
         self.send(&NodeMessage::Reach(reach)).await

@@ -262,3 +262,127 @@ async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
     stop_tx.send(()).unwrap();
     daemon.await.unwrap().unwrap();
 }
+
+/// A network served by `ctl` with `node` (of `identity`) authorized in it.
+async fn served_network(
+    ctl: &InMemoryController,
+    seed: u8,
+    identity: meshd_proto::PublicIdentity,
+) -> NetworkId {
+    let network = NetworkKey::from_seed(&[seed; 32])
+        .expect("valid")
+        .network_id();
+    let spec = NetworkSpec {
+        key_seed: [seed; 32],
+        name: "pinned".into(),
+        v4_pools: vec!["10.147.17.0/24".parse().expect("valid")],
+        container_pool: "172.28.0.0/22".parse().expect("valid"),
+        container_prefix: 24,
+        sixplane: false,
+        rfc4193: false,
+        mtu: 1420,
+        at_ms: 1,
+    };
+    ctl.write(Command::CreateNetwork(spec))
+        .await
+        .expect("valid");
+    ctl.write(Command::MemberJoin {
+        network,
+        identity,
+        physical: None,
+        local: vec![],
+        at_ms: 1,
+    })
+    .await
+    .expect("valid");
+    let node = identity.node_id().expect("valid");
+    ctl.write(Command::Authorize {
+        network,
+        node,
+        at_ms: 2,
+    })
+    .await
+    .expect("valid");
+    network
+}
+
+/// The node pins a replica's key at first contact: after a restart, whoever answers at that
+/// address with another key (the same state behind it, even) is refused, and the status says
+/// why; the node keeps running on its cached config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_answering_with_another_key_than_pinned_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::open(tmp.path()).unwrap();
+    let identity = *state.identity().public();
+    let node = state.identity().node_id();
+    let ctl = InMemoryController::default();
+    let network = served_network(&ctl, 12, identity).await;
+    let ep = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[1; 32]).unwrap();
+    let a = ep.local_addr().unwrap();
+    let served = Replicated {
+        state: ctl.clone(),
+        replicas: vec![a.to_string()],
+    };
+    let serving = tokio::spawn(channel::serve(ep.clone(), served.clone()));
+
+    let dp = Arc::new(NoDataplane::new(node));
+    let start = |state: StateDir| {
+        let opts = DaemonOptions {
+            state,
+            port: 0,
+            controllers: vec![a.to_string().parse().unwrap()],
+            configure_forwarding: false,
+            relay: false,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
+            let _ = stop_rx.await;
+        }));
+        (stop_tx, daemon)
+    };
+    let (stop_tx, daemon) = start(state);
+    let client = DaemonClient::new(tmp.path());
+    answering(&client).await;
+    client.join(network, None).await.unwrap();
+    let status = wait_status(&client, "a config", WAIT, |s| {
+        s.networks[0].revision.is_some()
+    })
+    .await;
+    let revision = status.networks[0].revision;
+    let pins: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join(meshd_node::daemon::state::PINS_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert!(pins["pinned"][a.to_string()].is_string(), "{pins}");
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+
+    // Another key at the same address.
+    ep.close(3u32.into(), b"going away");
+    ep.wait_idle().await;
+    drop(ep);
+    serving.await.unwrap();
+    // The old socket goes with the last connection task that held it.
+    let mut impostor = channel::endpoint(a, &[3; 32]);
+    for _ in 0..100 {
+        if impostor.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        impostor = channel::endpoint(a, &[3; 32]);
+    }
+    let impostor = impostor.expect("the address is free again");
+    tokio::spawn(channel::serve(impostor.clone(), served));
+    let (stop_tx, daemon) = start(StateDir::open(tmp.path()).unwrap());
+    answering(&client).await;
+    let status = wait_status(&client, "the impostor refused", WAIT, |s| {
+        s.controllers
+            .iter()
+            .any(|c| c.error.as_deref().is_some_and(|e| e.contains("pinned")))
+    })
+    .await;
+    assert_eq!(status.controller, None, "{status:#?}");
+    assert_eq!(status.networks[0].revision, revision, "still on its cache");
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+}

@@ -413,7 +413,7 @@ pub(super) async fn run(daemon: Arc<Daemon>, key: LinkKey, wake: Arc<Notify>) {
 /// [`STAGGER`] without an answer (so a dead replica first in line costs a second, not
 /// [`CONNECT_TIMEOUT`]). The first connection made wins; failures are recorded.
 async fn connect_any(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     key: &LinkKey,
     order: Vec<ControllerAddr>,
 ) -> Option<(ControllerAddr, ChannelClient)> {
@@ -450,7 +450,7 @@ async fn connect_any(
 }
 
 /// Resolves `addr` and connects to the first of its addresses that answers.
-async fn connect(daemon: &Daemon, addr: &ControllerAddr) -> Result<ChannelClient, String> {
+async fn connect(daemon: &Arc<Daemon>, addr: &ControllerAddr) -> Result<ChannelClient, String> {
     let target = addr.to_string();
     let resolved: Vec<SocketAddr> =
         match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(&target)).await {
@@ -468,7 +468,21 @@ async fn connect(daemon: &Daemon, addr: &ControllerAddr) -> Result<ChannelClient
         )
         .await
         {
-            Ok(Ok(client)) => return Ok(client),
+            Ok(Ok(client)) => {
+                let Some(key) = client.server_key() else {
+                    last = format!("{server} presented no Ed25519 key");
+                    client.close();
+                    continue;
+                };
+                match daemon.check_pin(server, &key).await {
+                    Ok(()) => return Ok(client),
+                    Err(refused) => {
+                        warn!(%server, "{refused}");
+                        client.close();
+                        last = refused;
+                    }
+                }
+            }
             Ok(Err(e)) => last = e.to_string(),
             Err(_) => {
                 last = format!(

@@ -36,6 +36,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod forwarding;
 pub mod no_dataplane;
+pub mod pins;
 mod port_map;
 mod reach;
 pub mod state;
@@ -171,6 +172,8 @@ struct Inner {
     offline_since: Instant,
     /// The router's mapping of the data-plane port, when it granted one.
     port_mapping: Option<port_map::Mapped>,
+    /// The replicas' keys, pinned at first contact.
+    pins: pins::ReplicaPins,
     tasks: JoinSet<()>,
 }
 
@@ -248,6 +251,7 @@ impl Daemon {
             learned: opts.state.load_learned_controllers().learned,
             offline_since: Instant::now(),
             port_mapping: None,
+            pins: opts.state.load_pins()?,
             tasks: JoinSet::new(),
         };
         for saved in opts.state.load_networks()? {
@@ -531,6 +535,39 @@ impl Daemon {
         }
         if up && let Err(e) = self.dataplane.leave(network).await {
             warn!(%network, error = %e, "data plane failed to take the network down");
+        }
+    }
+
+    /// Checks the key of the replica at `server` against the pins (pinning it at first
+    /// contact, and saving the pins then). `Err`: why the replica is refused.
+    async fn check_pin(
+        self: &Arc<Self>,
+        server: std::net::SocketAddr,
+        key: &[u8; 32],
+    ) -> Result<(), String> {
+        let verdict = self.lock().pins.check(server, key);
+        match verdict {
+            pins::PinVerdict::Known => Ok(()),
+            pins::PinVerdict::Pinned => {
+                info!(%server, key = %pins::hex(key), "replica key pinned at first contact");
+                let daemon = Arc::clone(self);
+                let saved = tokio::task::spawn_blocking(move || {
+                    let pins = daemon.lock().pins.clone();
+                    daemon.state.save_pins(&pins)
+                })
+                .await;
+                if !matches!(saved, Ok(Ok(()))) {
+                    warn!(%server, "cannot save the pinned replica keys");
+                }
+                Ok(())
+            }
+            pins::PinVerdict::Mismatch { pinned } => Err(format!(
+                "the replica at {server} presented key {} but this node pinned {pinned} there at \
+                 first contact; refusing it (someone may be standing in for it). If it was \
+                 re-initialized on purpose, remove its line from {}",
+                pins::hex(key),
+                self.state.path().join(state::PINS_FILE).display()
+            )),
         }
     }
 

@@ -36,6 +36,8 @@ pub const SOCKET_FILE: &str = "meshd.sock";
 pub const LOCK_FILE: &str = "daemon.lock";
 pub const NETWORKS_DIR: &str = "networks";
 pub const CONTROLLERS_FILE: &str = "controllers.json";
+/// The replicas' keys pinned at first contact ([`super::pins`]).
+pub const PINS_FILE: &str = "replica-keys.json";
 
 const DIR_MODE: u32 = 0o700;
 /// Most learned replicas kept per controller address (what one `Replicas` message may hold).
@@ -233,6 +235,27 @@ impl StateDir {
     pub fn save_learned_controllers(&self, learned: &LearnedControllers) -> io::Result<()> {
         let json = serde_json::to_vec_pretty(learned).map_err(io::Error::other)?;
         write_atomically(&self.dir.join(CONTROLLERS_FILE), &json, SECRET_MODE)
+    }
+
+    /// The pinned replica keys; none before the first contact. A damaged file is an error:
+    /// forgetting pins would hand the node to whoever answers next.
+    pub fn load_pins(&self) -> anyhow::Result<super::pins::ReplicaPins> {
+        let path = self.dir.join(PINS_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is damaged; restore it, or remove it to trust the replicas that answer next",
+                    path.display()
+                )
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Default::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub fn save_pins(&self, pins: &super::pins::ReplicaPins) -> io::Result<()> {
+        let json = serde_json::to_vec_pretty(pins).map_err(io::Error::other)?;
+        write_atomically(&self.dir.join(PINS_FILE), &json, SECRET_MODE)
     }
 
     /// Writes `networks/<nwid>.json`.
