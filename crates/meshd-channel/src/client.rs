@@ -9,6 +9,7 @@ use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use meshd_proto::possession::Prover;
 use meshd_proto::{Identity, NetworkId};
 use tokio::sync::mpsc;
 
@@ -60,6 +61,8 @@ pub struct ChannelClient {
     send: quinn::SendStream,
     incoming: mpsc::Receiver<Result<ControllerMessage, ChannelError>>,
     reader: tokio::task::JoinHandle<()>,
+    /// Answers the controller's `Challenge` (proof of the X25519 key `Hello` names).
+    prover: Prover,
     // Owns the socket; dropped last (fields drop in declaration order).
     _endpoint: quinn::Endpoint,
 }
@@ -88,7 +91,7 @@ impl ChannelClient {
             .map_err(|source| ChannelError::Connect { server, source })?
             .await?;
         let (send, recv) = conn.open_bi().await?;
-        let mut client = Self::start(conn, send, recv, endpoint);
+        let mut client = Self::start(conn, send, recv, endpoint, Prover::of(identity));
         let hello = NodeMessage::Hello {
             x25519: identity.public().x25519,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -104,6 +107,7 @@ impl ChannelClient {
         send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         endpoint: quinn::Endpoint,
+        prover: Prover,
     ) -> Self {
         // Frames are read in a task so that `recv` is cancel-safe (usable in `select!`).
         let (tx, incoming) = mpsc::channel(16);
@@ -133,6 +137,7 @@ impl ChannelClient {
             send,
             incoming,
             reader,
+            prover,
             _endpoint: endpoint,
         }
     }
@@ -167,15 +172,27 @@ impl ChannelClient {
         self.send(&NodeMessage::Reach(reach)).await
     }
 
-    /// The next message from the controller: answers and pushes alike. Cancel-safe.
+    /// The next message from the controller: answers and pushes alike (a `Challenge` is
+    /// answered here and not handed out). Cancel-safe.
     pub async fn recv(&mut self) -> Result<ControllerMessage, ChannelError> {
-        match self.incoming.recv().await {
-            Some(item) => item,
-            // The reader reported its error already; any later call lands here.
-            None => Err(self
-                .conn
-                .close_reason()
-                .map_or(ChannelError::Closed, ChannelError::from)),
+        loop {
+            let msg = match self.incoming.recv().await {
+                Some(item) => item?,
+                // The reader reported its error already; any later call lands here.
+                None => {
+                    return Err(self
+                        .conn
+                        .close_reason()
+                        .map_or(ChannelError::Closed, ChannelError::from));
+                }
+            };
+            match msg {
+                ControllerMessage::Challenge { key } => {
+                    let tag = self.prover.prove(&key);
+                    self.send(&NodeMessage::Proof { tag }).await?;
+                }
+                other => return Ok(other),
+            }
         }
     }
 

@@ -52,6 +52,8 @@ pub enum NodeMessage {
     Leave { network: NetworkId },
     /// How the node is reached, when it learned or changed it.
     Reach(Reach),
+    /// The answer to a `Challenge`: [`meshd_proto::possession::prove`] of the challenge key.
+    Proof { tag: [u8; 32] },
 }
 
 /// How a node is reached. Peers get `public` as the node's public endpoint in place of the
@@ -104,6 +106,10 @@ pub enum ControllerMessage {
         expires: u64,
         key: [u8; 32],
     },
+    /// The first message after `Hello` to a node that can answer it ([`knows_key_proofs`]):
+    /// a fresh X25519 key, to be answered with a `Proof` before anything else, which shows
+    /// that the node holds the X25519 secret its `Hello` names.
+    Challenge { key: [u8; 32] },
 }
 
 /// The first node version (`Hello`'s `version`) that knows `RelayCredential`: older nodes
@@ -112,14 +118,27 @@ pub enum ControllerMessage {
 /// decode that either).
 pub const RELAYING_SINCE: (u64, u64, u64) = (0, 2, 0);
 
+/// The first node version that answers a `Challenge`. Older nodes are let in without
+/// proving their X25519 key (they cannot decode the message); the replica logs it.
+pub const PROVING_SINCE: (u64, u64, u64) = (0, 2, 0);
+
 /// Whether a node of `version` (`MAJOR.MINOR.PATCH`, anything after it ignored) knows
 /// `RelayCredential`.
 pub fn knows_relaying(version: &str) -> bool {
+    at_least(version, RELAYING_SINCE)
+}
+
+/// Whether a node of `version` answers a `Challenge`.
+pub fn knows_key_proofs(version: &str) -> bool {
+    at_least(version, PROVING_SINCE)
+}
+
+fn at_least(version: &str, since: (u64, u64, u64)) -> bool {
     let mut parts = version
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u64>().ok());
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(Some(a)), Some(Some(b)), Some(Some(c))) => (a, b, c) >= RELAYING_SINCE,
+        (Some(Some(a)), Some(Some(b)), Some(Some(c))) => (a, b, c) >= since,
         _ => false,
     }
 }
@@ -348,6 +367,7 @@ mod tests {
                     port_mapped,
                     relay
                 })),
+            any::<[u8; 32]>().prop_map(|tag| NodeMessage::Proof { tag }),
         ]
     }
 
@@ -375,6 +395,7 @@ mod tests {
                 .prop_map(|addresses| ControllerMessage::Replicas { addresses }),
             (any::<u64>(), any::<[u8; 32]>())
                 .prop_map(|(expires, key)| ControllerMessage::RelayCredential { expires, key }),
+            any::<[u8; 32]>().prop_map(|key| ControllerMessage::Challenge { key }),
         ]
     }
 

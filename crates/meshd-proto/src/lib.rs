@@ -16,6 +16,7 @@
 //! - [`wire`]: zero-copy parsing of every UDP message.
 //! - [`handshake`]: Noise IKpsk2 with mac1/mac2 and cookies.
 //! - [`session`]: transport keys, counters, expiry; [`replay`]: the anti-replay window.
+//! - [`possession`]: proof that a node holds its X25519 secret.
 //! - [`reach`]: endpoint reflection, relay credentials and the replica's relay.
 //! - [`rate`]: token buckets for every per-source limit.
 //! - [`tunnel`]: the per-network state machine tying it together for one node.
@@ -33,6 +34,7 @@ mod hex;
 pub mod identity;
 pub mod ids;
 pub mod ip;
+pub mod possession;
 pub mod rate;
 pub mod reach;
 pub mod replay;

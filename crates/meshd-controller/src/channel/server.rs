@@ -185,7 +185,23 @@ async fn connection<C: Controller>(
 
     // Reading runs in a task of its own because `read_frame` is not cancel-safe; the loop
     // below selects between its frames and controller changes.
-    let (tx, mut rx) = mpsc::channel(8);
+    let (tx, mut rx) = mpsc::channel(EARLY_MESSAGES);
+    if protocol::knows_key_proofs(&version) {
+        match proven(&mut send, &mut recv, &identity).await {
+            Ok(early) => {
+                for msg in early {
+                    // Room for every early message: the channel holds EARLY_MESSAGES.
+                    let _ = tx.try_send(Ok(Some(msg)));
+                }
+            }
+            Err(end) => {
+                warn!(node = %node, %remote, "node refused: {end:?}");
+                return finish(&conn, Some(&mut send), end).await;
+            }
+        }
+    } else {
+        warn!(node = %node, %remote, %version, "node too old to prove its X25519 key; let in unproven");
+    }
     let reader = AbortOnDrop(tokio::spawn(async move {
         loop {
             let frame = protocol::read_frame::<_, NodeMessage>(&mut recv).await;
@@ -313,6 +329,50 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// Messages a node may send after `Hello` before its `Proof`: a join for every network it
+/// may follow, sent at once, and a few more.
+const EARLY_MESSAGES: usize = MAX_NETWORKS_PER_CONNECTION + 8;
+
+/// Challenges the node to prove the X25519 key its `Hello` names and reads up to its
+/// `Proof`; returns the messages that came before it, to be handled after.
+async fn proven(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    identity: &PublicIdentity,
+) -> Result<Vec<NodeMessage>, End> {
+    let challenge = meshd_proto::possession::Challenge::new();
+    send_msg(
+        send,
+        &ControllerMessage::Challenge {
+            key: challenge.public(),
+        },
+    )
+    .await?;
+    let mut early = Vec::new();
+    let answer = tokio::time::timeout(HELLO_TIMEOUT, async {
+        loop {
+            match protocol::read_frame::<_, NodeMessage>(recv).await? {
+                Some(NodeMessage::Proof { tag }) => return Ok(tag),
+                Some(msg) if early.len() < EARLY_MESSAGES => early.push(msg),
+                Some(_) => {
+                    return Err(End::Protocol(
+                        "too many messages before the Proof; answer the Challenge first".into(),
+                    ));
+                }
+                None => return Err(End::NodeClosed),
+            }
+        }
+    })
+    .await
+    .map_err(|_| End::Lost("no Proof in time".into()))??;
+    if !challenge.verify(identity, &answer) {
+        return Err(End::Forbidden(
+            "the node does not hold the X25519 key its Hello names".into(),
+        ));
+    }
+    Ok(early)
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -365,6 +425,7 @@ impl<C: Controller> Session<C> {
                 Ok(())
             }
             NodeMessage::Reach(reach) => self.reach(reach).await,
+            NodeMessage::Proof { .. } => Err(End::Protocol("a Proof without a Challenge".into())),
         }
     }
 
@@ -581,7 +642,8 @@ impl<C: Controller> Session<C> {
                 }
                 ControllerMessage::Error { .. }
                 | ControllerMessage::Replicas { .. }
-                | ControllerMessage::RelayCredential { .. } => {}
+                | ControllerMessage::RelayCredential { .. }
+                | ControllerMessage::Challenge { .. } => {}
             }
             send_msg(send, msg).await?;
         }

@@ -492,6 +492,78 @@ async fn first_message_must_be_hello() {
     );
 }
 
+/// A Hello that names someone else's X25519 key (with one's own Ed25519 key, which TLS
+/// proves) cannot answer the Challenge: the node is refused and nothing is written. An
+/// honest client gets in.
+#[tokio::test]
+async fn a_hello_naming_an_x25519_key_the_node_does_not_hold_is_refused() {
+    let ctl = InMemoryController::default();
+    ctl.write(Command::CreateNetwork(spec(7))).await.unwrap();
+    let (addr, _ep) = start(ctl.clone());
+    let victim = Identity::generate();
+    let attacker = Identity::generate();
+    let claimed = victim.public().x25519;
+    let connect = |version: &'static str| {
+        let config = tls::client_config(&attacker).unwrap();
+        async move {
+            let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            let conn = ep
+                .connect_with(config, addr, tls::SERVER_NAME)
+                .unwrap()
+                .await
+                .unwrap();
+            let (mut send, recv) = conn.open_bi().await.unwrap();
+            let hello = NodeMessage::Hello {
+                x25519: claimed,
+                version: version.into(),
+                data_port: 9993,
+                local_endpoints: vec![],
+            };
+            protocol::write_frame(&mut send, &hello).await.unwrap();
+            (ep, conn, send, recv)
+        }
+    };
+    let (_ep, conn, mut send, mut recv) = connect("0.2.0").await;
+    let msg = tokio::time::timeout(
+        WAIT,
+        protocol::read_frame::<_, ControllerMessage>(&mut recv),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let Some(ControllerMessage::Challenge { key }) = msg else {
+        panic!("expected a Challenge first, got {msg:?}")
+    };
+    // The best the attacker can do: prove its own X25519 key. A join sent early waits.
+    let join = NodeMessage::Join {
+        network: nwid(7),
+        have_revision: 0,
+    };
+    protocol::write_frame(&mut send, &join).await.unwrap();
+    let tag = meshd_proto::possession::prove(&attacker, &key);
+    protocol::write_frame(&mut send, &NodeMessage::Proof { tag })
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close_code::FORBIDDEN.into()),
+        "{closed:?}"
+    );
+    assert!(
+        ctl.read(|s| s.network(nwid(7)).unwrap().members.is_empty()),
+        "the refused node's early join was written"
+    );
+    // An honest client answers the challenge by itself and joins.
+    let mut honest = ChannelClient::connect(addr, &victim, 9993, vec![])
+        .await
+        .unwrap();
+    honest.join(nwid(7), 0).await.unwrap();
+    assert_eq!(
+        next(&mut honest).await,
+        status(nwid(7), JoinStatus::AccessDenied)
+    );
+}
+
 /// Four members follow a network; one change reaches all four as the same bytes, for one
 /// signature (each connection used to sign for itself, under the state lock).
 #[tokio::test]

@@ -627,6 +627,8 @@ impl Session<'_> {
                 }
                 None => warn!(error = %message, "controller error"),
             },
+            // ChannelClient::recv answers challenges itself.
+            ControllerMessage::Challenge { .. } => {}
         }
     }
 }
