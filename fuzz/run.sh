@@ -15,7 +15,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -eq 0 ]]; then
     exit 2
 fi
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"
-targets=(wire config responder initiator reach channel)
+targets=(wire config responder initiator reach channel controller node)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

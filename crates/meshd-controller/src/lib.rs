@@ -19,6 +19,8 @@ pub mod api;
 pub mod channel;
 pub mod controller;
 pub mod datadir;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ipam;
 pub mod raft;
 pub mod relay;

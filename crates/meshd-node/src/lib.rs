@@ -19,5 +19,7 @@
 pub mod bench;
 pub mod daemon;
 pub mod docker;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod host_routes;
 pub mod text;

@@ -12,7 +12,7 @@
 pub mod log_store;
 pub mod network;
 pub mod owner;
-mod snapshot_format;
+pub(crate) mod snapshot_format;
 pub mod state_machine;
 
 use std::fs::OpenOptions;

@@ -40,6 +40,12 @@ pub(super) fn decode(bytes: &[u8]) -> Result<SnapshotData<ControllerState>, post
     }
 }
 
+/// The state a snapshot holds, for the fuzz target (its framing types are private).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_state(bytes: &[u8]) -> Option<ControllerState> {
+    decode(bytes).ok().map(|d| d.state)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
