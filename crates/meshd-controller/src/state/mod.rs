@@ -30,7 +30,7 @@ pub const MAX_LOCAL_ENDPOINTS: usize = 8;
 /// Most IPv4 pools per network.
 pub const MAX_V4_POOLS: usize = 64;
 /// Most authorized members per network: every member holds a session with every other.
-pub const MAX_MEMBERS: usize = 4096;
+pub const MAX_MEMBERS: usize = 10_000;
 /// Most managed routes per network.
 pub const MAX_ROUTES: usize = 1024;
 /// Most members one network keeps waiting for authorization: joins cost nothing to send.
