@@ -149,24 +149,16 @@ pub fn fixture() -> &'static Fixture {
 impl Fixture {
     /// A fresh responder tunnel running the fixture config.
     pub fn tunnel(&self, now: Instant) -> Tunnel {
-        let mut t = Tunnel::new(
-            &self.responder,
-            self.network_key.network_id(),
-            now,
-            UNIX_NOW,
-        );
-        t.apply_config(&self.config);
-        t
+        self.tunnel_of(&self.responder, now)
     }
 
     /// A fresh tunnel of the fixed initiator, running the fixture config.
     pub fn initiator_tunnel(&self, now: Instant) -> Tunnel {
-        let mut t = Tunnel::new(
-            &self.initiator,
-            self.network_key.network_id(),
-            now,
-            UNIX_NOW,
-        );
+        self.tunnel_of(&self.initiator, now)
+    }
+
+    fn tunnel_of(&self, identity: &Identity, now: Instant) -> Tunnel {
+        let mut t = Tunnel::new(identity, self.network_key.network_id(), now, UNIX_NOW);
         t.apply_config(&self.config);
         t
     }

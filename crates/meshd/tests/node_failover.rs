@@ -93,6 +93,29 @@ async fn wait_status(
     }
 }
 
+/// The daemon on `state` with one controller `address`, on `dp`; stop it with the sender.
+fn start_daemon(
+    state: StateDir,
+    address: &str,
+    dp: &Arc<NoDataplane>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let opts = DaemonOptions {
+        state,
+        port: 0,
+        controllers: vec![address.parse().expect("host:port")],
+        configure_forwarding: false,
+        relay: false,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(run(opts, Arc::clone(dp), async {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, daemon)
+}
+
 /// Two replicas serving the same network, A ahead of B: the node, given only A, learns
 /// B, fails over to it within a second when A goes away, is not rolled back by B's older
 /// revision, takes B's config once B moves past it, and after a restart with only A (dead)
@@ -153,17 +176,7 @@ async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
     }
 
     let dp = Arc::new(NoDataplane::new(node));
-    let opts = DaemonOptions {
-        state,
-        port: 0,
-        controllers: vec![a.to_string().parse().unwrap()],
-        configure_forwarding: false,
-        relay: false,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, daemon) = start_daemon(state, &a.to_string(), &dp);
     let client = DaemonClient::new(tmp.path());
     answering(&client).await;
     client.join(network, None).await.unwrap();
@@ -234,17 +247,7 @@ async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
     // Restarted with only A, which now swallows every packet: B is known from the state
     // directory, and is tried a second after A did not answer.
     let _blackhole = std::net::UdpSocket::bind(&a).expect("A's port is free again");
-    let opts = DaemonOptions {
-        state: StateDir::open(tmp.path()).unwrap(),
-        port: 0,
-        controllers: vec![a.parse().unwrap()],
-        configure_forwarding: false,
-        relay: false,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, daemon) = start_daemon(StateDir::open(tmp.path()).unwrap(), &a, &dp);
     let restarted = std::time::Instant::now();
     answering(&client).await;
     let status = client.status().await.unwrap();
@@ -326,21 +329,7 @@ async fn a_replica_answering_with_another_key_than_pinned_is_refused() {
     let serving = tokio::spawn(channel::serve(ep.clone(), served.clone()));
 
     let dp = Arc::new(NoDataplane::new(node));
-    let start = |state: StateDir| {
-        let opts = DaemonOptions {
-            state,
-            port: 0,
-            controllers: vec![a.to_string().parse().unwrap()],
-            configure_forwarding: false,
-            relay: false,
-        };
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
-            let _ = stop_rx.await;
-        }));
-        (stop_tx, daemon)
-    };
-    let (stop_tx, daemon) = start(state);
+    let (stop_tx, daemon) = start_daemon(state, &a.to_string(), &dp);
     let client = DaemonClient::new(tmp.path());
     answering(&client).await;
     client.join(network, None).await.unwrap();
@@ -373,7 +362,7 @@ async fn a_replica_answering_with_another_key_than_pinned_is_refused() {
     }
     let impostor = impostor.expect("the address is free again");
     tokio::spawn(channel::serve(impostor.clone(), served));
-    let (stop_tx, daemon) = start(StateDir::open(tmp.path()).unwrap());
+    let (stop_tx, daemon) = start_daemon(StateDir::open(tmp.path()).unwrap(), &a.to_string(), &dp);
     answering(&client).await;
     let status = wait_status(&client, "the impostor refused", WAIT, |s| {
         s.controllers

@@ -456,19 +456,32 @@ async fn clients_without_an_ed25519_key_are_refused_in_the_handshake() {
     );
 }
 
-#[tokio::test]
-async fn first_message_must_be_hello() {
-    let ctl = InMemoryController::default();
-    let (addr, _ep) = start(ctl);
-    let identity = Identity::generate();
-    let config = tls::client_config(&identity).unwrap();
+/// A QUIC connection to `addr` as `identity`, and its stream, with no message sent.
+async fn raw_stream(
+    addr: SocketAddr,
+    identity: &Identity,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+) {
+    let config = tls::client_config(identity).unwrap();
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = ep
         .connect_with(config, addr, tls::SERVER_NAME)
         .unwrap()
         .await
         .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    (ep, conn, send, recv)
+}
+
+#[tokio::test]
+async fn first_message_must_be_hello() {
+    let ctl = InMemoryController::default();
+    let (addr, _ep) = start(ctl);
+    let (_client_ep, conn, mut send, mut recv) = raw_stream(addr, &Identity::generate()).await;
     let join = NodeMessage::Join {
         network: nwid(6),
         have_revision: 0,
@@ -502,28 +515,14 @@ async fn a_hello_naming_an_x25519_key_the_node_does_not_hold_is_refused() {
     let (addr, _ep) = start(ctl.clone());
     let victim = Identity::generate();
     let attacker = Identity::generate();
-    let claimed = victim.public().x25519;
-    let connect = |version: &'static str| {
-        let config = tls::client_config(&attacker).unwrap();
-        async move {
-            let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-            let conn = ep
-                .connect_with(config, addr, tls::SERVER_NAME)
-                .unwrap()
-                .await
-                .unwrap();
-            let (mut send, recv) = conn.open_bi().await.unwrap();
-            let hello = NodeMessage::Hello {
-                x25519: claimed,
-                version: version.into(),
-                data_port: 9993,
-                local_endpoints: vec![],
-            };
-            protocol::write_frame(&mut send, &hello).await.unwrap();
-            (ep, conn, send, recv)
-        }
+    let (_client_ep, conn, mut send, mut recv) = raw_stream(addr, &attacker).await;
+    let hello = NodeMessage::Hello {
+        x25519: victim.public().x25519,
+        version: "0.2.0".into(),
+        data_port: 9993,
+        local_endpoints: vec![],
     };
-    let (_ep, conn, mut send, mut recv) = connect("0.2.0").await;
+    protocol::write_frame(&mut send, &hello).await.unwrap();
     let msg = tokio::time::timeout(
         WAIT,
         protocol::read_frame::<_, ControllerMessage>(&mut recv),
