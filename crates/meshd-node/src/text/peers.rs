@@ -4,6 +4,7 @@ use meshd_io::text::table;
 
 use crate::daemon::api::{PeerPath, StatusView};
 use crate::text::status::duration;
+use crate::text::units::bytes;
 
 /// One row per peer and network, ZeroTier `peers` style.
 pub fn render(s: &StatusView) -> String {
@@ -68,22 +69,6 @@ fn name_of(s: &StatusView, node: meshd_proto::NodeId) -> String {
         .iter()
         .find(|p| p.node_id == node && !p.name.is_empty())
         .map_or_else(|| node.to_string(), |p| p.name.clone())
-}
-
-/// Bytes in the largest unit that keeps a number at or above 1: `512 B`, `1.2 MB`.
-pub(crate) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]
@@ -171,13 +156,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("DIRECT port-mapped"), "{text}");
-    }
-
-    #[test]
-    fn byte_counts() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(999), "999 B");
-        assert_eq!(bytes(1_000), "1.0 kB");
-        assert_eq!(bytes(3_400_000_000), "3.4 GB");
     }
 }

@@ -252,7 +252,7 @@ pub fn network_block(node: NodeId, n: &NetworkView) -> String {
             format!(
                 "for the other members: {} packets, {}",
                 relayed.packets,
-                super::peers::bytes(relayed.bytes)
+                super::units::bytes(relayed.bytes)
             ),
         );
     }
