@@ -38,6 +38,22 @@ impl PublicIdentity {
         NodeId::from_bytes(id)
     }
 
+    /// A short fingerprint of both keys, for people to compare (`member list`, `meshd
+    /// status`): 64 bits of a hash other than the id's, as four groups of hex. Two
+    /// identities with the same node id have different fingerprints, but for a 2^64 search.
+    pub fn fingerprint(&self) -> String {
+        let digest = Blake2s256::new()
+            .chain_update(b"meshd key fingerprint v1")
+            .chain_update(self.x25519)
+            .chain_update(self.ed25519)
+            .finalize();
+        digest[..8]
+            .chunks(2)
+            .map(|pair| format!("{:02x}{:02x}", pair[0], pair[1]))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
     /// Checks an Ed25519 signature made by this node.
     pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
         signature::UnparsedPublicKey::new(&signature::ED25519, &self.ed25519)
@@ -243,6 +259,19 @@ impl fmt::Debug for NetworkKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_are_short_stable_and_tell_keys_apart() {
+        let a = Identity::generate();
+        let f = a.public().fingerprint();
+        assert_eq!(f.len(), 19);
+        assert_eq!(f.matches(':').count(), 3);
+        assert_eq!(f, a.public().fingerprint());
+        assert_ne!(f, Identity::generate().public().fingerprint());
+        let mut other = *a.public();
+        other.x25519[0] ^= 1;
+        assert_ne!(f, other.fingerprint());
+    }
 
     #[test]
     fn identity_round_trips_through_secret_text() {

@@ -49,6 +49,18 @@ fn three_hosts_join_talk_lose_a_member_and_run_on_the_cache() {
 
     // Authorize; OK with the addresses.
     m.authorize_all(nwid);
+    // What a node shows of its keys is what the controller lists for it.
+    let members = ok_stdout(&m.ctl(&["member", "list", &nwid.to_string()]));
+    for i in 0..m.nodes.len() {
+        let status = m.status(i);
+        let key = status["key_fingerprint"].as_str().expect("a fingerprint");
+        assert_eq!(key.len(), 19, "{key}");
+        let row = members
+            .lines()
+            .find(|l| l.starts_with(&m.nodes[i].id().to_string()))
+            .expect("listed");
+        assert!(row.contains(key), "{row} lacks {key}");
+    }
     m.phase(&format!(
         "authorized: OK; addresses {:?}",
         m.nodes.iter().map(Node::addrs).collect::<Vec<_>>()

@@ -95,6 +95,7 @@ pub fn member_table(members: &[MemberView], now_ms: u64) -> String {
     table(
         &[
             "NODE ID",
+            "KEY",
             "NAME",
             "AUTHORIZED",
             "IPV4",
@@ -107,6 +108,7 @@ pub fn member_table(members: &[MemberView], now_ms: u64) -> String {
             .map(|m| {
                 vec![
                     m.node_id.to_string(),
+                    m.key_fingerprint.clone(),
                     or_none(&m.name),
                     if m.authorized { "yes" } else { "no" }.to_owned(),
                     join(&m.ipv4),
@@ -130,8 +132,9 @@ pub fn authorized(network: &str, m: &MemberView) -> String {
         parts.push(format!("6PLANE {s}"));
     }
     format!(
-        "authorized {} in network {network}: {}\n",
+        "authorized {} (key {}) in network {network}: {}\n",
         m.node_id,
+        m.key_fingerprint,
         parts.join(", ")
     )
 }
@@ -273,6 +276,7 @@ mod tests {
     fn member(node: &str, name: &str, authorized: bool, seen: Option<u64>) -> MemberView {
         MemberView {
             node_id: node.parse().unwrap(),
+            key_fingerprint: "ab12:cd34:ef56:7890".into(),
             name: name.into(),
             authorized,
             ipv4: if authorized {
@@ -348,9 +352,9 @@ mod tests {
             now,
         );
         let expected = "\
-NODE ID     NAME   AUTHORIZED  IPV4         CONTAINER SUBNET  6PLANE /80                     LAST SEEN
-89e92ceee5  web-1  yes         10.147.0.12  172.28.0.0/24     fc9c:e1a3:f889:e92c:eee5::/80  42s ago
-1a2b3c4d5e  -      no          -            -                 fc9c:e1a3:f889:e92c:eee5::/80  never
+NODE ID     KEY                  NAME   AUTHORIZED  IPV4         CONTAINER SUBNET  6PLANE /80                     LAST SEEN
+89e92ceee5  ab12:cd34:ef56:7890  web-1  yes         10.147.0.12  172.28.0.0/24     fc9c:e1a3:f889:e92c:eee5::/80  42s ago
+1a2b3c4d5e  ab12:cd34:ef56:7890  -      no          -            -                 fc9c:e1a3:f889:e92c:eee5::/80  never
 ";
         assert_eq!(text, expected);
     }

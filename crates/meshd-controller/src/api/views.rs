@@ -49,6 +49,9 @@ pub struct RouteView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
     pub node_id: NodeId,
+    /// Both of the member's keys, hashed short: what `meshd status` shows on the node, to
+    /// compare before authorizing.
+    pub key_fingerprint: String,
     pub name: String,
     pub authorized: bool,
     pub ipv4: Vec<Ipv4Addr>,
@@ -113,6 +116,7 @@ impl MemberView {
     pub fn of(net: &Network, m: &Member) -> Self {
         Self {
             node_id: m.node_id,
+            key_fingerprint: m.identity.fingerprint(),
             name: m.name.clone(),
             authorized: m.authorized,
             ipv4: m.ipv4.clone(),

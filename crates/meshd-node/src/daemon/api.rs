@@ -44,6 +44,9 @@ use super::{Daemon, RequestError, stopped};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusView {
     pub node_id: NodeId,
+    /// Both of the node's keys, hashed short: compare with `member list` before authorizing.
+    #[serde(default)]
+    pub key_fingerprint: String,
     pub version: String,
     /// Connected to at least one controller.
     pub online: bool,
@@ -593,6 +596,7 @@ impl Daemon {
                 })
                 .collect(),
             node_id: node,
+            key_fingerprint: self.state.identity().public().fingerprint(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             online: controllers.iter().any(|c| c.reachable),
             controller,

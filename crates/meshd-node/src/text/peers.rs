@@ -81,6 +81,7 @@ mod tests {
     fn table_of_peers() {
         let mut s = StatusView {
             node_id: "89e92ceee5".parse().unwrap(),
+            key_fingerprint: String::new(),
             version: "0.1.0".into(),
             online: true,
             controller: None,

@@ -16,7 +16,11 @@ const MAX_ROUTES_SHOWN: usize = 6;
 pub fn render(s: &StatusView) -> String {
     let mut out = String::new();
     let online = if s.online { "ONLINE" } else { "OFFLINE" };
-    let _ = writeln!(out, "node {}  meshd {}  {online}", s.node_id, s.version);
+    let _ = writeln!(
+        out,
+        "node {}  key {}  meshd {}  {online}",
+        s.node_id, s.key_fingerprint, s.version
+    );
     if !s.dataplane_attached {
         let _ = writeln!(
             out,
@@ -347,6 +351,7 @@ mod tests {
     fn status(networks: Vec<NetworkView>) -> StatusView {
         StatusView {
             node_id: "89e92ceee5".parse().unwrap(),
+            key_fingerprint: "ab12:cd34:ef56:7890".into(),
             version: "0.1.0".into(),
             online: false,
             controller: None,
@@ -383,7 +388,7 @@ mod tests {
         let text = render(&status(vec![network(NetworkStatus::Ok)]));
         assert_eq!(
             text,
-            "node 89e92ceee5  meshd 0.1.0  OFFLINE\n\
+            "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  OFFLINE\n\
              controllers unreachable for 3h12m; running on cached configs\n\
              controller 127.0.0.1:9994  unreachable for 3h12m: no answer from 127.0.0.1:9994 within 5 s\n\
              \n\
@@ -468,7 +473,7 @@ mod tests {
         let text = render(&s);
         assert!(
             text.starts_with(
-                "node 89e92ceee5  meshd 0.1.0  OFFLINE\n\
+                "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  OFFLINE\n\
                  forwarding: set by meshd (net.ipv6.conf.all.forwarding=1)\n\
                  warning: net.ipv4.ip_forward is 0: containers behind this host are unreachable \
                  over IPv4 from other hosts; run `sysctl -w net.ipv4.ip_forward=1` or start the \
@@ -510,7 +515,7 @@ mod tests {
         let text = render(&s);
         assert!(
             text.starts_with(
-                "node 89e92ceee5  meshd 0.1.0  ONLINE\n\
+                "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  ONLINE\n\
                  controller 10.0.0.2:9994  connected for 3s\n\
                  controllers 3 known, also 10.0.0.1:9994 (unreachable), 10.0.0.3:9994\n\
                  \n\
@@ -537,7 +542,7 @@ mod tests {
         let text = render(&s);
         assert!(
             text.starts_with(
-                "node 89e92ceee5  meshd 0.1.0  ONLINE\n\
+                "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  ONLINE\n\
                  controller 10.0.0.2:9994  connected for 1m15s\n\n"
             ),
             "{text}"
