@@ -574,6 +574,25 @@ impl Daemon {
             ipv4: views.iter().any(|v| v.container_subnets.ipv4.is_some()),
             ipv6: views.iter().any(|v| v.container_subnets.ipv6.is_some()),
         };
+        // What traffic from the mesh may be forwarded to: this host's containers, and the
+        // LANs it is the gateway of.
+        let owned: Vec<IpNet> = views
+            .iter()
+            .flat_map(|v| {
+                let containers = [
+                    v.container_subnets.ipv4.map(IpNet::V4),
+                    v.container_subnets.ipv6,
+                ];
+                let routes = v
+                    .routes
+                    .iter()
+                    .filter(|r| r.node_id == node)
+                    .map(|r| r.target);
+                containers.into_iter().flatten().chain(routes)
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let reach = self.reach_summary();
         StatusView {
             public_endpoint: reach
@@ -605,7 +624,7 @@ impl Daemon {
             controllers,
             networks: views,
             peers,
-            forwarding: self.forwarding.report(needs),
+            forwarding: self.forwarding.report_for(needs, &owned),
             packet_workers: self.dataplane.workers(),
         }
     }

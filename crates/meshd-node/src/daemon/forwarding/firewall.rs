@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use serde_json::Value;
 
 use super::{BOTH, Needs, V4, V6};
@@ -306,11 +307,70 @@ pub fn parse_nft_ruleset(json: &str) -> Result<Vec<NftForwardChain>, String> {
         .collect())
 }
 
-/// A firewall problem, for the families it concerns.
+/// A firewall problem, for the families it concerns: what is wrong, and the rules that fix
+/// it ([`FirewallProblem::text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirewallProblem {
     pub family: Needs,
     pub message: String,
+    pub fix: Fix,
+}
+
+/// Where the rules that open the mesh go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fix {
+    /// `iptables`/`ip6tables`, into this chain.
+    Iptables { tool: String, chain: String },
+    /// This nft chain (`family table name`).
+    Nft { chain: String },
+}
+
+impl FirewallProblem {
+    /// The problem and its fix. Traffic from the mesh is opened only towards `owned` (this
+    /// host's container subnets and the routes it is the gateway of), so that the rule does
+    /// not make the host a router for anything else; with none known, towards anything.
+    pub fn text(&self, owned: &[IpNet]) -> String {
+        let v6 = |n: &&IpNet| matches!(n, IpNet::V6(_));
+        let rules: Vec<String> = match &self.fix {
+            Fix::Iptables { tool, chain } => {
+                let mine: Vec<&IpNet> = owned
+                    .iter()
+                    .filter(|n| v6(n) == (tool == "ip6tables"))
+                    .collect();
+                let inbound: Vec<String> = if mine.is_empty() {
+                    vec![format!("{tool} -I {chain} -i mesh+ -j ACCEPT")]
+                } else {
+                    mine.iter()
+                        .map(|n| format!("{tool} -I {chain} -i mesh+ -d {n} -j ACCEPT"))
+                        .collect()
+                };
+                inbound
+                    .into_iter()
+                    .chain([format!("{tool} -I {chain} -o mesh+ -j ACCEPT")])
+                    .collect()
+            }
+            Fix::Nft { chain } => {
+                let inbound: Vec<String> = if owned.is_empty() {
+                    vec![format!("nft insert rule {chain} iifname \"mesh*\" accept")]
+                } else {
+                    owned
+                        .iter()
+                        .map(|n| {
+                            let family = if v6(&n) { "ip6" } else { "ip" };
+                            format!(
+                                "nft insert rule {chain} iifname \"mesh*\" {family} daddr {n} accept"
+                            )
+                        })
+                        .collect()
+                };
+                inbound
+                    .into_iter()
+                    .chain([format!("nft insert rule {chain} oifname \"mesh*\" accept")])
+                    .collect()
+            }
+        };
+        format!("{}; run `{}`", self.message, rules.join("; "))
+    }
 }
 
 /// The firewall's state: the summary line and its problems.
@@ -346,11 +406,21 @@ pub fn assess_iptables(tool: &str, fw: &IptablesForward) -> (String, Option<Fire
             let message = format!(
                 "{tool} FORWARD policy is DROP and no rule accepts the mesh interfaces \
                  (mesh-*): containers behind this host are unreachable over {} from other \
-                 hosts; run `{tool} -I {chain} -i mesh+ -j ACCEPT; {tool} -I {chain} -o mesh+ \
-                 -j ACCEPT`",
+                 hosts",
                 unreachable_over(family)
             );
-            (line, Some(FirewallProblem { family, message }))
+            let fix = Fix::Iptables {
+                tool: tool.to_owned(),
+                chain: chain.to_owned(),
+            };
+            (
+                line,
+                Some(FirewallProblem {
+                    family,
+                    message,
+                    fix,
+                }),
+            )
         }
         Some(policy) => (format!("{tool} FORWARD policy {policy}"), None),
     }
@@ -388,10 +458,12 @@ pub fn assess_nft(
                 message: format!(
                     "nftables chain {chain} (hook forward) has policy drop and no rule accepts \
                      the mesh interfaces (mesh-*): containers behind this host are unreachable \
-                     over {} from other hosts; run `nft insert rule {chain} iifname \"mesh*\" \
-                     accept; nft insert rule {chain} oifname \"mesh*\" accept`",
+                     over {} from other hosts",
                     unreachable_over(family)
                 ),
+                fix: Fix::Nft {
+                    chain: chain.clone(),
+                },
             });
         }
     }
@@ -572,12 +644,12 @@ pub(super) mod tests {
             let problem = problem.unwrap();
             assert_eq!(problem.family, V4);
             assert!(
-                problem.message.ends_with(
+                problem.text(&[]).ends_with(
                     "run `iptables -I DOCKER-USER -i mesh+ -j ACCEPT; \
                      iptables -I DOCKER-USER -o mesh+ -j ACCEPT`"
                 ),
                 "{}",
-                problem.message
+                problem.text(&[])
             );
             assert!(problem.message.contains("over IPv4"), "{}", problem.message);
         }
@@ -588,11 +660,46 @@ pub(super) mod tests {
         let problem = problem.unwrap();
         assert_eq!(problem.family, V6);
         assert!(
-            problem.message.contains(
+            problem.text(&[]).contains(
                 "`ip6tables -I FORWARD -i mesh+ -j ACCEPT; ip6tables -I FORWARD -o mesh+ -j ACCEPT`"
             ),
             "{}",
-            problem.message
+            problem.text(&[])
+        );
+    }
+
+    #[test]
+    fn the_fix_opens_the_mesh_only_towards_what_the_host_owns() {
+        let owned: Vec<IpNet> = ["172.28.3.0/24", "192.168.77.0/24", "fc9c:1:2:3:4::/80"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let (_, v4) = assess_iptables("iptables", &parse_iptables(DOCKER_IPTABLES));
+        assert_eq!(
+            v4.unwrap().text(&owned).split("; run ").nth(1).unwrap(),
+            "`iptables -I DOCKER-USER -i mesh+ -d 172.28.3.0/24 -j ACCEPT; \
+             iptables -I DOCKER-USER -i mesh+ -d 192.168.77.0/24 -j ACCEPT; \
+             iptables -I DOCKER-USER -o mesh+ -j ACCEPT`"
+        );
+        let (_, v6) = assess_iptables("ip6tables", &parse_iptables("-P FORWARD DROP\n"));
+        assert!(v6.unwrap().text(&owned).ends_with(
+            "`ip6tables -I FORWARD -i mesh+ -d fc9c:1:2:3:4::/80 -j ACCEPT; \
+                 ip6tables -I FORWARD -o mesh+ -j ACCEPT`"
+        ));
+        let nft = FirewallProblem {
+            family: BOTH,
+            message: "drop".into(),
+            fix: Fix::Nft {
+                chain: "inet filter forward".into(),
+            },
+        };
+        let text = nft.text(&owned[1..]);
+        assert_eq!(
+            text,
+            "drop; run `nft insert rule inet filter forward iifname \"mesh*\" ip daddr \
+             192.168.77.0/24 accept; nft insert rule inet filter forward iifname \"mesh*\" \
+             ip6 daddr fc9c:1:2:3:4::/80 accept; nft insert rule inet filter forward oifname \
+             \"mesh*\" accept`"
         );
     }
 
@@ -715,12 +822,12 @@ pub(super) mod tests {
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].family, BOTH);
         assert!(
-            problems[0].message.ends_with(
+            problems[0].text(&[]).ends_with(
                 "run `nft insert rule inet filter forward iifname \"mesh*\" accept; \
                  nft insert rule inet filter forward oifname \"mesh*\" accept`"
             ),
             "{}",
-            problems[0].message
+            problems[0].text(&[])
         );
         // Without iptables, both are reported.
         let (lines, problems) = assess_nft(&chains, false, false);

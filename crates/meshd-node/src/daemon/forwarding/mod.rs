@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 mod firewall;
@@ -119,6 +120,12 @@ impl Checker {
     /// The report, with problems only for the families in `needs` (those of this host's
     /// container subnets).
     pub fn report(&self, needs: Needs) -> ForwardingReport {
+        self.report_for(needs, &[])
+    }
+
+    /// [`Checker::report`], whose firewall fixes open the mesh only towards `owned`: the
+    /// host's container subnets and the routes it is the gateway of.
+    pub fn report_for(&self, needs: Needs, owned: &[IpNet]) -> ForwardingReport {
         let mut problems = Vec::new();
         let (v4, v6) = read_sysctls(&self.root);
         let mut values = [false, false];
@@ -153,7 +160,7 @@ impl Checker {
                 .problems
                 .into_iter()
                 .filter(|p| needs.any(p.family))
-                .map(|p| p.message),
+                .map(|p| p.text(owned)),
         );
         ForwardingReport {
             ipv4: values[0],
