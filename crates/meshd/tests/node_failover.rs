@@ -135,34 +135,7 @@ async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
     let replicas = vec![a.to_string(), b.to_string()];
     let (ctl_a, ctl_b) = (InMemoryController::default(), InMemoryController::default());
     for ctl in [&ctl_a, &ctl_b] {
-        let spec = NetworkSpec {
-            key_seed: [11; 32],
-            name: "ha".into(),
-            v4_pools: vec!["10.147.17.0/24".parse().unwrap()],
-            container_pool: "172.28.0.0/22".parse().unwrap(),
-            container_prefix: 24,
-            sixplane: false,
-            rfc4193: false,
-            mtu: 1420,
-            at_ms: 1,
-        };
-        ctl.write(Command::CreateNetwork(spec)).await.unwrap();
-        ctl.write(Command::MemberJoin {
-            network,
-            identity,
-            physical: None,
-            local: vec![],
-            at_ms: 1,
-        })
-        .await
-        .unwrap();
-        ctl.write(Command::Authorize {
-            network,
-            node,
-            at_ms: 2,
-        })
-        .await
-        .unwrap();
+        assert_eq!(served_network(ctl, 11, identity).await, network);
     }
     // B lags well behind A (its own MemberJoin may bump it once or twice).
     bump_past(&ctl_a, network, node, revision(&ctl_b, network) + 10).await;
@@ -266,7 +239,7 @@ async fn the_node_learns_every_replica_fails_over_and_never_goes_back() {
     daemon.await.unwrap().unwrap();
 }
 
-/// A network served by `ctl` with `node` (of `identity`) authorized in it.
+/// The network of key seed `[seed; 32]` in `ctl`, with the node of `identity` authorized.
 async fn served_network(
     ctl: &InMemoryController,
     seed: u8,
@@ -277,7 +250,7 @@ async fn served_network(
         .network_id();
     let spec = NetworkSpec {
         key_seed: [seed; 32],
-        name: "pinned".into(),
+        name: format!("net-{seed}"),
         v4_pools: vec!["10.147.17.0/24".parse().expect("valid")],
         container_pool: "172.28.0.0/22".parse().expect("valid"),
         container_prefix: 24,

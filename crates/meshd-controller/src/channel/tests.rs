@@ -477,6 +477,23 @@ async fn raw_stream(
     (ep, conn, send, recv)
 }
 
+/// The next frame on a raw stream, within [`WAIT`].
+async fn read_one(recv: &mut quinn::RecvStream) -> Option<ControllerMessage> {
+    tokio::time::timeout(WAIT, protocol::read_frame::<_, ControllerMessage>(recv))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits for the controller to close `conn` with `code`.
+async fn closed_with(conn: &quinn::Connection, code: u32) {
+    let closed = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == code.into()),
+        "{closed:?}"
+    );
+}
+
 #[tokio::test]
 async fn first_message_must_be_hello() {
     let ctl = InMemoryController::default();
@@ -487,22 +504,12 @@ async fn first_message_must_be_hello() {
         have_revision: 0,
     };
     protocol::write_frame(&mut send, &join).await.unwrap();
-    let msg = tokio::time::timeout(
-        WAIT,
-        protocol::read_frame::<_, ControllerMessage>(&mut recv),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let msg = read_one(&mut recv).await;
     assert!(
         matches!(&msg, Some(ControllerMessage::Error { message }) if message.contains("Hello")),
         "{msg:?}"
     );
-    let closed = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
-    assert!(
-        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close_code::PROTOCOL.into()),
-        "{closed:?}"
-    );
+    closed_with(&conn, close_code::PROTOCOL).await;
 }
 
 /// A Hello that names someone else's X25519 key (with one's own Ed25519 key, which TLS
@@ -523,13 +530,7 @@ async fn a_hello_naming_an_x25519_key_the_node_does_not_hold_is_refused() {
         local_endpoints: vec![],
     };
     protocol::write_frame(&mut send, &hello).await.unwrap();
-    let msg = tokio::time::timeout(
-        WAIT,
-        protocol::read_frame::<_, ControllerMessage>(&mut recv),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let msg = read_one(&mut recv).await;
     let Some(ControllerMessage::Challenge { key }) = msg else {
         panic!("expected a Challenge first, got {msg:?}")
     };
@@ -543,11 +544,7 @@ async fn a_hello_naming_an_x25519_key_the_node_does_not_hold_is_refused() {
     protocol::write_frame(&mut send, &NodeMessage::Proof { tag })
         .await
         .unwrap();
-    let closed = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
-    assert!(
-        matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == close_code::FORBIDDEN.into()),
-        "{closed:?}"
-    );
+    closed_with(&conn, close_code::FORBIDDEN).await;
     assert!(
         ctl.read(|s| s.network(nwid(7)).unwrap().members.is_empty()),
         "the refused node's early join was written"
