@@ -9,6 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use meshd_channel::{ChannelClient, ControllerMessage};
 use meshd_controller::channel;
 use meshd_controller::controller::Controller;
+use meshd_controller::raft::ReplicaCredentials;
 use meshd_controller::replica::Replica;
 use meshd_controller::state::{Command, NetworkSpec};
 use meshd_proto::{Identity, NetworkId, NetworkKey};
@@ -59,9 +60,14 @@ async fn await_revision(client: &mut ChannelClient, revision: u64) {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
-    let replica = Replica::open(dir.path(), 1, "http://127.0.0.1:9".into(), "bench".into())
-        .await
-        .expect("replica opens");
+    let replica = Replica::open(
+        dir.path(),
+        1,
+        "http://127.0.0.1:9".into(),
+        ReplicaCredentials::generate(),
+    )
+    .await
+    .expect("replica opens");
     let spec = NetworkSpec {
         key_seed: [5; 32],
         name: "bench".into(),

@@ -8,11 +8,13 @@
 //! Trust model:
 //! - The **server** accepts any client that proves possession of an Ed25519 key. Who may do
 //!   what is decided by the application layer from the member records.
-//! - The **client** accepts any server Ed25519 key. The controller's TLS key is deliberately
-//!   not pinned: everything a node acts on is a network config signed by the network key,
-//!   which the node checks against the network id (the id is a hash of that key). A rogue
-//!   "controller" can therefore withhold configs but cannot forge one. TLS still gives the
-//!   channel confidentiality and integrity.
+//! - The **client** accepts any server Ed25519 key in the handshake: everything a node acts
+//!   on is a network config signed by the network key, which the node checks against the
+//!   network id (the id is a hash of that key). The daemon then pins each replica's key at
+//!   first contact, so an on-path impostor cannot hold back revocations either.
+//!
+//! The same raw-key TLS, with a [`KeyPolicy`] that pins keys, carries replication between
+//! controller replicas over TCP ([`raw_key_server_config`], [`raw_key_client_config`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,14 +115,7 @@ fn certified_key(
     seed: &[u8; 32],
     provider: &CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, TlsError> {
-    let pair =
-        Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| TlsError::Key(e.to_string()))?;
-    let public: [u8; 32] = pair
-        .public_key()
-        .as_ref()
-        .try_into()
-        .map_err(|_| TlsError::Key("Ed25519 public key is not 32 bytes".into()))?;
-    let spki = ed25519_spki(&public);
+    let spki = ed25519_spki(&ed25519_public(seed)?);
     let key = provider
         .key_provider
         .load_private_key(PrivateKeyDer::Pkcs8(ed25519_pkcs8(seed)))
@@ -130,16 +125,32 @@ fn certified_key(
     Ok(Arc::new(certified))
 }
 
-/// Accepts any peer whose raw public key is Ed25519 and whose handshake signature verifies
-/// under it. Serves as both the client's server verifier and the server's client verifier.
-#[derive(Debug)]
-pub struct AnyEd25519Key {
-    algorithms: WebPkiSupportedAlgorithms,
+/// Which raw Ed25519 keys a verifier accepts from the peer.
+pub type KeyPolicy = Arc<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+
+/// A policy accepting every Ed25519 key: the node channel's (module docs).
+pub fn any_key() -> KeyPolicy {
+    Arc::new(|_| true)
 }
 
-impl AnyEd25519Key {
-    /// A raw public key presented alone (no chain) that is Ed25519.
+/// Accepts a peer whose raw public key is Ed25519, passes its [`KeyPolicy`], and whose
+/// handshake signature verifies under it. Serves as both the client's server verifier and
+/// the server's client verifier.
+pub struct Ed25519KeyVerifier {
+    algorithms: WebPkiSupportedAlgorithms,
+    accept: KeyPolicy,
+}
+
+impl std::fmt::Debug for Ed25519KeyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ed25519KeyVerifier").finish_non_exhaustive()
+    }
+}
+
+impl Ed25519KeyVerifier {
+    /// A raw public key presented alone (no chain) that is Ed25519 and passes the policy.
     fn check_chain(
+        &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> Result<(), rustls::Error> {
@@ -148,7 +159,15 @@ impl AnyEd25519Key {
                 CertificateError::BadEncoding,
             ));
         }
-        Self::check_key(end_entity)
+        match ed25519_from_spki(end_entity.as_ref()) {
+            Some(key) if (self.accept)(&key) => Ok(()),
+            Some(_) => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        }
     }
 
     /// TLS 1.2 is never negotiated (the configs allow 1.3 only); refuse if it somehow is.
@@ -158,18 +177,11 @@ impl AnyEd25519Key {
         ))
     }
 
-    fn new(provider: &CryptoProvider) -> Self {
+    fn new(provider: &CryptoProvider, accept: KeyPolicy) -> Self {
         Self {
             algorithms: provider.signature_verification_algorithms,
+            accept,
         }
-    }
-
-    fn check_key(end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        ed25519_from_spki(end_entity.as_ref())
-            .map(|_| ())
-            .ok_or(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            ))
     }
 
     fn verify13(
@@ -191,7 +203,7 @@ impl AnyEd25519Key {
     }
 }
 
-impl ServerCertVerifier for AnyEd25519Key {
+impl ServerCertVerifier for Ed25519KeyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -200,8 +212,8 @@ impl ServerCertVerifier for AnyEd25519Key {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        // Not pinned on purpose: configs are verified against the network id (module docs).
-        Self::check_chain(end_entity, intermediates).map(|()| ServerCertVerified::assertion())
+        self.check_chain(end_entity, intermediates)
+            .map(|()| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -231,7 +243,7 @@ impl ServerCertVerifier for AnyEd25519Key {
     }
 }
 
-impl ClientCertVerifier for AnyEd25519Key {
+impl ClientCertVerifier for Ed25519KeyVerifier {
     fn client_auth_mandatory(&self) -> bool {
         true
     }
@@ -246,8 +258,8 @@ impl ClientCertVerifier for AnyEd25519Key {
         intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        // Any Ed25519 key may connect: membership is checked per network by the server.
-        Self::check_chain(end_entity, intermediates).map(|()| ClientCertVerified::assertion())
+        self.check_chain(end_entity, intermediates)
+            .map(|()| ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -291,18 +303,29 @@ fn transport(max_bidi_streams: u32) -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// The rustls server config of a controller replica whose TLS key is `server_seed`.
+/// The rustls server config of a controller replica whose TLS key is `server_seed`: any
+/// client key (membership is checked per network by the server).
 pub fn rustls_server_config(server_seed: &[u8; 32]) -> Result<rustls::ServerConfig, TlsError> {
+    raw_key_server_config(server_seed, any_key(), ALPN)
+}
+
+/// A TLS 1.3 server config with the raw Ed25519 key `seed`, requiring a client key that
+/// passes `accept`, speaking `alpn`.
+pub fn raw_key_server_config(
+    seed: &[u8; 32],
+    accept: KeyPolicy,
+    alpn: &[u8],
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
-    let key = certified_key(server_seed, &provider)?;
-    let verifier = Arc::new(AnyEd25519Key::new(&provider));
+    let key = certified_key(seed, &provider)?;
+    let verifier = Arc::new(Ed25519KeyVerifier::new(&provider, accept));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(
             rustls::server::AlwaysResolvesServerRawPublicKeys::new(key),
         ));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     // No resumption: every connection runs a full handshake, so the peer key the server reads
     // is always the one proved on this connection. The cost is one signature per connect.
     config.send_tls13_tickets = 0;
@@ -310,11 +333,22 @@ pub fn rustls_server_config(server_seed: &[u8; 32]) -> Result<rustls::ServerConf
     Ok(config)
 }
 
-/// The rustls client config of a node: its identity's Ed25519 key, any server Ed25519 key.
+/// The rustls client config of a node: its identity's Ed25519 key, any server Ed25519 key
+/// (the daemon pins replica keys itself, after the handshake).
 pub fn rustls_client_config(identity: &Identity) -> Result<rustls::ClientConfig, TlsError> {
+    raw_key_client_config(identity.ed25519_seed(), any_key(), ALPN)
+}
+
+/// A TLS 1.3 client config presenting the raw Ed25519 key `seed`, requiring a server key
+/// that passes `accept`, speaking `alpn`.
+pub fn raw_key_client_config(
+    seed: &[u8; 32],
+    accept: KeyPolicy,
+    alpn: &[u8],
+) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
-    let key = certified_key(identity.ed25519_seed(), &provider)?;
-    let verifier = Arc::new(AnyEd25519Key::new(&provider));
+    let key = certified_key(seed, &provider)?;
+    let verifier = Arc::new(Ed25519KeyVerifier::new(&provider, accept));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -322,9 +356,19 @@ pub fn rustls_client_config(identity: &Identity) -> Result<rustls::ClientConfig,
         .with_client_cert_resolver(Arc::new(
             rustls::client::AlwaysResolvesClientRawPublicKeys::new(key),
         ));
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
+}
+
+/// The Ed25519 public key of a 32-byte seed.
+pub fn ed25519_public(seed: &[u8; 32]) -> Result<[u8; 32], TlsError> {
+    let pair =
+        Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| TlsError::Key(e.to_string()))?;
+    pair.public_key()
+        .as_ref()
+        .try_into()
+        .map_err(|_| TlsError::Key("Ed25519 public key is not 32 bytes".into()))
 }
 
 /// The quinn server config of a controller replica.
@@ -353,8 +397,8 @@ pub fn client_config_from(tls: rustls::ClientConfig) -> Result<quinn::ClientConf
 
 /// A rustls verifier that accepts any raw Ed25519 server key: for tests that build odd
 /// clients to try a controller's checks.
-pub fn any_ed25519_server() -> Arc<AnyEd25519Key> {
-    Arc::new(AnyEd25519Key::new(&provider()))
+pub fn any_ed25519_server() -> Arc<Ed25519KeyVerifier> {
+    Arc::new(Ed25519KeyVerifier::new(&provider(), any_key()))
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! A client of the admin API ([`crate::api`]), used by the `meshd controller` admin commands.
 //!
-//! Plain HTTP/1.1 over TCP, one connection per call: the CLI makes one or two calls per
-//! run, so pooling would buy nothing. Errors carry the server's one-line `error` text, so
-//! the CLI prints exactly what the server said.
+//! HTTP/1.1 over TCP (`http://`, the API on loopback) or over TLS to a certificate pinned
+//! by its fingerprint (`https://`, [`crate::api_tls`]), one connection per call: the CLI
+//! makes one or two calls per run, so pooling would buy nothing. Errors carry the server's
+//! one-line `error` text, so the CLI prints exactly what the server said.
 
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use crate::api::requests::{
     AddReplica, AddRoute, CreateNetwork, InvalidRequest, UpdateMember, UpdateNetwork, via_text,
 };
 use crate::api::views::{MemberView, NetworkView, RouteView};
-use crate::replica::ClusterView;
+use crate::api_tls::ApiFingerprint;
+use crate::replica::{ClusterSecret, ClusterView};
 use crate::state::RouteVia;
 
 /// How long to wait for the TCP connection.
@@ -45,6 +47,18 @@ pub enum ClientError {
     Timeout { url: String },
     #[error("bad controller API URL {url:?}: {reason}; write it like http://127.0.0.1:9995")]
     BadUrl { url: String, reason: String },
+    #[error(
+        "{url} is HTTPS: pass the certificate fingerprint that `meshd controller init` and \
+         `run` print (--fingerprint sha256:..., or MESHD_API_FINGERPRINT); on the replica's \
+         host, `openssl x509 -noout -fingerprint -sha256 -in DIR/api.crt` shows it too"
+    )]
+    NoFingerprint { url: String },
+    #[error(
+        "the controller API at {url} did not present the pinned certificate ({reason}); if the \
+         replica's certificate was replaced, pin the new fingerprint, otherwise something else \
+         answers at that address"
+    )]
+    Untrusted { url: String, reason: String },
     #[error("unexpected answer from the controller API at {url}: {reason}")]
     Protocol { url: String, reason: String },
     /// Caught before sending: the request could not be valid.
@@ -71,6 +85,7 @@ struct Target {
     port: u16,
     /// Path prefix (for an API behind a reverse proxy), without a trailing slash.
     prefix: String,
+    https: bool,
 }
 
 /// A client of one replica's admin API.
@@ -79,6 +94,7 @@ pub struct AdminClient {
     base: String,
     token: String,
     target: Target,
+    fingerprint: Option<ApiFingerprint>,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -91,8 +107,8 @@ impl std::fmt::Debug for AdminClient {
 }
 
 impl AdminClient {
-    /// A client for the API at `base` (e.g. `http://127.0.0.1:9995`). Only plain `http://`
-    /// is spoken; put a TLS proxy in front for remote access.
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:9995`, or `https://...`
+    /// with [`AdminClient::pinned`]).
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Result<Self, ClientError> {
         let base = base.into();
         let target = parse_base(base.trim())?;
@@ -100,7 +116,35 @@ impl AdminClient {
             base: base.trim().trim_end_matches('/').to_owned(),
             token: token.into().trim().to_owned(),
             target,
+            fingerprint: None,
         })
+    }
+
+    /// Trusts the `https://` API whose certificate has `fingerprint` (and no other).
+    pub fn pinned(mut self, fingerprint: ApiFingerprint) -> Self {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    /// The client of the replica whose data directory is `dir`: its URL, token and (for
+    /// HTTPS) certificate.
+    pub fn from_data_dir(dir: &std::path::Path) -> Result<Self, crate::datadir::DataDirError> {
+        let (url, token) = crate::datadir::read_api_info(dir)?;
+        let client =
+            Self::new(&url, token).map_err(|e| crate::datadir::DataDirError::Malformed {
+                path: dir.join(crate::datadir::API_URL_FILE),
+                reason: e.to_string(),
+            })?;
+        if client.target.https {
+            Ok(client.pinned(crate::api_tls::read_fingerprint(dir)?))
+        } else {
+            Ok(client)
+        }
+    }
+
+    /// The certificate this client trusts, for an https:// API.
+    pub fn fingerprint(&self) -> Option<ApiFingerprint> {
+        self.fingerprint
     }
 
     /// The base URL, as used in messages.
@@ -248,13 +292,26 @@ impl AdminClient {
         self.call(Method::GET, "/v1/replicas", None::<&()>).await
     }
 
-    /// Adds replica `id` at `address` (`host:port`) as a voter; answers with the replica set.
-    pub async fn add_replica(&self, id: u64, address: &str) -> Result<ClusterView, ClientError> {
+    /// Adds replica `id` at `address` (`host:port`) proving `key` as a voter; answers with
+    /// the replica set.
+    pub async fn add_replica(
+        &self,
+        id: u64,
+        address: &str,
+        key: &str,
+    ) -> Result<ClusterView, ClientError> {
         let body = AddReplica {
             id,
             address: address.to_owned(),
+            key: key.to_owned(),
         };
         self.call(Method::POST, "/v1/replicas", Some(&body)).await
+    }
+
+    /// `GET /v1/cluster-secret`: what a joining replica needs to replicate.
+    pub async fn cluster_secret(&self) -> Result<ClusterSecret, ClientError> {
+        self.call(Method::GET, "/v1/cluster-secret", None::<&()>)
+            .await
     }
 
     /// Removes replica `id`; answers with the replica set after.
@@ -307,9 +364,25 @@ impl AdminClient {
             Ok(Err(e)) => return Err(self.unreachable(e)),
             Err(_) => return Err(self.unreachable("no answer to the connection attempt")),
         };
-        let mut connection = Connection::handshake(stream)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let mut connection = if t.https {
+            let fingerprint = self.fingerprint.ok_or_else(|| ClientError::NoFingerprint {
+                url: self.base.clone(),
+            })?;
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                crate::api_tls::client_config(fingerprint),
+            ));
+            // Any name: the pinned certificate is what is checked, not a name.
+            let name = rustls::pki_types::ServerName::try_from("meshd-controller")
+                .expect("a valid DNS name");
+            let tls = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| self.handshake_failed(e))?;
+            Connection::handshake(tls).await
+        } else {
+            Connection::handshake(stream).await
+        }
+        .map_err(|e| self.unreachable(e))?;
 
         let mut request = Request::builder()
             .method(method)
@@ -345,6 +418,21 @@ impl AdminClient {
         }
     }
 
+    fn handshake_failed(&self, e: std::io::Error) -> ClientError {
+        let certificate = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+        if certificate {
+            ClientError::Untrusted {
+                url: self.base.clone(),
+                reason: e.to_string(),
+            }
+        } else {
+            self.unreachable(format!("TLS handshake failed: {e}"))
+        }
+    }
+
     fn protocol(&self, reason: impl std::fmt::Display) -> ClientError {
         ClientError::Protocol {
             url: self.base.clone(),
@@ -363,11 +451,11 @@ fn parse_base(base: &str) -> Result<Target, ClientError> {
         reason: reason.to_owned(),
     };
     let uri: Uri = base.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(bad("only http:// is supported")),
-        Some(_) | None => return Err(bad("it must start with http://")),
-    }
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        Some(_) | None => return Err(bad("it must start with http:// or https://")),
+    };
     let authority = uri.authority().ok_or_else(|| bad("no host"))?;
     if uri.query().is_some() {
         return Err(bad("it must not have a query"));
@@ -381,8 +469,9 @@ fn parse_base(base: &str) -> Result<Target, ClientError> {
     Ok(Target {
         authority: authority.as_str().to_owned(),
         host,
-        port: authority.port_u16().unwrap_or(80),
+        port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
         prefix: uri.path().trim_end_matches('/').to_owned(),
+        https,
     })
 }
 

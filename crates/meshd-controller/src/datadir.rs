@@ -2,9 +2,11 @@
 //! listens and the bearer token it wants.
 //!
 //! ```text
-//! DIR/            mode 0700: it holds secrets
-//!   api.url       one line, e.g. http://127.0.0.1:9995
-//!   api.token     one line, 64 lowercase hex digits, mode 0600
+//! DIR/              mode 0700: it holds secrets
+//!   api.url         one line, e.g. http://127.0.0.1:9995 (https:// off loopback)
+//!   api.token       one line, 64 lowercase hex digits, mode 0600
+//!   cluster.secret  one line, 64 lowercase hex digits, mode 0600: what replicas prove to
+//!                   each other, never sent to or by admin clients
 //! ```
 //!
 //! The replica writes both at `meshd controller init` (and again whenever its API address
@@ -20,6 +22,8 @@ use std::path::{Path, PathBuf};
 pub const API_URL_FILE: &str = "api.url";
 /// File holding the admin API's bearer token.
 pub const API_TOKEN_FILE: &str = "api.token";
+/// File holding the cluster secret.
+pub const CLUSTER_SECRET_FILE: &str = "cluster.secret";
 /// Bytes of randomness in a token (printed as twice as many hex digits).
 pub const TOKEN_BYTES: usize = 32;
 
@@ -76,10 +80,10 @@ pub fn write_api_info(dir: &Path, url: &str, token: &str) -> Result<(), DataDirE
 /// Reads `(url, token)` from DIR.
 pub fn read_api_info(dir: &Path) -> Result<(String, String), DataDirError> {
     let url = read_line(dir, API_URL_FILE)?;
-    if !url.starts_with("http://") {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(DataDirError::Malformed {
             path: dir.join(API_URL_FILE),
-            reason: format!("{url:?} is not an http:// URL"),
+            reason: format!("{url:?} is not an http:// or https:// URL"),
         });
     }
     let token = read_line(dir, API_TOKEN_FILE)?;
@@ -88,6 +92,42 @@ pub fn read_api_info(dir: &Path) -> Result<(String, String), DataDirError> {
         reason,
     })?;
     Ok((url, token))
+}
+
+/// Writes `DIR/cluster.secret` (mode 0600).
+pub fn write_cluster_secret(dir: &Path, secret: &str) -> Result<(), DataDirError> {
+    let path = dir.join(CLUSTER_SECRET_FILE);
+    check_token(secret).map_err(|reason| DataDirError::Malformed {
+        path: path.clone(),
+        reason,
+    })?;
+    write_atomically(&path, secret, TOKEN_MODE)
+}
+
+/// Reads `DIR/cluster.secret`; `None` when the directory predates it.
+pub fn read_cluster_secret(dir: &Path) -> Result<Option<String>, DataDirError> {
+    let path = dir.join(CLUSTER_SECRET_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = text.trim().to_owned();
+            check_token(&secret).map_err(|reason| DataDirError::Malformed {
+                path,
+                reason: format!("{reason}; copy cluster.secret from another replica's directory"),
+            })?;
+            Ok(Some(secret))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DataDirError::Read { path, source }),
+    }
+}
+
+/// The cluster secret of a cluster initialized before secrets were separate from the admin
+/// token: derived from the token every replica shares, so they agree without talking.
+pub fn legacy_cluster_secret(token: &str) -> String {
+    let mut input = b"meshd cluster secret v1\0".to_vec();
+    input.extend_from_slice(token.as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn read_line(dir: &Path, name: &str) -> Result<String, DataDirError> {
@@ -193,7 +233,7 @@ mod tests {
 
         fs::write(tmp.path().join(API_URL_FILE), "ftp://x\n").unwrap();
         let err = read_api_info(tmp.path()).unwrap_err().to_string();
-        assert!(err.contains("not an http:// URL"), "{err}");
+        assert!(err.contains("not an http:// or https:// URL"), "{err}");
 
         assert!(write_api_info(tmp.path(), "http://x", "not-a-token").is_err());
     }

@@ -5,7 +5,7 @@
 //! checks and the limits are [`meshd_proto::reach::relay::RelayServer`]'s; this is its
 //! socket, its clock and its view of the membership, refreshed after every applied command.
 //!
-//! Every replica derives the same relay secret from the cluster's shared token, so a node
+//! Every replica derives the same relay secret from the cluster secret, so a node
 //! registers with every replica under the one credential its connected replica gave it.
 
 use std::sync::{Arc, Mutex};
@@ -28,9 +28,9 @@ pub const CREDENTIAL_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// How often registrations that were not refreshed are dropped, and the counters published.
 const EXPIRE_EVERY: Duration = Duration::from_secs(2);
 
-/// The relay secret of a cluster whose replicas share `cluster_token`.
-pub fn secret(cluster_token: &str) -> RelaySecret {
-    RelaySecret::derive(cluster_token.as_bytes())
+/// The relay secret of a cluster whose replicas share `cluster_secret`.
+pub fn secret(cluster_secret: &str) -> RelaySecret {
+    RelaySecret::derive(cluster_secret.as_bytes())
 }
 
 /// A credential for `node`, valid for [`CREDENTIAL_LIFETIME`] from now.

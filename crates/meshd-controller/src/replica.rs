@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::{Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -23,14 +23,15 @@ use crate::controller::{Controller, WriteError};
 use crate::raft::network::Contacts;
 use crate::raft::state_machine::SharedState;
 use crate::raft::{
-    HttpNetworkFactory, LogStore, Raft, ReplicaId, StateMachineStore, StoreError, open_db,
+    HttpNetworkFactory, LogStore, Raft, ReplicaCredentials, ReplicaId, ReplicaKey, ReplicaNode,
+    StateMachineStore, StoreError, open_db,
 };
 use crate::state::{Applied, Command, ControllerState};
 
 pub mod cluster;
 
 pub use cluster::{
-    ClusterView, MembershipError, MembershipErrorKind, ReplicaStatus, admin_routes,
+    ClusterSecret, ClusterView, MembershipError, MembershipErrorKind, ReplicaStatus, admin_routes,
     is_loopback_address, parse_replica_address,
 };
 
@@ -119,7 +120,7 @@ pub struct Replica {
     raft: Raft,
     state: SharedState,
     applied: watch::Receiver<u64>,
-    token: Arc<str>,
+    credentials: ReplicaCredentials,
     /// Where other replicas reach this one (`host:port`), for messages.
     advertise: Arc<str>,
     /// When each peer last answered this replica's raft RPCs.
@@ -139,23 +140,30 @@ impl Debug for Replica {
 
 impl Replica {
     /// Opens the replica `id` on `data_dir` with default options. `advertise` is where other
-    /// replicas reach this one's [`Replica::router`] (`host:port`, e.g. `10.0.0.1:9994`;
-    /// an `http://` URL also works); `token` is the cluster's admin token, which replicas
-    /// present to each other.
+    /// replicas reach this one's [`Replica::serve_replication`] (`host:port`, e.g.
+    /// `10.0.0.1:9994`; an `http://` URL also works); `credentials` are its key and the
+    /// cluster secret, which replicas prove to each other.
     pub async fn open(
         data_dir: &Path,
         id: ReplicaId,
         advertise: String,
-        token: String,
+        credentials: ReplicaCredentials,
     ) -> Result<Replica, ReplicaError> {
-        Self::open_with(data_dir, id, advertise, token, ReplicaOptions::default()).await
+        Self::open_with(
+            data_dir,
+            id,
+            advertise,
+            credentials,
+            ReplicaOptions::default(),
+        )
+        .await
     }
 
     pub async fn open_with(
         data_dir: &Path,
         id: ReplicaId,
         advertise: String,
-        token: String,
+        credentials: ReplicaCredentials,
         options: ReplicaOptions,
     ) -> Result<Replica, ReplicaError> {
         // Mode 0700 when created here: the directory holds secrets.
@@ -197,8 +205,7 @@ impl Replica {
             ..Config::default()
         }
         .validate()?;
-        let token: Arc<str> = token.into();
-        let network = HttpNetworkFactory::new(id, token.clone());
+        let network = HttpNetworkFactory::new(id, credentials.clone());
         let contacts = network.contacts();
         let raft = Raft::new(id, Arc::new(config), network, log_store, state_machine)
             .await
@@ -209,7 +216,7 @@ impl Replica {
             raft,
             state,
             applied,
-            token,
+            credentials,
             advertise: advertise.as_str().into(),
             contacts,
             db_closed,
@@ -231,8 +238,9 @@ impl Replica {
             .is_initialized()
             .await
             .map_err(ReplicaError::Start)?;
+        let me = ReplicaNode::new(advertise.clone(), Some(self.credentials.key()));
         if bootstrap && !initialized {
-            let members = BTreeMap::from([(id, BasicNode::new(advertise.clone()))]);
+            let members = BTreeMap::from([(id, me.clone())]);
             match self.raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(ReplicaError::Initialize(e.to_string())),
@@ -257,8 +265,8 @@ impl Replica {
                     id,
                     timeout: SELF_ELECTION_TIMEOUT,
                 })?;
-            // Alone, this replica may record a new address of its own (an older data
-            // directory, or a changed --advertise): nobody else needs the old one.
+            // Alone, this replica may record a new address or its key (an older data
+            // directory, or a changed --advertise): nobody else needs the old record.
             let recorded = self
                 .raft
                 .metrics()
@@ -266,9 +274,9 @@ impl Replica {
                 .membership_config
                 .membership()
                 .get_node(&id)
-                .map(|n| n.addr.clone());
-            if recorded.is_some_and(|r| r != advertise) {
-                let nodes = BTreeMap::from([(id, BasicNode::new(advertise.clone()))]);
+                .cloned();
+            if recorded.is_some_and(|r| r != me) {
+                let nodes = BTreeMap::from([(id, me.clone())]);
                 if let Err(e) = self
                     .raft
                     .change_membership(openraft::ChangeMembers::SetNodes(nodes), false)
@@ -293,6 +301,23 @@ impl Replica {
     /// Where other replicas reach this one, as given to [`Replica::open`].
     pub fn advertise(&self) -> &str {
         &self.advertise
+    }
+
+    /// The key this replica proves to the others (and to nodes).
+    pub fn key(&self) -> ReplicaKey {
+        self.credentials.key()
+    }
+
+    /// Serves the replication routes ([`Replica::router`]) on `listener`, inside TLS that
+    /// admits the keys of the cluster membership ([`crate::raft::tls`]), until dropped.
+    pub fn serve_replication(
+        &self,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<impl Future<Output = std::io::Result<()>> + Send + 'static> {
+        let acceptor = crate::raft::tls::acceptor(&self.credentials.seed, self.raft.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let listener = crate::tls_listener::TlsListener::new(listener, acceptor, "replication")?;
+        Ok(axum::serve(listener, self.router()).into_future())
     }
 
     /// The replica's raft status.
@@ -335,7 +360,7 @@ impl Replica {
 /// Why a write through openraft on replica `id` failed, for the user.
 fn unavailable_message(
     id: ReplicaId,
-    e: RaftError<ReplicaId, ClientWriteError<ReplicaId, BasicNode>>,
+    e: RaftError<ReplicaId, ClientWriteError<ReplicaId, ReplicaNode>>,
 ) -> String {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => match (f.leader_id, f.leader_node) {

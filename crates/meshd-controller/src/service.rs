@@ -8,9 +8,13 @@
 //! DIR/                mode 0700
 //!   replica.json      id, listen address (node channel on UDP, replication on TCP),
 //!                     advertised address, admin API listen address, whether it joins
-//!   replica.key       the replica's Ed25519 seed (its QUIC identity), mode 0600
+//!   replica.key       the replica's Ed25519 seed (its identity on the node channel and in
+//!                     replication), mode 0600
 //!   api.url api.token what admin clients read (see `datadir`); the token is the cluster's,
 //!                     the same in every replica's directory
+//!   cluster.secret    what replicas prove to each other besides their keys, the same in
+//!                     every replica's directory, mode 0600
+//!   api.crt api.key   the admin API's certificate, for HTTPS off loopback (`api_tls`)
 //!   raft.redb         the replicated log, vote and snapshots
 //! ```
 
@@ -21,8 +25,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, ApiOptions};
+use crate::api_tls::ApiFingerprint;
 use crate::channel;
 use crate::datadir::{self, DataDirError};
+use crate::raft::{ReplicaCredentials, ReplicaKey};
 use crate::replica::{Replica, ReplicaOptions};
 
 const REPLICA_FILE: &str = "replica.json";
@@ -96,15 +102,33 @@ impl ReplicaSettings {
             .unwrap_or_else(|| default_advertise(self.listen))
     }
 
-    /// The URL clients and other replicas use for the API: an unspecified listen address is
-    /// reached through loopback on this host.
+    /// The URL clients use for the API: https:// unless it listens on loopback only; an
+    /// unspecified listen address is reached through loopback on this host.
     pub fn api_url(&self) -> String {
         let ip = match self.api_listen.ip() {
             IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        format!("http://{}", SocketAddr::new(ip, self.api_listen.port()))
+        let scheme = if self.api_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", SocketAddr::new(ip, self.api_listen.port()))
+    }
+
+    /// Whether the admin API speaks HTTPS: whenever it listens beyond loopback.
+    pub fn api_tls(&self) -> bool {
+        crate::api_tls::needs_tls(self.api_listen.ip())
+    }
+
+    /// The names the admin API's certificate carries.
+    fn certificate_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        if !self.api_listen.ip().is_unspecified() {
+            names.push(self.api_listen.ip().to_string());
+        }
+        if let Some((host, _)) = self.advertise.as_deref().and_then(|a| a.rsplit_once(':')) {
+            names.push(host.trim_matches(['[', ']']).to_owned());
+        }
+        names
     }
 }
 
@@ -137,22 +161,34 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServiceError {
     move |source| ServiceError::Io { what, source }
 }
 
-/// Creates a new replica's data directory with a fresh admin token.
-pub fn init(dir: &Path, settings: &ReplicaSettings) -> Result<(), ServiceError> {
-    init_with_token(dir, settings, &datadir::new_token())
+/// What `init` made that its user needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Initialized {
+    /// The replica's key: `replica add --key` names it.
+    pub key: ReplicaKey,
+    /// The admin API certificate's fingerprint, which clients pin (`--fingerprint`).
+    pub api_fingerprint: ApiFingerprint,
 }
 
-/// Creates a new replica's data directory with the cluster's admin `token` (a replica that
-/// joins holds the token of the cluster it joins).
+/// Creates a new cluster's first replica: a fresh admin token and cluster secret.
+pub fn init(dir: &Path, settings: &ReplicaSettings) -> Result<Initialized, ServiceError> {
+    init_with_token(dir, settings, &datadir::new_token(), &datadir::new_token())
+}
+
+/// Creates a new replica's data directory with the cluster's admin `token` and
+/// `cluster_secret` (a replica that joins holds those of the cluster it joins).
 pub fn init_with_token(
     dir: &Path,
     settings: &ReplicaSettings,
     token: &str,
-) -> Result<(), ServiceError> {
+    cluster_secret: &str,
+) -> Result<Initialized, ServiceError> {
     if dir.join(REPLICA_FILE).exists() {
         return Err(ServiceError::AlreadyInitialized(dir.to_owned()));
     }
     datadir::write_api_info(dir, &settings.api_url(), token)?;
+    datadir::write_cluster_secret(dir, cluster_secret)?;
+    let api_fingerprint = crate::api_tls::ensure_certificate(dir, &settings.certificate_names())?;
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| ServiceError::Io {
         what: "read the OS random source".into(),
@@ -170,7 +206,29 @@ pub fn init_with_token(
     })?;
     // Written last: its presence means the directory is complete.
     datadir::write_atomically(&dir.join(REPLICA_FILE), &json, 0o644)?;
-    Ok(())
+    Ok(Initialized {
+        key: ReplicaCredentials {
+            seed,
+            cluster_secret: cluster_secret.into(),
+        }
+        .key(),
+        api_fingerprint,
+    })
+}
+
+/// The cluster secret in `dir`; a directory from before secrets were separate from the
+/// admin token gets the one every replica of its cluster derives from the token.
+fn cluster_secret(dir: &Path, token: &str) -> Result<String, ServiceError> {
+    if let Some(secret) = datadir::read_cluster_secret(dir)? {
+        return Ok(secret);
+    }
+    let secret = datadir::legacy_cluster_secret(token);
+    datadir::write_cluster_secret(dir, &secret)?;
+    tracing::info!(
+        "wrote {}/cluster.secret, derived from the admin token",
+        dir.display()
+    );
+    Ok(secret)
 }
 
 /// Reads a replica's settings and key seed.
@@ -213,6 +271,10 @@ pub fn load(dir: &Path) -> Result<(ReplicaSettings, [u8; 32]), ServiceError> {
 #[derive(Debug, Clone, Copy)]
 pub struct Bound {
     pub api: SocketAddr,
+    /// The admin API's certificate, when it speaks HTTPS.
+    pub api_fingerprint: Option<ApiFingerprint>,
+    /// The replica's key, which the others pin.
+    pub key: ReplicaKey,
     /// UDP: the node channel.
     pub channel: SocketAddr,
     /// TCP, the same address as `channel`: replication between replicas.
@@ -231,6 +293,20 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let (settings, seed) = load(dir)?;
     let (_, token) = datadir::read_api_info(dir)?;
+    let credentials = ReplicaCredentials {
+        seed,
+        cluster_secret: cluster_secret(dir, &token)?.into(),
+    };
+    let api_tls = if settings.api_tls() {
+        crate::api_tls::ensure_certificate(dir, &settings.certificate_names())?;
+        Some(crate::api_tls::server_config(dir)?)
+    } else {
+        None
+    };
+    let api_fingerprint = match api_tls {
+        Some(_) => Some(crate::api_tls::read_fingerprint(dir)?),
+        None => None,
+    };
     crate::raft::owner::check(dir, settings.id).map_err(|source| ServiceError::Store {
         dir: dir.to_owned(),
         source,
@@ -282,7 +358,7 @@ pub async fn run(
         bootstrap: !settings.join,
         ..ReplicaOptions::default()
     };
-    let replica = Replica::open_with(dir, settings.id, advertise, token.clone(), options)
+    let replica = Replica::open_with(dir, settings.id, advertise, credentials.clone(), options)
         .await
         .map_err(|e| ServiceError::Replica(e.to_string()))?;
 
@@ -317,6 +393,8 @@ pub async fn run(
     );
     on_bound(Bound {
         api: api_addr,
+        api_fingerprint,
+        key: replica.key(),
         channel: channel_addr,
         replication: replication_addr,
         relay: relay_addr,
@@ -331,7 +409,7 @@ pub async fn run(
         "controller replica serving"
     );
 
-    let relay_secret = crate::relay::secret(&token);
+    let relay_secret = crate::relay::secret(&credentials.cluster_secret);
     let channel_task = tokio::spawn(channel::serve_relaying(
         endpoint.clone(),
         replica.clone(),
@@ -344,10 +422,26 @@ pub async fn run(
         settings.relay_limits(),
         relay_stats,
     ));
-    let replication_task = tokio::spawn(axum::serve(replication, replica.router()).into_future());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let replication_task = tokio::spawn(
+        replica
+            .serve_replication(replication)
+            .map_err(io("serve replication over TLS"))?,
+    );
+    let served = match api_tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+            let listener = crate::tls_listener::TlsListener::new(listener, acceptor, "admin API")
+                .map_err(io("serve the admin API over HTTPS"))?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     endpoint.close(
         meshd_channel::protocol::close_code::SHUTDOWN.into(),
         b"controller shutting down",

@@ -126,6 +126,30 @@ fn three_replicas_survive_the_loss_of_the_leader() {
         .expect("health with the token");
     assert!(health["replicas"].is_array(), "{health}");
 
+    // Replication speaks only TLS: a plain HTTP request, even one carrying the cluster
+    // secret, gets no HTTP answer. The secret is the same on every replica and is not the
+    // admin token.
+    let secret = |r: &ReplicaProcess| {
+        std::fs::read_to_string(r.data().join("cluster.secret"))
+            .expect("cluster.secret")
+            .trim()
+            .to_owned()
+    };
+    assert!(replicas.iter().all(|r| secret(r) == secret(&replicas[0])));
+    assert_ne!(secret(&replicas[0]), token);
+    let plain = format!(
+        "POST /raft/vote HTTP/1.1\r\nHost: x\r\nx-meshd-cluster-secret: {}\r\n\
+         content-length: 0\r\n\r\n",
+        secret(&replicas[0])
+    );
+    let answer = common::raw_exchange(replicas[1].channel, plain.as_bytes())
+        .expect("the replication port accepts connections");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plain HTTP to the replication listener got an HTTP answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+
     // A write through a follower's admin API is forwarded to the leader and reaches all.
     let nwid = ok_stdout(&replicas[2].cli(&["network", "create", "--name", "via-follower"]));
     let expected = networks(&replicas[0]);
@@ -224,10 +248,28 @@ fn three_replicas_survive_the_loss_of_the_leader() {
     ok_stdout(&replicas[via_ix].cli(&["network", "create", "--name", "two-left"]));
 
     // Bad input is refused with a message that says what to fix.
-    let out = replicas[via_ix].cli(&["replica", "add", "--id", "7", "--address", "http://x:1"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let key = "ab".repeat(32);
+    let add = |address: &str, key: &str| {
+        let out = replicas[via_ix].cli(&[
+            "replica",
+            "add",
+            "--id",
+            "7",
+            "--address",
+            address,
+            "--key",
+            key,
+        ]);
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = add("http://x:1", &key);
     assert!(err.contains("HOST:PORT"), "{err}");
+    let err = add("127.0.0.9:9", "abc");
+    assert!(
+        err.contains("--key") && err.contains("64 hex digits"),
+        "{err}"
+    );
     let out = replicas[via_ix].cli(&["replica", "remove", "--id", "42"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no replica 42"), "{err}");

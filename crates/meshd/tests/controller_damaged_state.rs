@@ -77,6 +77,16 @@ fn damaged_or_missing_replica_files_stop_the_replica_with_a_clear_error() {
     refused(&replica, "non-ASCII key", &["replica.key", "64 hex digits"]);
     std::fs::write(&key, good_key).expect("restore the key");
 
+    let secret = replica.data().join("cluster.secret");
+    let good_secret = std::fs::read(&secret).expect("the cluster secret");
+    std::fs::write(&secret, "short\n").expect("bad secret");
+    refused(
+        &replica,
+        "damaged cluster secret",
+        &["cluster.secret is damaged", "another replica"],
+    );
+    std::fs::write(&secret, good_secret).expect("restore the secret");
+
     replica.start();
     let list = common::ok_stdout(&replica.cli(&["network", "list"]));
     assert!(list.contains("keep"), "{list}");

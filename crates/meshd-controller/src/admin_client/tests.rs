@@ -169,7 +169,7 @@ async fn a_foreign_server_is_reported_as_such() {
 #[test]
 fn base_urls_are_checked() {
     for (url, needle) in [
-        ("https://ctl:9995", "only http://"),
+        ("ftp://ctl:9995", "must start with http:// or https://"),
         ("ctl:9995", "must start with http://"),
         ("http://", "bad controller API URL \"http://\""),
         ("http://ctl:9995/?x=1", "must not have a query"),
@@ -186,10 +186,45 @@ fn base_urls_are_checked() {
         (t.host.as_str(), t.port, t.prefix.as_str()),
         ("ctl.example.com", 80, "")
     );
+    let t = parse_base("https://ctl.example.com").unwrap();
+    assert_eq!((t.port, t.https), (443, true));
 }
 
 #[test]
 fn debug_output_hides_the_token() {
     let client = AdminClient::new("http://127.0.0.1:9995", TOKEN).unwrap();
     assert!(!format!("{client:?}").contains(TOKEN));
+}
+
+#[tokio::test]
+async fn https_trusts_exactly_the_pinned_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let fingerprint = crate::api_tls::ensure_certificate(dir.path(), &[]).unwrap();
+    let tls = crate::api_tls::server_config(dir.path()).unwrap();
+    let controller = InMemoryController::default();
+    let app = crate::api::router(controller, TOKEN.to_owned());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let listener = crate::tls_listener::TlsListener::new(listener, acceptor, "test").unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("https://{addr}");
+
+    let pinned = AdminClient::new(&base, TOKEN).unwrap().pinned(fingerprint);
+    assert!(pinned.networks().await.unwrap().is_empty());
+
+    let unpinned = AdminClient::new(&base, TOKEN).unwrap();
+    let err = unpinned.networks().await.unwrap_err();
+    assert!(matches!(err, ClientError::NoFingerprint { .. }), "{err}");
+    assert!(err.to_string().contains("--fingerprint"), "{err}");
+
+    let other = ApiFingerprint([7; 32]);
+    let wrong = AdminClient::new(&base, TOKEN).unwrap().pinned(other);
+    let err = wrong.networks().await.unwrap_err();
+    assert!(matches!(err, ClientError::Untrusted { .. }), "{err}");
+
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let plain = AdminClient::new(format!("http://{addr}"), TOKEN).unwrap();
+    let err = plain.networks().await.unwrap_err();
+    assert!(err.status().is_none(), "{err}");
 }

@@ -171,6 +171,9 @@ pub struct AddReplica {
     pub id: u64,
     /// Where the other replicas reach it: `host:port`, its `init --listen`/`--advertise`.
     pub address: String,
+    /// Its key (64 hex digits), printed by `init --join` and `run`: replication with it
+    /// requires that key.
+    pub key: String,
 }
 
 /// Query of `DELETE /v1/networks/{nwid}/routes?target=CIDR`.

@@ -164,6 +164,7 @@ pub fn replica_table(view: &ClusterView) -> String {
         &[
             "ID",
             "ADDRESS",
+            "KEY",
             "ROLE",
             "MATCHED",
             "LAG",
@@ -176,6 +177,11 @@ pub fn replica_table(view: &ClusterView) -> String {
                 vec![
                     r.id.to_string(),
                     r.address.clone(),
+                    // The start of it, to compare; --json has it whole.
+                    r.key.map_or_else(
+                        || "not recorded".to_owned(),
+                        |k| k.to_string()[..16].to_owned(),
+                    ),
                     role_text(r.role).to_owned(),
                     opt(r.matched_index),
                     opt(r.lag),
@@ -304,6 +310,7 @@ mod tests {
         let status = |id, role, lag: Option<u64>, healthy| ReplicaStatus {
             id,
             address: format!("10.0.0.{id}:9994"),
+            key: (id != 3).then_some(crate::raft::ReplicaKey([0x3f; 32])),
             role,
             matched_index: lag.map(|l| 42 - l),
             lag,
@@ -325,10 +332,10 @@ mod tests {
         assert_eq!(
             replica_table(&view),
             "leader: replica 1, term 3, last log index 42\n\
-             ID  ADDRESS        ROLE      MATCHED  LAG  HEALTHY  LAST CONTACT\n\
-             1   10.0.0.1:9994  leader    42       0    yes      120ms ago\n\
-             2   10.0.0.2:9994  follower  42       0    yes      120ms ago\n\
-             3   10.0.0.3:9994  learner   2        40   no       120ms ago\n"
+             ID  ADDRESS        KEY               ROLE      MATCHED  LAG  HEALTHY  LAST CONTACT\n\
+             1   10.0.0.1:9994  3f3f3f3f3f3f3f3f  leader    42       0    yes      120ms ago\n\
+             2   10.0.0.2:9994  3f3f3f3f3f3f3f3f  follower  42       0    yes      120ms ago\n\
+             3   10.0.0.3:9994  not recorded      learner   2        40   no       120ms ago\n"
         );
         view.leader = None;
         view.note = Some("no replica is leader right now".into());
@@ -336,8 +343,8 @@ mod tests {
         assert_eq!(
             replica_table(&view),
             "leader: unknown (no replica is leader right now); as replica 1 sees it:\n\
-             ID  ADDRESS        ROLE   MATCHED  LAG  HEALTHY  LAST CONTACT\n\
-             2   10.0.0.2:9994  voter  -        -    -        -\n"
+             ID  ADDRESS        KEY               ROLE   MATCHED  LAG  HEALTHY  LAST CONTACT\n\
+             2   10.0.0.2:9994  3f3f3f3f3f3f3f3f  voter  -        -    -        -\n"
         );
     }
 

@@ -4,16 +4,19 @@
 //! - [`log_store`]: the raft log, vote and committed pointer ([`LogStore`]).
 //! - [`state_machine`]: [`ControllerState`](crate::state::ControllerState) as openraft's state
 //!   machine, with snapshots ([`StateMachineStore`]).
-//! - [`network`]: replica-to-replica RPCs over HTTP ([`HttpNetworkFactory`], [`raft_router`]).
+//! - [`network`]: replica-to-replica RPCs over HTTP ([`HttpNetworkFactory`], [`raft_router`]),
+//!   inside TLS with the replicas' keys pinned in the membership ([`tls`]).
 //!
 //! Only the glue lives here: the commands and their semantics stay in [`crate::state`], so an
 //! openraft upgrade touches these files alone.
 
 pub mod log_store;
 pub mod network;
+pub mod node;
 pub mod owner;
 pub(crate) mod snapshot_format;
 pub mod state_machine;
+pub mod tls;
 
 use std::fs::OpenOptions;
 use std::io::Cursor;
@@ -30,18 +33,18 @@ use tokio::sync::watch;
 use crate::state::{Applied, Command, Rejected};
 
 pub use log_store::LogStore;
-pub use network::{CLUSTER_TOKEN_HEADER, HttpNetworkFactory, raft_router};
-pub use openraft::BasicNode;
+pub use network::{CLUSTER_SECRET_HEADER, HttpNetworkFactory, ReplicaCredentials, raft_router};
+pub use node::{ReplicaKey, ReplicaNode};
 pub use state_machine::StateMachineStore;
 
 openraft::declare_raft_types!(
-    /// meshd's openraft types: commands in, command outcomes out, replicas named by a `u64`
-    /// and reached at the HTTP base URL in their [`BasicNode::addr`].
+    /// meshd's openraft types: commands in, command outcomes out, replicas named by a `u64`,
+    /// reached at their [`ReplicaNode::addr`] and proving their [`ReplicaNode::key`].
     pub TypeConfig:
         D = Command,
         R = ClientResponse,
         NodeId = u64,
-        Node = BasicNode,
+        Node = ReplicaNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,

@@ -1,8 +1,10 @@
-//! Replica-to-replica raft RPCs over HTTP/1.1 with postcard bodies.
+//! Replica-to-replica raft RPCs over HTTP/1.1 with postcard bodies, inside TLS whose keys
+//! are pinned in the membership ([`super::tls`]).
 //!
-//! `POST http://{addr}/raft/append`, `/raft/vote` and `/raft/snapshot`, each carrying the
-//! cluster's admin token in [`CLUSTER_TOKEN_HEADER`] and the id of the replica it is meant for
-//! in [`REPLICA_ID_HEADER`]. A peer's address ([`BasicNode::addr`]) is `host:port` (the
+//! `POST /raft/append`, `/raft/vote` and `/raft/snapshot`, each carrying the cluster secret
+//! (not the admin token: an admin client never holds it, a replica never sends the admin
+//! token) in [`CLUSTER_SECRET_HEADER`] and the id of the replica it is meant for in
+//! [`REPLICA_ID_HEADER`]. A peer's address ([`ReplicaNode::addr`]) is `host:port` (the
 //! replica's `--listen`/`--advertise` address, TCP); an `http://host:port` URL is accepted too.
 //! Snapshots travel whole in one request (they are the controller state, small), so
 //! openraft's chunked `install_snapshot` is never used. A replica keeps one HTTP connection
@@ -34,23 +36,22 @@ use openraft::raft::{
     SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::{
-    BasicNode, OptionalSend, RPCTypes, RaftNetwork, RaftNetworkFactory, Snapshot, SnapshotMeta,
-    Vote,
+    OptionalSend, RPCTypes, RaftNetwork, RaftNetworkFactory, Snapshot, SnapshotMeta, Vote,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpStream;
 
-use super::{Raft, ReplicaId, TypeConfig};
+use super::{Raft, ReplicaId, ReplicaKey, ReplicaNode, TypeConfig};
 
-/// The header every raft RPC carries the cluster's admin token in.
-pub const CLUSTER_TOKEN_HEADER: &str = "x-meshd-cluster-token";
+/// The header every raft RPC carries the cluster secret in.
+pub const CLUSTER_SECRET_HEADER: &str = "x-meshd-cluster-secret";
 /// The header naming the replica an RPC is meant for: a replica refuses RPCs for another id,
 /// so a replica added under the wrong id is noticed instead of silently mis-counted.
 pub const REPLICA_ID_HEADER: &str = "x-meshd-replica-id";
 
-/// How long to wait for a TCP connection to a peer.
+/// How long to wait for a TCP connection to a peer, and again for its TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// When each peer last answered an RPC, shared by all of a replica's clients: the leader's
@@ -68,7 +69,7 @@ const POSTCARD: &str = "application/x-postcard";
 #[derive(Serialize, Deserialize)]
 struct SnapshotRequest {
     vote: Vote<ReplicaId>,
-    meta: SnapshotMeta<ReplicaId, BasicNode>,
+    meta: SnapshotMeta<ReplicaId, ReplicaNode>,
     data: Vec<u8>,
 }
 
@@ -90,7 +91,16 @@ pub(crate) enum TransportError {
         source: hyper::http::Error,
     },
     #[error(
-        "{addr} refused the cluster token ({status}); every replica must be configured with the same admin token"
+        "the TLS handshake with {addr} failed ({source}): either something else than the \
+         replica recorded there answers, or it does not count this replica as a member"
+    )]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{addr} refused the cluster secret ({status}); every replica must hold the cluster's \
+         secret (cluster.secret, written by `meshd controller init --join`)"
     )]
     Unauthorized { addr: String, status: StatusCode },
     #[error("{addr} is not the replica it was expected to be: {body}")]
@@ -117,6 +127,7 @@ impl TransportError {
             self,
             Self::BadAddress { .. }
                 | Self::Connect { .. }
+                | Self::Tls { .. }
                 | Self::Unauthorized { .. }
                 | Self::WrongReplica { .. }
         )
@@ -138,7 +149,7 @@ impl TransportError {
         id: ReplicaId,
         target: ReplicaId,
         action: RPCTypes,
-    ) -> RPCError<ReplicaId, BasicNode, E> {
+    ) -> RPCError<ReplicaId, ReplicaNode, E> {
         match self {
             Self::Timeout { timeout, .. } => RPCError::Timeout(Timeout {
                 action,
@@ -169,11 +180,46 @@ impl TransportError {
     }
 }
 
+/// What a replica proves to its peers: its key, and the cluster secret they all share.
+#[derive(Clone)]
+pub struct ReplicaCredentials {
+    /// The replica's Ed25519 seed (`replica.key`).
+    pub seed: [u8; 32],
+    /// The cluster secret (`cluster.secret`), the same on every replica.
+    pub cluster_secret: Arc<str>,
+}
+
+impl ReplicaCredentials {
+    /// A fresh key and secret, for tests and new clusters.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).expect("the OS random number generator works");
+        Self {
+            seed,
+            cluster_secret: crate::datadir::new_token().into(),
+        }
+    }
+
+    /// The replica's public key.
+    pub fn key(&self) -> ReplicaKey {
+        // A 32-byte seed is always a valid Ed25519 key.
+        ReplicaKey(meshd_channel::tls::ed25519_public(&self.seed).unwrap_or_default())
+    }
+}
+
+impl Debug for ReplicaCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaCredentials")
+            .field("key", &self.key())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Makes [`HttpNetwork`] clients for openraft.
 #[derive(Clone)]
 pub struct HttpNetworkFactory {
     id: ReplicaId,
-    token: Arc<str>,
+    credentials: ReplicaCredentials,
     contacts: Contacts,
 }
 
@@ -186,11 +232,11 @@ impl Debug for HttpNetworkFactory {
 }
 
 impl HttpNetworkFactory {
-    /// `id` is this replica's; `token` is the cluster's admin token, sent with every RPC.
-    pub fn new(id: ReplicaId, token: impl Into<Arc<str>>) -> Self {
+    /// `id` is this replica's; `credentials` its key and the cluster secret.
+    pub fn new(id: ReplicaId, credentials: ReplicaCredentials) -> Self {
         Self {
             id,
-            token: token.into(),
+            credentials,
             contacts: Contacts::default(),
         }
     }
@@ -204,12 +250,12 @@ impl HttpNetworkFactory {
 impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
     type Network = HttpNetwork;
 
-    async fn new_client(&mut self, target: ReplicaId, node: &BasicNode) -> HttpNetwork {
+    async fn new_client(&mut self, target: ReplicaId, node: &ReplicaNode) -> HttpNetwork {
         HttpNetwork {
             id: self.id,
             target,
             node: node.clone(),
-            token: self.token.clone(),
+            credentials: self.credentials.clone(),
             conn: None,
             contacts: Some(self.contacts.clone()),
         }
@@ -220,8 +266,8 @@ impl RaftNetworkFactory<TypeConfig> for HttpNetworkFactory {
 pub struct HttpNetwork {
     id: ReplicaId,
     target: ReplicaId,
-    node: BasicNode,
-    token: Arc<str>,
+    node: ReplicaNode,
+    credentials: ReplicaCredentials,
     conn: Option<Connection>,
     contacts: Option<Contacts>,
 }
@@ -237,14 +283,19 @@ impl Debug for HttpNetwork {
 }
 
 impl HttpNetwork {
-    /// A one-off client of replica `target` at `addr`, for requests outside openraft
-    /// (forwarded writes, membership changes, status).
-    pub(crate) fn peer(id: ReplicaId, target: ReplicaId, addr: &str, token: Arc<str>) -> Self {
+    /// A one-off client of replica `target`, for requests outside openraft (forwarded
+    /// writes, membership changes, status).
+    pub(crate) fn peer(
+        id: ReplicaId,
+        target: ReplicaId,
+        node: ReplicaNode,
+        credentials: ReplicaCredentials,
+    ) -> Self {
         Self {
             id,
             target,
-            node: BasicNode::new(addr),
-            token,
+            node,
+            credentials,
             conn: None,
             contacts: None,
         }
@@ -271,6 +322,27 @@ impl HttpNetwork {
         })
     }
 
+    /// Runs the TLS handshake on `stream`, requiring the key recorded for the peer.
+    async fn tls(
+        &self,
+        stream: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TransportError> {
+        let tls_err = |source| TransportError::Tls {
+            addr: self.node.addr.clone(),
+            source,
+        };
+        let connector = super::tls::connector(&self.credentials.seed, self.node.key)
+            .map_err(|e| tls_err(std::io::Error::other(e.to_string())))?;
+        let handshake = connector.connect(super::tls::server_name(), stream);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(r) => r.map_err(tls_err),
+            Err(_) => Err(TransportError::Timeout {
+                addr: self.node.addr.clone(),
+                timeout: CONNECT_TIMEOUT,
+            }),
+        }
+    }
+
     async fn connection(&mut self, authority: &str) -> Result<&mut Connection, TransportError> {
         if self.conn.as_ref().is_some_and(Connection::is_closed) {
             self.conn = None;
@@ -292,6 +364,7 @@ impl HttpNetwork {
                 })?;
                 // Raft messages are small and latency-bound.
                 let _ = stream.set_nodelay(true);
+                let stream = self.tls(stream).await?;
                 Connection::handshake(stream)
                     .await
                     .map_err(|source| TransportError::Http {
@@ -341,7 +414,7 @@ impl HttpNetwork {
         let req = Request::post(path)
             .header(HOST, authority.as_str())
             .header(CONTENT_TYPE, POSTCARD)
-            .header(CLUSTER_TOKEN_HEADER, &*self.token)
+            .header(CLUSTER_SECRET_HEADER, &*self.credentials.cluster_secret)
             .header(REPLICA_ID_HEADER, self.target.to_string())
             .body(Full::new(Bytes::from(body)))
             .map_err(|source| TransportError::Request {
@@ -380,7 +453,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         option: RPCOption,
     ) -> Result<
         AppendEntriesResponse<ReplicaId>,
-        RPCError<ReplicaId, BasicNode, RaftError<ReplicaId>>,
+        RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>,
     > {
         let res: Result<_, RaftError<ReplicaId>> = self
             .post("/raft/append", &rpc, option.hard_ttl())
@@ -393,7 +466,8 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         &mut self,
         rpc: VoteRequest<ReplicaId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, BasicNode, RaftError<ReplicaId>>> {
+    ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>>
+    {
         let res: Result<_, RaftError<ReplicaId>> = self
             .post("/raft/vote", &rpc, option.hard_ttl())
             .await
@@ -408,7 +482,7 @@ impl RaftNetwork<TypeConfig> for HttpNetwork {
         _option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<ReplicaId>,
-        RPCError<ReplicaId, BasicNode, RaftError<ReplicaId, InstallSnapshotError>>,
+        RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId, InstallSnapshotError>>,
     > {
         let e = std::io::Error::other(
             "chunked snapshot transfer is not supported; meshd sends snapshots whole",
@@ -444,27 +518,27 @@ struct Served {
     raft: Raft,
 }
 
-/// Who may call a replica's `/raft/*` routes: holders of the cluster token, addressing this
+/// Who may call a replica's `/raft/*` routes: holders of the cluster secret, addressing this
 /// replica's id.
 #[derive(Clone)]
 struct Guard {
     id: ReplicaId,
-    token: Arc<str>,
+    secret: Arc<str>,
 }
 
 impl Guard {
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        // An empty configured token must not admit requests that carry an empty header.
-        !self.token.is_empty()
+        // An empty configured secret must not admit requests that carry an empty header.
+        !self.secret.is_empty()
             && headers
-                .get(CLUSTER_TOKEN_HEADER)
-                .is_some_and(|v| bool::from(v.as_bytes().ct_eq(self.token.as_bytes())))
+                .get(CLUSTER_SECRET_HEADER)
+                .is_some_and(|v| bool::from(v.as_bytes().ct_eq(self.secret.as_bytes())))
     }
 }
 
 /// Serves this replica's raft RPCs: `/raft/append`, `/raft/vote`, `/raft/snapshot`. Requests
-/// must carry `token` (the cluster's admin token) in [`CLUSTER_TOKEN_HEADER`].
-pub fn raft_router(raft: Raft, token: impl Into<Arc<str>>) -> Router {
+/// must carry the cluster `secret` in [`CLUSTER_SECRET_HEADER`].
+pub fn raft_router(raft: Raft, secret: impl Into<Arc<str>>) -> Router {
     let id = raft.metrics().borrow().id;
     let served = Served { raft };
     let routes = Router::new()
@@ -475,16 +549,16 @@ pub fn raft_router(raft: Raft, token: impl Into<Arc<str>>) -> Router {
             post(snapshot).layer(DefaultBodyLimit::max(MAX_SNAPSHOT_BODY)),
         )
         .with_state(served);
-    guard(routes, id, token.into())
+    guard(routes, id, secret.into())
 }
 
-/// Puts `routes` behind the cluster token and the replica id check, with the RPC body limit.
-pub(crate) fn guard(routes: Router, id: ReplicaId, token: Arc<str>) -> Router {
+/// Puts `routes` behind the cluster secret and the replica id check, with the RPC body limit.
+pub(crate) fn guard(routes: Router, id: ReplicaId, secret: Arc<str>) -> Router {
     routes
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
-        // Outermost: a request without the token is refused before its body is read.
+        // Outermost: a request without the secret is refused before its body is read.
         .layer(middleware::from_fn_with_state(
-            Guard { id, token },
+            Guard { id, secret },
             require_token,
         ))
 }
@@ -497,7 +571,7 @@ async fn require_token(
     if !g.authorized(req.headers()) {
         return (
             StatusCode::UNAUTHORIZED,
-            format!("missing or wrong {CLUSTER_TOKEN_HEADER}"),
+            format!("missing or wrong {CLUSTER_SECRET_HEADER}"),
         )
             .into_response();
     }

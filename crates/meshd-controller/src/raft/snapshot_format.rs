@@ -2,10 +2,10 @@
 //! the first format (members without relay and port-mapping flags), still read so that a
 //! replica upgraded in place starts from its snapshot instead of failing.
 
-use openraft::{BasicNode, LogId, StoredMembership};
+use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
-use super::ReplicaId;
+use super::{ReplicaId, ReplicaNode};
 use crate::state::ControllerState;
 use crate::state::legacy::ControllerStateV1;
 
@@ -16,7 +16,7 @@ const TAG: &[u8; 6] = b"MSNAP\x02";
 #[derive(Serialize, Deserialize)]
 pub(super) struct SnapshotData<S> {
     pub last_applied: Option<LogId<ReplicaId>>,
-    pub membership: StoredMembership<ReplicaId, BasicNode>,
+    pub membership: StoredMembership<ReplicaId, ReplicaNode>,
     pub state: S,
 }
 
@@ -143,7 +143,7 @@ mod tests {
         let networks: std::collections::BTreeMap<_, _> = [(net.id, network)].into();
         let old = SnapshotData {
             last_applied: None,
-            membership: StoredMembership::<ReplicaId, BasicNode>::default(),
+            membership: StoredMembership::<ReplicaId, ReplicaNode>::default(),
             state: (networks,),
         };
         let bytes = postcard::to_allocvec(&old).unwrap();

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot,
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -20,7 +20,8 @@ use tokio::sync::watch;
 
 use super::snapshot_format::{self, SnapshotData};
 use super::{
-    ClientResponse, RaftDb, ReplicaId, SNAPSHOT, StoreError, TypeConfig, blocking, io_err,
+    ClientResponse, RaftDb, ReplicaId, ReplicaNode, SNAPSHOT, StoreError, TypeConfig, blocking,
+    io_err,
 };
 use crate::state::ControllerState;
 
@@ -32,7 +33,7 @@ const CURRENT: &str = "current";
 pub struct AppliedState {
     pub state: ControllerState,
     pub last_applied: Option<LogId<ReplicaId>>,
-    pub membership: StoredMembership<ReplicaId, BasicNode>,
+    pub membership: StoredMembership<ReplicaId, ReplicaNode>,
 }
 
 /// The applied state, shared between openraft's state machine worker and readers.
@@ -41,7 +42,7 @@ pub type SharedState = Arc<RwLock<AppliedState>>;
 /// A snapshot as kept in redb.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
-    meta: SnapshotMeta<ReplicaId, BasicNode>,
+    meta: SnapshotMeta<ReplicaId, ReplicaNode>,
     data: Vec<u8>,
 }
 
@@ -159,7 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<
         (
             Option<LogId<ReplicaId>>,
-            StoredMembership<ReplicaId, BasicNode>,
+            StoredMembership<ReplicaId, ReplicaNode>,
         ),
         StorageError<ReplicaId>,
     > {
@@ -208,7 +209,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<ReplicaId, BasicNode>,
+        meta: &SnapshotMeta<ReplicaId, ReplicaNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<ReplicaId>> {
         let make = |e: AnyError| StorageIOError::read_snapshot(Some(meta.signature()), e);

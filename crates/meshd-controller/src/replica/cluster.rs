@@ -1,8 +1,8 @@
 //! The replica set as a whole: writes forwarded to the leader, membership changes, and the
 //! cluster's replication status.
 //!
-//! Replicas talk to each other over HTTP on their replication address (the TCP side of
-//! `--listen`), every route behind the cluster token (see [`crate::raft::network`]):
+//! Replicas talk to each other over HTTP inside TLS on their replication address (the TCP
+//! side of `--listen`), every route behind the cluster secret (see [`crate::raft::network`]):
 //!
 //! ```text
 //! POST /raft/append, /raft/vote, /raft/snapshot   openraft's RPCs
@@ -15,8 +15,8 @@
 //! A follower passes a write or membership change on to the leader it knows (one hop) and
 //! returns the leader's answer once it has applied the write itself (so a read on the same
 //! replica right after sees it); while there is no leader it retries for [`LEADER_WAIT`].
-//! The admin API adds `GET/POST /v1/replicas` and `DELETE /v1/replicas/{id}`
-//! ([`admin_routes`]).
+//! The admin API adds `GET/POST /v1/replicas`, `DELETE /v1/replicas/{id}` and
+//! `GET /v1/cluster-secret` ([`admin_routes`]).
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -29,7 +29,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState};
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use serde::{Deserialize, Serialize};
 
 use super::{Replica, ReplicaRole, unavailable_message};
@@ -38,7 +38,7 @@ use crate::api::extract::Body;
 use crate::api::requests::AddReplica;
 use crate::controller::WriteError;
 use crate::raft::network::{HttpNetwork, TransportError, decode, guard, postcard_response};
-use crate::raft::{ClientResponse, ReplicaId};
+use crate::raft::{ClientResponse, ReplicaId, ReplicaKey, ReplicaNode};
 use crate::state::{Applied, Command, Rejected};
 
 /// How long a write or membership change waits for a leader before failing: long enough
@@ -69,6 +69,10 @@ pub struct ReplicaStatus {
     pub id: ReplicaId,
     /// Where the other replicas (and nodes) reach it: `host:port`.
     pub address: String,
+    /// The key it proves to the other replicas; `None` if recorded before keys were pinned
+    /// (`replica add` with its key records it).
+    #[serde(default)]
+    pub key: Option<ReplicaKey>,
     pub role: ReplicaRole,
     /// The highest log index known to be stored on it (for the leader: its last index).
     pub matched_index: Option<u64>,
@@ -156,8 +160,14 @@ impl From<MembershipError> for ApiError {
 /// A membership change, as a follower forwards it to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum MembershipRequest {
-    Add { id: ReplicaId, address: String },
-    Remove { id: ReplicaId },
+    Add {
+        id: ReplicaId,
+        address: String,
+        key: ReplicaKey,
+    },
+    Remove {
+        id: ReplicaId,
+    },
 }
 
 /// Why the leader did not run a forwarded write.
@@ -247,20 +257,20 @@ enum Forwarded<T> {
 }
 
 impl Replica {
-    fn metrics_now(&self) -> RaftMetrics<ReplicaId, BasicNode> {
+    fn metrics_now(&self) -> RaftMetrics<ReplicaId, ReplicaNode> {
         self.raft.metrics().borrow().clone()
     }
 
-    /// A one-off client of replica `target` at `addr`.
-    fn peer(&self, target: ReplicaId, addr: &str) -> HttpNetwork {
-        HttpNetwork::peer(self.id, target, addr, self.token.clone())
+    /// A one-off client of replica `target`.
+    fn peer(&self, target: ReplicaId, node: &ReplicaNode) -> HttpNetwork {
+        HttpNetwork::peer(self.id, target, node.clone(), self.credentials.clone())
     }
 
-    /// The leader this replica knows of, other than itself, and its address.
-    fn remote_leader(m: &RaftMetrics<ReplicaId, BasicNode>) -> Option<(ReplicaId, String)> {
+    /// The leader this replica knows of, other than itself, as the membership records it.
+    fn remote_leader(m: &RaftMetrics<ReplicaId, ReplicaNode>) -> Option<(ReplicaId, ReplicaNode)> {
         let leader = m.current_leader.filter(|l| *l != m.id)?;
         let node = m.membership_config.membership().get_node(&leader)?;
-        Some((leader, node.addr.clone()))
+        Some((leader, node.clone()))
     }
 
     /// Proposes `cmd` here if this replica leads, else through the leader: the
@@ -276,11 +286,11 @@ impl Replica {
                 RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => f
                     .leader_id
                     .filter(|l| *l != self.id)
-                    .zip(f.leader_node.as_ref().map(|n| n.addr.clone())),
+                    .zip(f.leader_node.clone()),
                 _ => return Err(WriteError::Unavailable(unavailable_message(self.id, err))),
             };
             let retry = match leader {
-                Some((leader, addr)) => match self.forward_write(leader, &addr, &cmd).await {
+                Some((leader, node)) => match self.forward_write(leader, &node, &cmd).await {
                     Forwarded::Done(result) => return result,
                     Forwarded::Retry(message) => message,
                 },
@@ -297,11 +307,12 @@ impl Replica {
     async fn forward_write(
         &self,
         leader: ReplicaId,
-        addr: &str,
+        node: &ReplicaNode,
         cmd: &Command,
     ) -> Forwarded<Result<Applied, WriteError>> {
+        let addr = &node.addr;
         let reply: Result<WriteReply, _> = self
-            .peer(leader, addr)
+            .peer(leader, node)
             .post("/raft/write", cmd, FORWARD_TIMEOUT)
             .await;
         match reply {
@@ -342,13 +353,18 @@ impl Replica {
         }
     }
 
-    /// Adds replica `id`, reached at `address`, to the cluster: first as a learner that
-    /// catches up (by log or snapshot), then as a voter. Returns whether anything changed
-    /// (`false`: it already was a voter at that address). Runs on the leader; a follower asks
-    /// the leader.
-    pub async fn add_replica(&self, id: ReplicaId, address: &str) -> Result<bool, MembershipError> {
+    /// Adds replica `id`, reached at `address` and proving `key`, to the cluster: first as a
+    /// learner that catches up (by log or snapshot), then as a voter. Returns whether
+    /// anything changed (`false`: it already was a voter at that address with that key).
+    /// Runs on the leader; a follower asks the leader.
+    pub async fn add_replica(
+        &self,
+        id: ReplicaId,
+        address: &str,
+        key: ReplicaKey,
+    ) -> Result<bool, MembershipError> {
         let address = parse_replica_address(address).map_err(MembershipError::invalid)?;
-        self.membership(MembershipRequest::Add { id, address })
+        self.membership(MembershipRequest::Add { id, address, key })
             .await
     }
 
@@ -368,9 +384,10 @@ impl Replica {
                     Err(e) if e.kind == MembershipErrorKind::NotLeader => e.message,
                     done => return done,
                 }
-            } else if let Some((leader, addr)) = Self::remote_leader(&m) {
+            } else if let Some((leader, node)) = Self::remote_leader(&m) {
+                let addr = &node.addr;
                 let reply: Result<Result<bool, MembershipError>, _> = self
-                    .peer(leader, &addr)
+                    .peer(leader, &node)
                     .post("/raft/membership", &req, MEMBERSHIP_TIMEOUT)
                     .await;
                 match reply {
@@ -401,25 +418,39 @@ impl Replica {
     /// Carries out a membership change on this replica, which should be the leader.
     async fn membership_here(&self, req: &MembershipRequest) -> Result<bool, MembershipError> {
         match req {
-            MembershipRequest::Add { id, address } => self.add_here(*id, address).await,
+            MembershipRequest::Add { id, address, key } => self.add_here(*id, address, *key).await,
             MembershipRequest::Remove { id } => self.remove_here(*id).await,
         }
     }
 
-    async fn add_here(&self, id: ReplicaId, address: &str) -> Result<bool, MembershipError> {
+    async fn add_here(
+        &self,
+        id: ReplicaId,
+        address: &str,
+        key: ReplicaKey,
+    ) -> Result<bool, MembershipError> {
         let m = self.metrics_now();
         let membership = m.membership_config.membership();
         let voter = membership.voter_ids().any(|v| v == id);
+        let node = ReplicaNode::new(address, Some(key));
         match membership.get_node(&id) {
-            Some(node) if node.addr != address => {
+            Some(old) if old.addr != address => {
                 return Err(MembershipError::conflict(format!(
                     "replica {id} is already a member, at {}; pick another --id for the new \
                      replica (re-run `meshd controller init --join` with --id), or remove the \
                      old one first with `meshd controller replica remove --id {id}`",
-                    node.addr
+                    old.addr
                 )));
             }
-            Some(_) if voter => return Ok(false),
+            Some(old) if old.key.is_some_and(|k| k != key) => {
+                return Err(MembershipError::conflict(format!(
+                    "replica {id} at {address} is a member with another key ({}); remove it \
+                     first with `meshd controller replica remove --id {id}` if it was \
+                     initialized again",
+                    old.key.map(|k| k.to_string()).unwrap_or_default()
+                )));
+            }
+            Some(_) if voter => return self.record_key(id, &node).await,
             _ => {}
         }
         if let Some((other, _)) = membership
@@ -459,7 +490,7 @@ impl Replica {
 
         // Ask the new replica first: a clear error now beats a learner that never catches up.
         let info: Result<ReplicaInfo, TransportError> = self
-            .peer(id, address)
+            .peer(id, &node)
             .post("/raft/info", &(), PROBE_TIMEOUT)
             .await;
         let info = info.map_err(|e| match e {
@@ -472,9 +503,13 @@ impl Replica {
                 ))
             }
             TransportError::Unauthorized { .. } => MembershipError::invalid(format!(
-                "the replica at {address} does not hold this cluster's admin token; initialize \
-                 it with `meshd controller init --join URL --token TOKEN` (TOKEN: this \
-                 cluster's admin token, in api.token of any replica's data directory)"
+                "the replica at {address} does not hold this cluster's secret; initialize it \
+                 with `meshd controller init --join URL --token TOKEN` (TOKEN: this cluster's \
+                 admin token, in api.token of any replica's data directory)"
+            )),
+            TransportError::Tls { .. } => MembershipError::invalid(format!(
+                "the replica at {address} did not prove the key {key}; pass the key that \
+                 `meshd controller init --join` printed for it ({e})"
             )),
             TransportError::WrongReplica { .. } => {
                 MembershipError::invalid(format!("cannot add replica {id}: {e}"))
@@ -493,7 +528,7 @@ impl Replica {
 
         let added = self
             .raft
-            .add_learner(id, BasicNode::new(address), false)
+            .add_learner(id, node, false)
             .await
             .map_err(|e| change_failed(self.id, e))?;
         let since = added.log_id.index;
@@ -547,6 +582,32 @@ impl Replica {
         Ok(true)
     }
 
+    /// A voter recorded before keys were pinned gets its key (after proving it); one with the
+    /// key already is left as it is.
+    async fn record_key(&self, id: ReplicaId, node: &ReplicaNode) -> Result<bool, MembershipError> {
+        let m = self.metrics_now();
+        if m.membership_config.membership().get_node(&id) == Some(node) {
+            return Ok(false);
+        }
+        let info: Result<ReplicaInfo, TransportError> = self
+            .peer(id, node)
+            .post("/raft/info", &(), PROBE_TIMEOUT)
+            .await;
+        info.map_err(|e| {
+            MembershipError::invalid(format!(
+                "replica {id} at {} did not prove the key given: {e}",
+                node.addr
+            ))
+        })?;
+        let nodes = std::collections::BTreeMap::from([(id, node.clone())]);
+        self.raft
+            .change_membership(ChangeMembers::SetNodes(nodes), false)
+            .await
+            .map_err(|e| change_failed(self.id, e))?;
+        tracing::info!(replica = self.id, recorded = id, key = %node.key.map(|k| k.to_string()).unwrap_or_default(), "replica key recorded");
+        Ok(true)
+    }
+
     async fn remove_here(&self, id: ReplicaId) -> Result<bool, MembershipError> {
         let m = self.metrics_now();
         let membership = m.membership_config.membership();
@@ -595,14 +656,20 @@ impl Replica {
                     Ok(Ok(view)) => return view,
                     Ok(Err(e)) => e,
                     Err(e) => {
-                        format!("the leader, replica {leader} at {addr}, did not answer: {e}")
+                        format!(
+                            "the leader, replica {leader} at {}, did not answer: {e}",
+                            addr.addr
+                        )
                     }
                 }
             }
             None if m.membership_config.membership().nodes().next().is_none() => format!(
                 "replica {} is not in a cluster yet; add it on the cluster with `meshd \
-                 controller replica add --id {} --address {}`",
-                self.id, self.id, self.advertise
+                 controller replica add --id {} --address {} --key {}`",
+                self.id,
+                self.id,
+                self.advertise,
+                self.key()
             ),
             None => "no replica is leader right now (election in progress or no quorum)".into(),
         };
@@ -610,7 +677,7 @@ impl Replica {
     }
 
     /// The leader's view: replication progress from openraft, liveness from the transport.
-    fn leader_view(&self, m: &RaftMetrics<ReplicaId, BasicNode>) -> ClusterView {
+    fn leader_view(&self, m: &RaftMetrics<ReplicaId, ReplicaNode>) -> ClusterView {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<ReplicaId> = membership.voter_ids().collect();
         let last = m.last_log_index;
@@ -627,6 +694,7 @@ impl Replica {
                     return ReplicaStatus {
                         id,
                         address: node.addr.clone(),
+                        key: node.key,
                         role: ReplicaRole::Leader,
                         matched_index: last,
                         lag: Some(0),
@@ -649,6 +717,7 @@ impl Replica {
                 ReplicaStatus {
                     id,
                     address: node.addr.clone(),
+                    key: node.key,
                     role: if voters.contains(&id) {
                         ReplicaRole::Follower
                     } else {
@@ -675,7 +744,7 @@ impl Replica {
     }
 
     /// What this replica knows on its own: the membership, and its own progress.
-    fn local_view(&self, m: &RaftMetrics<ReplicaId, BasicNode>, note: String) -> ClusterView {
+    fn local_view(&self, m: &RaftMetrics<ReplicaId, ReplicaNode>, note: String) -> ClusterView {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<ReplicaId> = membership.voter_ids().collect();
         let own_role = self.metrics().role;
@@ -686,6 +755,7 @@ impl Replica {
                 ReplicaStatus {
                     id,
                     address: node.addr.clone(),
+                    key: node.key,
                     role: match (own, voters.contains(&id)) {
                         (true, _) => own_role,
                         (false, true) => ReplicaRole::Voter,
@@ -717,11 +787,9 @@ impl Replica {
             .route("/raft/replicas", post(rpc_replicas))
             .route("/raft/info", post(rpc_info))
             .with_state(self.clone());
-        crate::raft::raft_router(self.raft.clone(), self.token.clone()).merge(guard(
-            cluster,
-            self.id,
-            self.token.clone(),
-        ))
+        let secret = self.credentials.cluster_secret.clone();
+        crate::raft::raft_router(self.raft.clone(), secret.clone())
+            .merge(guard(cluster, self.id, secret))
     }
 }
 
@@ -736,7 +804,7 @@ fn outcome(data: ClientResponse) -> Result<Applied, WriteError> {
 
 fn change_failed(
     id: ReplicaId,
-    e: RaftError<ReplicaId, ClientWriteError<ReplicaId, BasicNode>>,
+    e: RaftError<ReplicaId, ClientWriteError<ReplicaId, ReplicaNode>>,
 ) -> MembershipError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => MembershipError::new(
@@ -815,14 +883,28 @@ async fn rpc_info(State(r): State<Replica>) -> Response {
     })
 }
 
-/// `GET /v1/replicas`, `POST /v1/replicas {"id":N,"address":"host:port"}` and
-/// `DELETE /v1/replicas/{id}`, for [`crate::api::ApiOptions::admin_routes`]. Each answers
+/// `GET /v1/replicas`, `POST /v1/replicas {"id":N,"address":"host:port","key":"HEX"}`,
+/// `DELETE /v1/replicas/{id}` and `GET /v1/cluster-secret`, for [`crate::api::ApiOptions::admin_routes`]. Each answers
 /// with the [`ClusterView`] (after the change).
 pub fn admin_routes(replica: Replica) -> Router {
     Router::new()
         .route("/v1/replicas", get(list_replicas).post(add_replica))
         .route("/v1/replicas/{id}", delete(remove_replica))
+        .route("/v1/cluster-secret", get(cluster_secret))
         .with_state(replica)
+}
+
+/// What `GET /v1/cluster-secret` answers: what a replica initialized with `--join` needs to
+/// replicate with the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSecret {
+    pub cluster_secret: String,
+}
+
+async fn cluster_secret(State(r): State<Replica>) -> Json<ClusterSecret> {
+    Json(ClusterSecret {
+        cluster_secret: r.credentials.cluster_secret.to_string(),
+    })
 }
 
 async fn list_replicas(State(r): State<Replica>) -> Json<ClusterView> {
@@ -834,7 +916,13 @@ async fn add_replica(
     Body(req): Body<AddReplica>,
 ) -> Result<(StatusCode, Json<ClusterView>), ApiError> {
     let address = parse_replica_address(&req.address).map_err(ApiError::bad_request)?;
-    let changed = r.add_replica(req.id, &address).await?;
+    let key = req.key.parse().map_err(|e| {
+        ApiError::bad_request(format!(
+            "key: {e}; it is the new replica's key, printed by `meshd controller init --join` \
+             and by `meshd controller run`"
+        ))
+    })?;
+    let changed = r.add_replica(req.id, &address, key).await?;
     let status = if changed {
         StatusCode::CREATED
     } else {

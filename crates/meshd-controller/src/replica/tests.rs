@@ -14,7 +14,16 @@ use super::*;
 use crate::state::RejectKind;
 use crate::test_support::{nwid, spec};
 
-const TOKEN: &str = "test-cluster-token";
+/// The cluster secret every test replica shares (64 hex digits, as a real one).
+const SECRET: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+
+/// A fresh replica key with the tests' cluster secret.
+fn credentials() -> ReplicaCredentials {
+    ReplicaCredentials {
+        cluster_secret: SECRET.into(),
+        ..ReplicaCredentials::generate()
+    }
+}
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 /// `networks` networks with two members each, one authorized per step: 5 commands a network.
@@ -56,7 +65,7 @@ fn snapshot_of(replica: &Replica) -> ControllerState {
 }
 
 async fn open(dir: &Path) -> Replica {
-    Replica::open(dir, 1, "http://127.0.0.1:1".into(), TOKEN.into())
+    Replica::open(dir, 1, "http://127.0.0.1:1".into(), credentials())
         .await
         .unwrap()
 }
@@ -168,7 +177,7 @@ async fn state_survives_a_restart_after_snapshot_and_purge() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        TOKEN.into(),
+        credentials(),
         options.clone(),
     )
     .await
@@ -197,7 +206,7 @@ async fn state_survives_a_restart_after_snapshot_and_purge() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        TOKEN.into(),
+        credentials(),
         options,
     )
     .await
@@ -221,7 +230,7 @@ async fn the_snapshot_policy_builds_snapshots_on_its_own() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        TOKEN.into(),
+        credentials(),
         options.clone(),
     )
     .await
@@ -242,7 +251,7 @@ async fn the_snapshot_policy_builds_snapshots_on_its_own() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        TOKEN.into(),
+        credentials(),
         options,
     )
     .await
@@ -255,7 +264,7 @@ async fn the_snapshot_policy_builds_snapshots_on_its_own() {
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let replica = open(dir.path()).await;
-    let err = Replica::open(dir.path(), 1, "http://127.0.0.1:1".into(), TOKEN.into())
+    let err = Replica::open(dir.path(), 1, "http://127.0.0.1:1".into(), credentials())
         .await
         .unwrap_err();
     assert!(matches!(err, ReplicaError::InUse { .. }), "{err}");
@@ -266,6 +275,7 @@ async fn a_second_open_of_the_same_directory_is_refused() {
 /// A replica serving its raft endpoints on a loopback port.
 struct Served {
     replica: Replica,
+    credentials: ReplicaCredentials,
     /// `host:port`, as replicas advertise themselves.
     addr: String,
     server: JoinHandle<()>,
@@ -276,19 +286,59 @@ async fn serve(id: u64, options: ReplicaOptions) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let replica = Replica::open_with(dir.path(), id, addr.clone(), TOKEN.into(), options)
+    let credentials = credentials();
+    let replica = Replica::open_with(dir.path(), id, addr.clone(), credentials.clone(), options)
         .await
         .unwrap();
-    let router = replica.router();
+    let serving = replica.serve_replication(listener).unwrap();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router).await.unwrap();
+        serving.await.unwrap();
     });
     Served {
         replica,
+        credentials,
         addr,
         server,
         _dir: dir,
     }
+}
+
+/// A vote request through `client`, which must fail.
+async fn refused_vote(
+    client: &mut crate::raft::network::HttpNetwork,
+) -> RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>> {
+    let vote = VoteRequest::new(openraft::Vote::new(99, 9), None);
+    client
+        .vote(vote, RPCOption::new(Duration::from_secs(5)))
+        .await
+        .unwrap_err()
+}
+
+impl Served {
+    /// This replica as the membership records it.
+    fn node(&self) -> ReplicaNode {
+        ReplicaNode::new(&self.addr, Some(self.replica.key()))
+    }
+}
+
+/// Sends a plain HTTP request to `addr` and checks that no HTTP answer comes back: the
+/// replication listener speaks only TLS.
+async fn assert_no_http_answer(addr: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /raft/vote HTTP/1.1\r\nhost: {addr}\r\n{}: {SECRET}\r\ncontent-length: 0\r\n\r\n",
+        crate::raft::CLUSTER_SECRET_HEADER
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection was closed");
+    assert!(
+        !answer.starts_with(b"HTTP/"),
+        "plain HTTP got an HTTP answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
 }
 
 /// The state machine's own applied index: exact, where openraft's metrics trail a little.
@@ -332,7 +382,7 @@ async fn three_replicas_replicate_and_elect_a_new_leader() {
     assert_eq!(b.replica.metrics().role, ReplicaRole::Learner);
     let raft = a.replica.raft();
     for s in [&b, &c] {
-        raft.add_learner(s.replica.id(), BasicNode::new(&s.addr), true)
+        raft.add_learner(s.replica.id(), s.node(), true)
             .await
             .unwrap();
     }
@@ -384,19 +434,42 @@ async fn three_replicas_replicate_and_elect_a_new_leader() {
         assert!(snapshot_of(&s.replica).network(nwid(99)).is_some());
     }
 
-    // A wrong cluster token is refused, and reported as unreachable (back off, do not hammer).
-    let mut stranger = HttpNetworkFactory::new(9, "wrong-token")
-        .new_client(2, &BasicNode::new(&b.addr))
+    // Strangers are refused, and reported as unreachable (back off, do not hammer): a key
+    // outside the membership (even with the secret), a member's key without the secret, a
+    // replica that does not prove the key recorded for it.
+    let mut stranger = HttpNetworkFactory::new(9, credentials())
+        .new_client(2, &b.node())
         .await;
-    let err = stranger
-        .vote(
-            VoteRequest::new(openraft::Vote::new(99, 9), None),
-            RPCOption::new(Duration::from_secs(5)),
-        )
-        .await
-        .unwrap_err();
+    // TLS 1.3 checks a client's key after the client's side of the handshake is done, so the
+    // refusal shows as a closed connection; what matters is that the vote was not counted.
+    let term = b.replica.metrics().term;
+    let err = refused_vote(&mut stranger).await;
+    assert!(
+        matches!(err, RPCError::Unreachable(_) | RPCError::Network(_)),
+        "{err}"
+    );
+    assert_eq!(b.replica.metrics().term, term);
+    let no_secret = ReplicaCredentials {
+        cluster_secret: crate::datadir::new_token().into(),
+        ..a.credentials.clone()
+    };
+    let mut client = HttpNetworkFactory::new(1, no_secret)
+        .new_client(2, &b.node())
+        .await;
+    let err = refused_vote(&mut client).await;
     assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
-    assert!(err.to_string().contains("admin token"), "{err}");
+    assert!(
+        err.to_string().contains("refused the cluster secret"),
+        "{err}"
+    );
+    let impostor = ReplicaNode::new(&b.addr, Some(c.replica.key()));
+    let mut client = HttpNetworkFactory::new(1, a.credentials.clone())
+        .new_client(2, &impostor)
+        .await;
+    let err = refused_vote(&mut client).await;
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+    // Plain HTTP on the replication port gets no HTTP answer at all.
+    assert_no_http_answer(&b.addr).await;
 
     // The leader goes away; the other two elect one of themselves and keep serving writes.
     a.replica.shutdown().await;
@@ -453,19 +526,31 @@ async fn replicas_are_added_and_removed_through_any_replica() {
     assert!(view.replicas.is_empty());
     let note = view.note.unwrap();
     assert!(
-        note.contains(&format!("--id 2 --address {}", b.addr)),
+        note.contains(&format!(
+            "--id 2 --address {} --key {}",
+            b.addr,
+            b.replica.key()
+        )),
         "{note}"
     );
 
     // Mistakes are caught before anything changes.
-    let err = a.replica.add_replica(4, &b.addr).await.unwrap_err();
+    let err = a
+        .replica
+        .add_replica(4, &b.addr, b.replica.key())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, MembershipErrorKind::Invalid, "{err}");
     assert!(
         err.message
             .contains("this is controller replica 2, not replica 4"),
         "{err}"
     );
-    let err = a.replica.add_replica(4, "127.0.0.1:1").await.unwrap_err();
+    let err = a
+        .replica
+        .add_replica(4, "127.0.0.1:1", b.replica.key())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, MembershipErrorKind::Unavailable, "{err}");
     assert!(
         err.message
@@ -474,21 +559,60 @@ async fn replicas_are_added_and_removed_through_any_replica() {
     );
     let err = a
         .replica
-        .add_replica(4, "http://127.0.0.1:1")
+        .add_replica(4, "http://127.0.0.1:1", b.replica.key())
         .await
         .unwrap_err();
     assert_eq!(err.kind, MembershipErrorKind::Invalid, "{err}");
-    let err = a.replica.add_replica(4, "10.0.0.9:9994").await.unwrap_err();
+    let err = a
+        .replica
+        .add_replica(4, "10.0.0.9:9994", b.replica.key())
+        .await
+        .unwrap_err();
     assert!(err.message.contains("loopback"), "{err}");
     assert_eq!(a.replica.cluster_view().await.replicas.len(), 1);
 
+    // A replica that does not prove the key given is not added.
+    let err = a
+        .replica
+        .add_replica(2, &b.addr, c.replica.key())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::Invalid, "{err}");
+    assert!(err.message.contains("did not prove the key"), "{err}");
+    assert_eq!(a.replica.cluster_view().await.replicas.len(), 1);
+
     // Added on the leader; adding again changes nothing.
-    assert!(a.replica.add_replica(2, &b.addr).await.unwrap());
-    assert!(!a.replica.add_replica(2, &b.addr).await.unwrap());
+    assert!(
+        a.replica
+            .add_replica(2, &b.addr, b.replica.key())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.replica
+            .add_replica(2, &b.addr, b.replica.key())
+            .await
+            .unwrap()
+    );
+    let err = a
+        .replica
+        .add_replica(2, &b.addr, c.replica.key())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, MembershipErrorKind::Conflict, "{err}");
     // Added through a follower, which asks the leader.
     assert_eq!(wait_leader(&b.replica).await, 1);
-    assert!(b.replica.add_replica(3, &c.addr).await.unwrap());
-    let err = b.replica.add_replica(3, "127.0.0.1:2").await.unwrap_err();
+    assert!(
+        b.replica
+            .add_replica(3, &c.addr, c.replica.key())
+            .await
+            .unwrap()
+    );
+    let err = b
+        .replica
+        .add_replica(3, "127.0.0.1:2", c.replica.key())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, MembershipErrorKind::Conflict, "{err}");
 
     // Every replica shows the leader's view: one leader, two followers that caught up.
@@ -525,6 +649,7 @@ async fn replicas_are_added_and_removed_through_any_replica() {
         "{view:?}"
     );
     assert_eq!(view.replicas[2].address, c.addr);
+    assert_eq!(view.replicas[2].key, Some(c.replica.key()));
     assert_eq!(snapshot_of(&c.replica), snapshot_of(&a.replica));
 
     // Removed through a follower; unknown ids and the last voter are refused.
@@ -696,11 +821,25 @@ async fn the_replicas_api_explains_bad_input() {
     assert_eq!(view["replicas"][0]["lag"], 0);
 
     for (body, needle) in [
-        (r#"{"id":"two","address":"10.0.0.2:9994"}"#, "wrong field"),
-        (r#"{"id":2}"#, "address"),
-        (r#"{"id":2,"address":"10.0.0.2"}"#, "HOST:PORT"),
         (
-            r#"{"id":2,"address":"127.0.0.1:1"}"#,
+            r#"{"id":"two","address":"10.0.0.2:9994","key":"3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f"}"#,
+            "wrong field",
+        ),
+        (
+            r#"{"id":2,"key":"3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f"}"#,
+            "address",
+        ),
+        (r#"{"id":2,"address":"127.0.0.1:1"}"#, "key"),
+        (
+            r#"{"id":2,"address":"10.0.0.2","key":"3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f"}"#,
+            "HOST:PORT",
+        ),
+        (
+            r#"{"id":2,"address":"127.0.0.1:1","key":"3f"}"#,
+            "printed by `meshd controller init --join`",
+        ),
+        (
+            r#"{"id":2,"address":"127.0.0.1:1","key":"3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f"}"#,
             "cannot reach replica 2",
         ),
     ] {
@@ -730,7 +869,7 @@ async fn a_lone_replica_records_its_new_address() {
     // An older data directory: the admin API URL as the raft address.
     let replica = open(dir.path()).await;
     replica.shutdown().await;
-    let replica = Replica::open(dir.path(), 1, "127.0.0.1:9994".into(), TOKEN.into())
+    let replica = Replica::open(dir.path(), 1, "127.0.0.1:9994".into(), credentials())
         .await
         .unwrap();
     let addr = |r: &Replica| {
@@ -759,8 +898,14 @@ async fn the_leader_can_remove_itself() {
     let a = serve(1, ReplicaOptions::default()).await;
     let b = serve(2, joining.clone()).await;
     let c = serve(3, joining).await;
-    a.replica.add_replica(2, &b.addr).await.unwrap();
-    a.replica.add_replica(3, &c.addr).await.unwrap();
+    a.replica
+        .add_replica(2, &b.addr, b.replica.key())
+        .await
+        .unwrap();
+    a.replica
+        .add_replica(3, &c.addr, c.replica.key())
+        .await
+        .unwrap();
     // Asked through a follower; the leader commits its own removal and steps down.
     assert!(b.replica.remove_replica(1).await.unwrap());
     // The two left elect a leader (after the old one's lease) and take writes.

@@ -192,15 +192,18 @@ impl Drop for ReplicaProcess {
 
 /// A bare HTTP/1.1 GET over loopback; the raw response, if any.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    String::from_utf8(raw_exchange(addr, request.as_bytes())?).ok()
+}
+
+/// Writes `request` to a TCP connection to `addr` and reads whatever comes back until the
+/// peer closes (or 2 s pass): `None` if it cannot connect.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
+    s.write_all(request).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
     Some(out)
 }
 

@@ -55,14 +55,21 @@ impl Cluster {
     pub fn start_all(&mut self) {
         let c = self;
         // Three replicas: init, init --join (which prints the `replica add` to run), add.
-        c.init(0, None);
+        let first = c.init(0, None);
         c.run(0);
         let token = std::fs::read_to_string(c.replicas[0].data.join("api.token"))
             .expect("the first replica's token")
             .trim()
             .to_owned();
+        // The API listens on a lab address, so it speaks HTTPS: pin what init printed.
+        let fingerprint = first
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("admin API certificate:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("init prints the API certificate:\n{first}"))
+            .to_owned();
         for r in 1..c.replicas.len() {
-            let printed = c.init(r, Some((&c.api_url(0), &token)));
+            let printed = c.init(r, Some((&c.api_url(0), &token, &fingerprint)));
             let add: Vec<String> = printed
                 .lines()
                 .find_map(|l| {
@@ -82,7 +89,7 @@ impl Cluster {
             );
             // The printed command names the API with --api; against replica 0's own data dir
             // here, so drop --api/--token if printed and let --data supply them.
-            let argv: Vec<&str> = strip_flags(&argv, &["--api", "--token"]);
+            let argv: Vec<&str> = strip_flags(&argv, &["--api", "--token", "--fingerprint"]);
             let out = c.cli(0, &argv);
             ok_stdout(&out);
         }
@@ -106,7 +113,10 @@ impl Cluster {
     }
 
     pub fn api_url(&self, r: usize) -> String {
-        format!("http://{}:{API_PORT}", self.m.lab.ip(self.replicas[r].role))
+        format!(
+            "https://{}:{API_PORT}",
+            self.m.lab.ip(self.replicas[r].role)
+        )
     }
 
     /// `meshd controller <args> --data D` on replica `r`'s host, against its own API.
@@ -121,7 +131,8 @@ impl Cluster {
             .expect("lab")
     }
 
-    pub fn init(&self, r: usize, join: Option<(&str, &str)>) -> String {
+    /// `join`: the URL, token and certificate fingerprint of a replica to join.
+    pub fn init(&self, r: usize, join: Option<(&str, &str, &str)>) -> String {
         let rep = &self.replicas[r];
         let (listen, api) = (
             self.listen(r),
@@ -139,8 +150,15 @@ impl Cluster {
             "--api-listen",
             &api,
         ];
-        if let Some((url, token)) = join {
-            argv.extend(["--join", url, "--token", token]);
+        if let Some((url, token, fingerprint)) = join {
+            argv.extend([
+                "--join",
+                url,
+                "--token",
+                token,
+                "--fingerprint",
+                fingerprint,
+            ]);
         }
         ok_stdout(&self.m.lab.exec(rep.role, &argv).expect("lab"))
     }

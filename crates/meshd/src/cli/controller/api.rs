@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use meshd_controller::admin_client::AdminClient;
+use meshd_controller::api_tls::ApiFingerprint;
 use meshd_controller::datadir;
 
 /// How admin commands reach the controller's HTTP API.
@@ -33,10 +34,21 @@ pub struct ApiArgs {
     )]
     pub token: Option<String>,
 
-    /// Data directory of a replica on this host; the API address and token are read from
-    /// it (--api and --token override them). Default: none
+    /// Data directory of a replica on this host; the API address, token and certificate
+    /// are read from it (--api, --token and --fingerprint override them). Default: none
     #[arg(long, value_name = "DIR", global = true)]
     pub data: Option<PathBuf>,
+
+    /// For an https:// API: the SHA-256 fingerprint of the replica's certificate, as
+    /// `meshd controller init` and `run` print it; no other certificate is trusted.
+    /// Default: the certificate in --data
+    #[arg(
+        long,
+        value_name = "sha256:HEX",
+        env = "MESHD_API_FINGERPRINT",
+        global = true
+    )]
+    pub fingerprint: Option<String>,
 }
 
 /// Connects as `api` says and runs one call to completion.
@@ -56,13 +68,26 @@ where
 /// The client for --api/--token (or MESHD_API/MESHD_TOKEN), falling back to what the
 /// replica wrote into --data.
 fn client(api: &ApiArgs) -> anyhow::Result<AdminClient> {
-    let (url, token) = match (&api.api, &api.token, &api.data) {
-        (Some(url), Some(token), _) => (url.clone(), token.clone()),
+    let fingerprint = api
+        .fingerprint
+        .as_deref()
+        .map(|f| f.parse::<ApiFingerprint>())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--fingerprint: {e}"))?;
+    let (url, token, data_fingerprint) = match (&api.api, &api.token, &api.data) {
+        (Some(url), Some(token), _) => (url.clone(), token.clone(), None),
         (url, token, Some(dir)) => {
+            let from_dir = AdminClient::from_data_dir(dir)?;
             let (data_url, data_token) = datadir::read_api_info(dir)?;
+            // The directory's certificate vouches for the directory's own API only.
+            let data_fingerprint = match url {
+                Some(url) if url.trim_end_matches('/') != data_url => None,
+                _ => from_dir.fingerprint(),
+            };
             (
                 url.clone().unwrap_or(data_url),
                 token.clone().unwrap_or(data_token),
+                data_fingerprint,
             )
         }
         (None, _, None) => anyhow::bail!(
@@ -74,7 +99,11 @@ fn client(api: &ApiArgs) -> anyhow::Result<AdminClient> {
              DIR/api.token on the replica's host)"
         ),
     };
-    Ok(AdminClient::new(url, token)?)
+    let client = AdminClient::new(url, token)?;
+    Ok(match fingerprint.or(data_fingerprint) {
+        Some(fingerprint) => client.pinned(fingerprint),
+        None => client,
+    })
 }
 
 #[cfg(test)]
@@ -87,6 +116,7 @@ mod tests {
             api: None,
             token: None,
             data: None,
+            fingerprint: None,
         };
         assert!(
             client(&none)

@@ -13,14 +13,18 @@ use crate::cli::process::{init_logging, shutdown_signal};
 /// Create a new controller replica: its keys, storage and admin token
 ///
 /// Without --join this starts a new controller cluster of one replica. With --join the
-/// replica gets the cluster's admin token and waits to be added: start it with
+/// replica gets the cluster's admin token and secret and waits to be added: start it with
 /// `meshd controller run`, then run the `replica add` command init prints.
+///
+/// The admin API speaks HTTPS unless it listens on loopback only; init prints its
+/// certificate's fingerprint, which clients pin with --fingerprint.
 ///
 /// Examples:
 ///
-///   meshd controller init --data /var/lib/meshd-controller --listen 10.0.0.1:9994
+///   meshd controller init --data /var/lib/meshd-controller --listen 10.0.0.1:9994 \
+///       --api-listen 10.0.0.1:9995
 ///   meshd controller init --data /var/lib/meshd-controller --listen 10.0.0.2:9994 \
-///       --join http://10.0.0.1:9995 --token $(cat api.token)
+///       --join https://10.0.0.1:9995 --token $(cat api.token) --fingerprint sha256:...
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct InitArgs {
@@ -56,6 +60,11 @@ pub struct InitArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// For --join with an https:// URL: the fingerprint of that replica's certificate, as
+    /// its `init` or `run` printed it
+    #[arg(long, value_name = "sha256:HEX", env = "MESHD_API_FINGERPRINT")]
+    pub fingerprint: Option<String>,
 
     /// What the replica's relay forwards for one member behind NAT, in Mbit/s; 0 for no
     /// limit
@@ -109,10 +118,10 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<()> {
         join: false,
         relay_limit_mbit: Some(args.relay_limit_mbit),
     };
-    service::init(&args.data, &settings)?;
+    let made = service::init(&args.data, &settings)?;
     let dir = args.data.display();
     println!("initialized controller replica {} in {dir}", settings.id);
-    print_addresses(&settings, &dir.to_string());
+    print_addresses(&settings, &dir.to_string(), &made);
     if settings.advertise.is_none() && settings.listen.ip().is_unspecified() {
         println!(
             "note: other replicas would reach this one at {}, which works on this host only. \
@@ -126,16 +135,23 @@ pub(super) fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_addresses(settings: &ReplicaSettings, dir: &str) {
+fn print_addresses(settings: &ReplicaSettings, dir: &str, made: &service::Initialized) {
     println!(
         "  nodes and replicas reach it at: {} (node channel on UDP {}, replication on TCP)",
         settings.advertise_address(),
         settings.listen
     );
+    println!("  replica key:                    {}", made.key);
     println!(
         "  admin API:                      {} (token in {dir}/api.token)",
         settings.api_url()
     );
+    if settings.api_tls() {
+        println!(
+            "  admin API certificate:          {} (clients pin it with --fingerprint)",
+            made.api_fingerprint
+        );
+    }
 }
 
 /// `init --join URL`: checks that URL and the token answer, then writes a data directory
@@ -147,15 +163,24 @@ fn init_join(args: InitArgs, url: &str, advertise: Option<String>) -> anyhow::Re
              (it is in api.token in the data directory of any replica of the cluster)"
         );
     };
-    let client = AdminClient::new(url, token.clone())?;
+    let mut client = AdminClient::new(url, token.clone())?;
+    if let Some(fingerprint) = &args.fingerprint {
+        client = client.pinned(
+            fingerprint
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--fingerprint: {e}"))?,
+        );
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let view = runtime.block_on(async {
+    let joined = runtime.block_on(async {
         client.health().await?;
-        client.replicas().await
+        let view = client.replicas().await?;
+        let secret = client.cluster_secret().await?;
+        Ok::<_, meshd_controller::admin_client::ClientError>((view, secret))
     });
-    let view = view.map_err(|e| match e.status() {
+    let (view, secret) = joined.map_err(|e| match e.status() {
         Some(hyper::StatusCode::UNAUTHORIZED) => anyhow::anyhow!(
             "the controller at {url} refused the token: {e}; --token must be the cluster's \
              admin token"
@@ -204,17 +229,23 @@ fn init_join(args: InitArgs, url: &str, advertise: Option<String>) -> anyhow::Re
                 .join(", ")
         );
     }
-    service::init_with_token(&args.data, &settings, &token)?;
+    let made = service::init_with_token(&args.data, &settings, &token, &secret.cluster_secret)?;
     let dir = args.data.display();
     println!(
         "initialized controller replica {id} in {dir}, to join the cluster at {}",
         client.base()
     );
-    print_addresses(&settings, &dir.to_string());
+    print_addresses(&settings, &dir.to_string(), &made);
     println!("1. start it:  meshd controller run --data {dir}");
+    let pin = client
+        .fingerprint()
+        .map(|f| format!(" --fingerprint {f}"))
+        .unwrap_or_default();
     println!(
-        "2. add it:    meshd controller replica add --api {} --id {id} --address {address}",
-        client.base()
+        "2. add it:    meshd controller replica add --api {}{pin} --id {id} --address {address} \
+         --key {}",
+        client.base(),
+        made.key
     );
     println!("   (with --token or MESHD_TOKEN, or run it with --data DIR on a replica's host)");
     Ok(())
@@ -226,10 +257,14 @@ pub(super) fn run_replica(args: RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         service::run(&args.data, shutdown_signal(), |bound| {
+            let api = match bound.api_fingerprint {
+                Some(fingerprint) => format!("https://{} (certificate {fingerprint})", bound.api),
+                None => format!("http://{}", bound.api),
+            };
             eprintln!(
-                "meshd controller: admin API on http://{}, node channel on udp {}, \
-                 replication on tcp {}, relay on udp {}",
-                bound.api, bound.channel, bound.replication, bound.relay
+                "meshd controller: admin API on {api}, node channel on udp {}, replication on \
+                 tcp {}, relay on udp {}; replica key {}",
+                bound.channel, bound.replication, bound.relay, bound.key
             );
         })
         .await

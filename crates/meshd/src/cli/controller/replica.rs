@@ -2,6 +2,7 @@
 
 use clap::{Args, Subcommand};
 use meshd_controller::api::text;
+use meshd_controller::raft::ReplicaKey;
 use meshd_controller::replica::parse_replica_address;
 
 use super::api::{ApiArgs, run as call};
@@ -14,7 +15,7 @@ use crate::cli::output::{print, print_json};
 ///
 /// Example:
 ///
-///   meshd controller replica add --id 2 --address ctl2.example.com:9994
+///   meshd controller replica add --id 2 --address ctl2.example.com:9994 --key 3f2a...
 ///   meshd controller replica list
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment, arg_required_else_help = true)]
@@ -43,7 +44,7 @@ pub enum ReplicaCommand {
 ///
 /// Example:
 ///
-///   meshd controller replica add --id 2 --address ctl2.example.com:9994
+///   meshd controller replica add --id 2 --address ctl2.example.com:9994 --key 3f2a...
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct ReplicaAddArgs {
@@ -54,6 +55,11 @@ pub struct ReplicaAddArgs {
     /// Where the other replicas reach the new one: its `init --listen` address
     #[arg(long, value_name = "HOST:PORT")]
     pub address: String,
+
+    /// The new replica's key (64 hex digits), printed by its `init --join` and `run`: the
+    /// cluster replicates only with a replica that proves it
+    #[arg(long, value_name = "HEX")]
+    pub key: String,
 }
 
 /// Remove a replica from the cluster
@@ -93,8 +99,9 @@ pub(super) fn run(args: ReplicaArgs) -> anyhow::Result<()> {
         ReplicaCommand::Add(add) => {
             let address = parse_replica_address(&add.address)
                 .map_err(|e| anyhow::anyhow!("--address: {e}"))?;
+            let key: ReplicaKey = add.key.parse().map_err(|e| anyhow::anyhow!("--key: {e}"))?;
             let view = call(&args.api, |c| async move {
-                c.add_replica(add.id, &address).await
+                c.add_replica(add.id, &address, &key.to_string()).await
             })?;
             print(&format!(
                 "replica {} at {} is a voter of the cluster\n{}",
