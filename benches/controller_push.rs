@@ -88,7 +88,7 @@ async fn setup() -> Setup {
     let watcher_id = Identity::generate();
     join_and_authorize(&replica, network, &watcher_id).await;
     for _ in 1..MEMBERS {
-        join_and_authorize(&replica, network, &Identity::generate()).await;
+        join_and_authorize(&replica, network, &Identity::generate_unproven()).await;
     }
     eprintln!(
         "set up {MEMBERS} members in {:.1} s",
@@ -123,7 +123,7 @@ fn authorize_push(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let id = Identity::generate();
+                    let id = Identity::generate_unproven();
                     s.replica
                         .write(Command::MemberJoin {
                             network: s.network,

@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn configs_build() {
-        let identity = Identity::generate();
+        let identity = Identity::generate_unproven();
         client_config(&identity).unwrap();
         server_config(&[3u8; 32]).unwrap();
     }

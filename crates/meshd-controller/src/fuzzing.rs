@@ -22,8 +22,14 @@ fn network() -> NetworkId {
         .network_id()
 }
 
-/// A state with one network and one authorized member, built once per input (cheap).
+/// A state with one network and one authorized member, built once (a member's node id costs
+/// a memory-hard hash) and cloned for each input.
 fn state() -> (ControllerState, NodeId) {
+    static STATE: std::sync::OnceLock<(ControllerState, NodeId)> = std::sync::OnceLock::new();
+    STATE.get_or_init(build_state).clone()
+}
+
+fn build_state() -> (ControllerState, NodeId) {
     let mut s = ControllerState::default();
     let spec = NetworkSpec {
         key_seed: SEED,

@@ -168,7 +168,7 @@ mod tests {
         cfg.container_pool = Some("172.28.0.0/16".parse().unwrap());
         let mut ids = Vec::new();
         for i in 0..3u8 {
-            let id = Identity::generate();
+            let id = Identity::generate_unproven();
             ids.push(id.node_id());
             cfg.members.push(MemberConfig {
                 node_id: id.node_id(),
@@ -275,7 +275,7 @@ mod tests {
         assert!(plan(&cfg, me).addresses.contains(&net("100.64.0.1/32")));
         // A node the config does not list carries nothing.
         let (cfg, _) = config();
-        let stranger = Identity::generate().node_id();
+        let stranger = Identity::generate_unproven().node_id();
         let p = plan(&cfg, stranger);
         assert!(p.addresses.is_empty() && p.routes.is_empty());
         assert!(ids.iter().all(|&id| id != stranger));

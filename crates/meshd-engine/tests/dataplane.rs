@@ -116,7 +116,7 @@ fn two_namespaces_ping_and_transfer_through_the_mesh() {
 
     let key = NetworkKey::generate();
     let nwid = key.network_id();
-    let (id_a, id_b) = (Identity::generate(), Identity::generate());
+    let (id_a, id_b) = (Identity::generate_unproven(), Identity::generate_unproven());
     let (public_a, public_b) = (*id_a.public(), *id_b.public());
     let (node_a, node_b) = (id_a.node_id(), id_b.node_id());
     let dp_a = Node::start(&a, id_a);

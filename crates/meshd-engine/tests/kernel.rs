@@ -18,7 +18,7 @@ fn net(s: &str) -> IpNet {
 fn kernel_applies_plans_as_diffs_and_removes_the_link() {
     let ns = Netns::new();
     let key = NetworkKey::generate();
-    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate()).collect();
+    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate_unproven()).collect();
     let me = ids[0].node_id();
     let endpoint = |i: u8| SocketAddr::from(([192, 0, 2, i], 9993));
     let members = |n: usize| {

@@ -380,7 +380,7 @@ mod tests {
     #[test]
     fn full_handshake_agrees_on_keys() {
         let nwid = NetworkId::from_u64(0x8056c2e21c000001);
-        let (a, b) = (Identity::generate(), Identity::generate());
+        let (a, b) = (Identity::generate_unproven(), Identity::generate_unproven());
         let b_macs = MacKeys::for_static(&b.public().x25519);
         let a_macs = MacKeys::for_static(&a.public().x25519);
         let mut init_msg = [0u8; wire::HANDSHAKE_INIT_LEN];
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn other_network_cannot_read_initiation() {
-        let (a, b) = (Identity::generate(), Identity::generate());
+        let (a, b) = (Identity::generate_unproven(), Identity::generate_unproven());
         let b_macs = MacKeys::for_static(&b.public().x25519);
         let mut msg = [0u8; wire::HANDSHAKE_INIT_LEN];
         initiate(
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn cookie_round_trip() {
-        let responder = Identity::generate();
+        let responder = Identity::generate_unproven();
         let macs = MacKeys::for_static(&responder.public().x25519);
         let secret = CookieSecret::random();
         let from: SocketAddr = "192.0.2.1:9993".parse().unwrap();

@@ -1,9 +1,20 @@
 //! Node identities and network signing keys.
 //!
 //! A node is an X25519 key pair (data-plane Noise handshakes) plus an Ed25519 key pair
-//! (control-plane TLS and signatures). Its [`NodeId`] is the last five bytes of a hash of both
-//! public keys, so an id cannot be claimed without the keys behind it. A network is an Ed25519
-//! key pair whose public-key hash *is* the [`NetworkId`].
+//! (control-plane TLS and signatures). Its [`NodeId`] is the last five bytes of a memory-hard
+//! hash of both public keys ([`node_digest`]), and only keys whose hash starts with
+//! [`WORK_BITS`] zero bits make a node id a controller accepts, so an id cannot be claimed
+//! without the keys behind it. A network is an Ed25519 key pair whose public-key hash *is*
+//! the [`NetworkId`].
+//!
+//! Why proof of work, as ZeroTier does, and not a wider id: the 40-bit id is part of every
+//! member's RFC4193 and 6PLANE addresses. With a plain hash, keys for any chosen id cost
+//! about 2^40 hashes (hours on a CPU), so an attacker who learned a node's id could join a
+//! network under it first. Here each try costs one Argon2id pass over 2 MiB (about 0.5 ms
+//! on a core, and as much memory bandwidth on a GPU) and only 1 in 2^9 keys counts, so
+//! claiming a chosen id takes about 2^49 such passes: some 2^60 times the work of one plain
+//! hash, thousands of core-years. Making an identity takes 2^9 tries, a fraction of a second,
+//! once per node; checking one takes one pass, which a controller does once per connection.
 
 use std::fmt;
 
@@ -25,9 +36,66 @@ pub struct PublicIdentity {
     pub ed25519: [u8; KEY_LEN],
 }
 
+/// Leading zero bits the memory-hard hash of a node's keys must have.
+pub const WORK_BITS: u32 = 9;
+
+/// Memory of one node-id hash, in KiB.
+const WORK_MEMORY_KIB: u32 = 2048;
+
+/// The memory-hard hash of a node's public keys: Argon2id over 2 MiB, one pass.
+pub fn node_digest(identity: &PublicIdentity) -> [u8; 32] {
+    thread_local! {
+        // Reused: a fresh 2 MiB buffer per hash costs page faults worth a third of the hash.
+        static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = std::cell::RefCell::new(
+            vec![argon2::Block::default(); WORK_MEMORY_KIB as usize],
+        );
+    }
+    let params = argon2::Params::new(WORK_MEMORY_KIB, 1, 1, Some(32))
+        .expect("constant Argon2 parameters are valid");
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut input = [0u8; 2 * KEY_LEN];
+    input[..KEY_LEN].copy_from_slice(&identity.x25519);
+    input[KEY_LEN..].copy_from_slice(&identity.ed25519);
+    let mut digest = [0u8; 32];
+    MEMORY.with_borrow_mut(|memory| {
+        argon
+            .hash_password_into_with_memory(&input, b"meshd node id v2", &mut digest, memory)
+            .expect("constant sizes are within Argon2's limits");
+    });
+    digest
+}
+
+/// Whether `digest` starts with [`WORK_BITS`] zero bits.
+fn has_work(digest: &[u8; 32]) -> bool {
+    u16::from_be_bytes([digest[0], digest[1]]) >> (16 - WORK_BITS) == 0
+}
+
 impl PublicIdentity {
-    /// The node id these keys hash to.
+    /// The node id these keys hash to, whether or not they carry the proof of work. For
+    /// keys someone presents, use [`PublicIdentity::proven_node_id`].
     pub fn node_id(&self) -> Result<NodeId, crate::IdError> {
+        Self::id_of(&node_digest(self))
+    }
+
+    /// The node id these keys hash to, if their hash carries the proof of work: what a
+    /// controller checks before it lets keys act as a node.
+    pub fn proven_node_id(&self) -> Result<NodeId, crate::IdError> {
+        let digest = node_digest(self);
+        if !has_work(&digest) {
+            return Err(crate::IdError::NoProofOfWork);
+        }
+        Self::id_of(&digest)
+    }
+
+    fn id_of(digest: &[u8; 32]) -> Result<NodeId, crate::IdError> {
+        let mut id = [0u8; NodeId::LEN];
+        id.copy_from_slice(&digest[digest.len() - NodeId::LEN..]);
+        NodeId::from_bytes(id)
+    }
+
+    /// The node id of meshd 0.2 and before (a plain hash), only to recognize their
+    /// identity files.
+    fn legacy_node_id(&self) -> Option<NodeId> {
         let digest = Blake2s256::new()
             .chain_update(b"meshd node id v1")
             .chain_update(self.x25519)
@@ -35,7 +103,7 @@ impl PublicIdentity {
             .finalize();
         let mut id = [0u8; NodeId::LEN];
         id.copy_from_slice(&digest[digest.len() - NodeId::LEN..]);
-        NodeId::from_bytes(id)
+        NodeId::from_bytes(id).ok()
     }
 
     /// A short fingerprint of both keys, for people to compare (`member list`, `meshd
@@ -89,14 +157,31 @@ pub enum KeyError {
     NodeIdMismatch { claimed: String, actual: String },
     #[error("these keys hash to a reserved node id; generate new keys")]
     ReservedId,
+    #[error(
+        "this identity (node id {node}) was made by meshd 0.2 or older, whose node ids carry no \
+         proof of work; controllers refuse it. Move the file away (keep it as a backup) and \
+         start the daemon again to make a new identity, then authorize the new node id"
+    )]
+    MadeWithoutProofOfWork { node: String },
     #[error("the Ed25519 seed was rejected by the signature library")]
     BadSeed,
 }
 
 impl Identity {
-    /// A fresh identity from the OS random source; retries the rare key pairs whose id is
-    /// reserved.
+    /// A fresh identity from the OS random source, carrying the proof of work (about 2^9
+    /// tries, a fraction of a second): what a node runs as.
     pub fn generate() -> Self {
+        loop {
+            let identity = Self::generate_unproven();
+            if has_work(&node_digest(&identity.public)) {
+                return identity;
+            }
+        }
+    }
+
+    /// A fresh identity without the proof of work: a controller refuses it. For simulations,
+    /// fixtures and benchmarks that never present it to one.
+    pub fn generate_unproven() -> Self {
         loop {
             let mut secrets = Zeroizing::new([0u8; 2 * KEY_LEN]);
             // The OS random source failing leaves nothing sensible to do; the daemon cannot run.
@@ -171,6 +256,13 @@ impl Identity {
         let secrets =
             Zeroizing::new(hex::decode::<{ 2 * KEY_LEN }>(secrets).ok_or(KeyError::Malformed)?);
         let identity = Self::from_secrets(&secrets)?;
+        if let Some(legacy) = identity.public.legacy_node_id()
+            && legacy.to_string() == claimed
+        {
+            return Err(KeyError::MadeWithoutProofOfWork {
+                node: legacy.to_string(),
+            });
+        }
         if identity.node_id.to_string() != claimed {
             return Err(KeyError::NodeIdMismatch {
                 claimed: claimed.chars().take(16).collect(),
@@ -281,6 +373,44 @@ mod tests {
         assert_eq!(back.node_id(), id.node_id());
         assert_eq!(back.public(), id.public());
         assert_eq!(id.public().node_id().unwrap(), id.node_id());
+    }
+
+    #[test]
+    fn generated_identities_carry_the_proof_of_work_and_unproven_ones_are_refused() {
+        let id = Identity::generate();
+        assert!(has_work(&node_digest(id.public())));
+        assert_eq!(id.public().proven_node_id(), Ok(id.node_id()));
+        // The id comes from the memory-hard hash, not from the old plain one.
+        assert_ne!(id.public().legacy_node_id(), Some(id.node_id()));
+
+        // Without the work (2^9 - 1 keys in 2^9), the id is computed but not accepted.
+        let unproven = std::iter::repeat_with(Identity::generate_unproven)
+            .find(|id| !has_work(&node_digest(id.public())))
+            .expect("most keys carry no work");
+        assert_eq!(unproven.public().node_id(), Ok(unproven.node_id()));
+        assert_eq!(
+            unproven.public().proven_node_id(),
+            Err(crate::IdError::NoProofOfWork)
+        );
+        let mut tampered = *id.public();
+        tampered.ed25519[5] ^= 1;
+        assert_ne!(tampered.node_id().ok(), Some(id.node_id()));
+    }
+
+    #[test]
+    fn identity_files_from_before_proof_of_work_are_named_as_such() {
+        let id = Identity::generate_unproven();
+        let text = id.to_secret_text();
+        let (_, secrets) = text.split_once(':').unwrap();
+        let legacy = id.public().legacy_node_id().unwrap();
+        let err = Identity::from_secret_text(&format!("{legacy}:{secrets}")).unwrap_err();
+        assert_eq!(
+            err,
+            KeyError::MadeWithoutProofOfWork {
+                node: legacy.to_string()
+            }
+        );
+        assert!(err.to_string().contains("Move the file away"), "{err}");
     }
 
     #[test]

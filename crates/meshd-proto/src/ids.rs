@@ -98,6 +98,12 @@ pub enum IdError {
     NodeIdTooWide(u64),
     #[error("node id {0} is reserved (zero or starting with ff)")]
     ReservedNodeId(String),
+    #[error(
+        "these keys carry no proof of work (made by meshd 0.2 or older?): move the node's \
+         identity.secret away and start the daemon again for a new identity, then authorize \
+         its node id"
+    )]
+    NoProofOfWork,
 }
 
 fn parse_hex<const N: usize>(s: &str, kind: &'static str) -> Result<[u8; N], IdError> {

@@ -119,13 +119,13 @@ mod tests {
 
     #[test]
     fn only_the_holder_of_the_x25519_secret_proves() {
-        let node = Identity::generate();
+        let node = Identity::generate_unproven();
         let challenge = Challenge::new();
         let proof = prove(&node, &challenge.public());
         assert!(challenge.verify(node.public(), &proof));
         // Another challenge, another identity, a flipped bit: no.
         assert!(!Challenge::new().verify(node.public(), &proof));
-        let other = Identity::generate();
+        let other = Identity::generate_unproven();
         assert!(!challenge.verify(other.public(), &proof));
         let mut bad = proof;
         bad[0] ^= 1;

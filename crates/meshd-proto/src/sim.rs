@@ -148,7 +148,7 @@ impl Simulation {
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let octet = u8::try_from(10 + i).expect("simulations have fewer than 240 nodes");
-            let identity = Identity::generate();
+            let identity = Identity::generate_unproven();
             let addresses: Vec<SocketAddr> = (0..paths.len())
                 .map(|p| {
                     let third = 2 + u8::try_from(p).expect("at most 8 paths");

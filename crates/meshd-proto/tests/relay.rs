@@ -185,7 +185,7 @@ fn a_member_relay_takes_envelopes_only_from_the_source_session_and_within_its_li
         Some(Err(DropReason::RelayWrongSource))
     );
     // To a node that is no member: nobody to relay to.
-    let stranger = meshd_proto::Identity::generate().node_id();
+    let stranger = meshd_proto::Identity::generate_unproven().node_id();
     let lost = wire::relay_envelope(stranger, a, &data_message());
     assert_eq!(
         send(&mut sim, a_address, &lost),

@@ -61,7 +61,7 @@ impl Server {
 
     /// A node asks to join, as the node channel would record it.
     fn join(&self, network: &str) -> NodeId {
-        let identity = Identity::generate();
+        let identity = Identity::generate_unproven();
         let network: NetworkId = network.parse().expect("a network id");
         self.runtime
             .block_on(self.controller.write(StateCommand::MemberJoin {

@@ -293,11 +293,20 @@ fn joins_to_unknown_networks_never_reach_the_log_and_joins_are_rate_limited() {
     let nwid: NetworkId = ok_stdout(&replica.cli(&["network", "create", "--name", "busy"]))
         .parse()
         .expect("an id");
+    // 80 fresh identities, each with its proof of work: made on two threads.
+    let fresh: Vec<Identity> = std::thread::scope(|s| {
+        let makers: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| (0..40).map(|_| Identity::generate()).collect::<Vec<_>>()))
+            .collect();
+        makers
+            .into_iter()
+            .flat_map(|m| m.join().expect("identities made"))
+            .collect()
+    });
     let refused = rt.block_on(async {
         let mut refused = 0;
-        for _ in 0..80 {
-            let id = Identity::generate();
-            let mut client = ChannelClient::connect(replica.channel, &id, 9993, vec![])
+        for id in &fresh {
+            let mut client = ChannelClient::connect(replica.channel, id, 9993, vec![])
                 .await
                 .expect("connects");
             client.join(nwid, 0).await.expect("join sent");

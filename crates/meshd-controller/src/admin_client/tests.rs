@@ -56,7 +56,7 @@ async fn typed_calls_round_trip() {
         .unwrap();
     assert_eq!(renamed.name, "production");
 
-    let id = Identity::generate();
+    let id = Identity::generate_unproven();
     controller
         .write(Command::MemberJoin {
             network: net.id,

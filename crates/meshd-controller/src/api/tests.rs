@@ -105,7 +105,7 @@ impl Api {
 
     /// A node asks to join `network` (as the node channel would); returns its id.
     async fn join(&self, network: NetworkId) -> NodeId {
-        let identity = Identity::generate();
+        let identity = Identity::generate_unproven();
         self.controller
             .write(Command::MemberJoin {
                 network,

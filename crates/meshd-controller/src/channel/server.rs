@@ -172,7 +172,8 @@ async fn connection<C: Controller>(
         return finish(&conn, Some(&mut send), end).await;
     };
     let identity = PublicIdentity { x25519, ed25519 };
-    let node = match identity.node_id() {
+    // The one place keys become a node: the proof of work behind the id is checked here.
+    let node = match identity.proven_node_id() {
         Ok(node) => node,
         Err(e) => {
             let end = End::Protocol(format!("identity refused: {e}"));

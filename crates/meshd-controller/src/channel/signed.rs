@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(configs.signatures(), 1);
 
         // A new revision: the old one is no longer handed out, the new one is, once.
-        authorized_member(&mut state, network, &Identity::generate());
+        authorized_member(&mut state, network, &Identity::generate_unproven());
         let newer = state.networks[&network].revision;
         assert!(newer > revision);
         assert!(configs.get(network, newer).is_none(), "not signed yet");

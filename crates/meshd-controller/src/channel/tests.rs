@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshd_proto::{Identity, NetworkId, NodeId, SignedConfig};
+use meshd_proto::{Identity, NetworkId, NodeId, PublicIdentity, SignedConfig};
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
 
 use meshd_channel::protocol::{self, close_code};
@@ -356,7 +356,11 @@ async fn replicas_are_sent_after_hello_and_whenever_they_change() {
 }
 
 /// Connects with a hand-made rustls client config and tries a Hello/Join round trip.
-async fn raw_attempt(addr: SocketAddr, tls: rustls::ClientConfig) -> Result<(), String> {
+async fn raw_attempt(
+    addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    x25519: [u8; 32],
+) -> Result<(), String> {
     let config = tls::client_config_from(tls).unwrap();
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = ep
@@ -366,7 +370,7 @@ async fn raw_attempt(addr: SocketAddr, tls: rustls::ClientConfig) -> Result<(), 
         .map_err(|e| e.to_string())?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = NodeMessage::Hello {
-        x25519: [1; 32],
+        x25519,
         version: "test".into(),
         data_port: 9993,
         local_endpoints: vec![],
@@ -423,8 +427,9 @@ async fn clients_without_an_ed25519_key_are_refused_in_the_handshake() {
     let (addr, _ep) = start(ctl.clone());
 
     // Control: the same path with a proper node key gets an answer.
-    let good = tls::rustls_client_config(&Identity::generate()).unwrap();
-    raw_attempt(addr, good).await.unwrap();
+    let node = Identity::generate();
+    let good = tls::rustls_client_config(&node).unwrap();
+    raw_attempt(addr, good, node.public().x25519).await.unwrap();
 
     let alpn = |mut c: rustls::ClientConfig| {
         c.alpn_protocols = vec![tls::ALPN.to_vec()];
@@ -432,14 +437,14 @@ async fn clients_without_an_ed25519_key_are_refused_in_the_handshake() {
     };
     // No client key at all.
     let none = alpn(tls_builder().with_no_client_auth());
-    let err = raw_attempt(addr, none).await.unwrap_err();
+    let err = raw_attempt(addr, none, [1; 32]).await.unwrap_err();
     assert!(err.contains("cryptographic handshake failed"), "{err}");
 
     // A P-256 raw public key.
     let p256 = alpn(tls_builder().with_client_cert_resolver(Arc::new(
         rustls::client::AlwaysResolvesClientRawPublicKeys::new(p256_key()),
     )));
-    let err = raw_attempt(addr, p256).await.unwrap_err();
+    let err = raw_attempt(addr, p256, [1; 32]).await.unwrap_err();
     assert!(err.contains("cryptographic handshake failed"), "{err}");
 
     // Only the good client got as far as a member record.
@@ -521,7 +526,17 @@ async fn a_hello_naming_an_x25519_key_the_node_does_not_hold_is_refused() {
     ctl.write(Command::CreateNetwork(spec(7))).await.unwrap();
     let (addr, _ep) = start(ctl.clone());
     let victim = Identity::generate();
-    let attacker = Identity::generate();
+    // The attacker even finds an Ed25519 key that makes a proven id with the victim's X25519
+    // key (2^9 tries): only the challenge stands in its way.
+    let attacker = std::iter::repeat_with(Identity::generate_unproven)
+        .find(|a| {
+            let claimed = PublicIdentity {
+                x25519: victim.public().x25519,
+                ed25519: a.public().ed25519,
+            };
+            claimed.proven_node_id().is_ok()
+        })
+        .expect("one in 2^9 keys");
     let (_client_ep, conn, mut send, mut recv) = raw_stream(addr, &attacker).await;
     let hello = NodeMessage::Hello {
         x25519: victim.public().x25519,
@@ -628,4 +643,36 @@ async fn a_change_is_signed_once_for_every_connection() {
         before + 1,
         "one signature for four connections"
     );
+}
+
+/// Keys without the proof of work behind their node id never become a node: claiming a
+/// chosen id would otherwise take 2^40 plain hashes.
+#[tokio::test]
+async fn a_hello_with_keys_that_carry_no_proof_of_work_is_refused() {
+    let ctl = InMemoryController::default();
+    ctl.write(Command::CreateNetwork(spec(8))).await.unwrap();
+    let (addr, _ep) = start(ctl.clone());
+    let unproven = std::iter::repeat_with(Identity::generate_unproven)
+        .find(|id| id.public().proven_node_id().is_err())
+        .expect("most keys carry no work");
+    let (_client_ep, conn, mut send, mut recv) = raw_stream(addr, &unproven).await;
+    let hello = NodeMessage::Hello {
+        x25519: unproven.public().x25519,
+        version: "0.3.0".into(),
+        data_port: 9993,
+        local_endpoints: vec![],
+    };
+    protocol::write_frame(&mut send, &hello).await.unwrap();
+    let join = NodeMessage::Join {
+        network: nwid(8),
+        have_revision: 0,
+    };
+    let _ = protocol::write_frame(&mut send, &join).await;
+    let msg = read_one(&mut recv).await;
+    assert!(
+        matches!(&msg, Some(ControllerMessage::Error { message }) if message.contains("proof of work")),
+        "{msg:?}"
+    );
+    closed_with(&conn, close_code::PROTOCOL).await;
+    assert!(ctl.read(|s| s.networks[&nwid(8)].members.is_empty()));
 }

@@ -72,7 +72,7 @@ mod tests {
     fn sample() -> ControllerState {
         let mut s = ControllerState::default();
         s.apply(&Command::CreateNetwork(spec(1))).unwrap();
-        let id = meshd_proto::Identity::generate();
+        let id = meshd_proto::Identity::generate_unproven();
         s.apply(&Command::MemberJoin {
             network: nwid(1),
             identity: *id.public(),

@@ -51,7 +51,7 @@ fn workload(seeds: std::ops::RangeInclusive<u8>, ids: &[Identity; 2]) -> Vec<Com
 }
 
 fn identities() -> [Identity; 2] {
-    [Identity::generate(), Identity::generate()]
+    [Identity::generate_unproven(), Identity::generate_unproven()]
 }
 
 async fn write_all(replica: &Replica, cmds: Vec<Command>) {

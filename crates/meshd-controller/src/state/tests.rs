@@ -8,7 +8,7 @@ use meshd_proto::Identity;
 
 fn identities() -> &'static Vec<Identity> {
     static IDS: OnceLock<Vec<Identity>> = OnceLock::new();
-    IDS.get_or_init(|| (0..6).map(|_| Identity::generate()).collect())
+    IDS.get_or_init(|| (0..6).map(|_| Identity::generate_unproven()).collect())
 }
 
 fn join(seed: u8, who: usize) -> Command {
@@ -380,7 +380,7 @@ fn members_waiting_for_authorization_are_capped_and_age_out() {
     })
     .unwrap();
     let waiting: Vec<Identity> = (0..MAX_WAITING_MEMBERS)
-        .map(|_| Identity::generate())
+        .map(|_| Identity::generate_unproven())
         .collect();
     for (i, id) in waiting.iter().enumerate() {
         s.apply(&join_at(id, 10 + i as u64)).unwrap();
@@ -388,7 +388,7 @@ fn members_waiting_for_authorization_are_capped_and_age_out() {
     let net = |s: &ControllerState| s.network(nwid(7)).unwrap().members.len();
     assert_eq!(net(&s), MAX_WAITING_MEMBERS + 1);
     // At the cap, with everyone seen recently: refused, nothing changes.
-    let late = Identity::generate();
+    let late = Identity::generate_unproven();
     let e = s.apply(&join_at(&late, 1_000)).unwrap_err();
     assert_eq!(e.kind, RejectKind::Conflict, "{}", e.message);
     assert_eq!(net(&s), MAX_WAITING_MEMBERS + 1);
@@ -410,7 +410,7 @@ fn two_members_cannot_share_an_x25519_key() {
     s.apply(&Command::CreateNetwork(spec(5))).unwrap();
     s.apply(&join(5, 0)).unwrap();
     // Another Ed25519 key with node 0's X25519 key: another node id, the same peer key.
-    let copier = Identity::generate();
+    let copier = Identity::generate_unproven();
     let identity = PublicIdentity {
         x25519: identities()[0].public().x25519,
         ed25519: copier.public().ed25519,

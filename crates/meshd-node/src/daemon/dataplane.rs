@@ -103,7 +103,7 @@ mod tests {
 
     fn two_member_config() -> (NetworkConfig, NodeId, NodeId) {
         let key = NetworkKey::from_seed(&[3; 32]).unwrap();
-        let (a, b) = (Identity::generate(), Identity::generate());
+        let (a, b) = (Identity::generate_unproven(), Identity::generate_unproven());
         let mut cfg = NetworkConfig::new(key.network_id(), "t");
         cfg.revision = 4;
         cfg.v4_pools = vec!["10.147.17.0/24".parse().unwrap()];

@@ -310,13 +310,22 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 fn load_or_create_identity(path: &Path) -> anyhow::Result<Identity> {
     match fs::read_to_string(path) {
         Ok(text) => {
-            let identity = Identity::from_secret_text(&text).with_context(|| {
-                format!(
-                    "the identity in {} is damaged; restore it from a backup, or move it away to \
-                     start with a new identity (a new node id that must be authorized again)",
-                    path.display()
-                )
-            })?;
+            let identity = match Identity::from_secret_text(&text) {
+                Ok(identity) => identity,
+                Err(e @ meshd_proto::identity::KeyError::MadeWithoutProofOfWork { .. }) => {
+                    anyhow::bail!("{}: {e}", path.display())
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "the identity in {} is damaged; restore it from a backup, or move \
+                             it away to start with a new identity (a new node id that must be \
+                             authorized again)",
+                            path.display()
+                        )
+                    });
+                }
+            };
             let mode = fs::metadata(path)
                 .with_context(|| format!("cannot read {}", path.display()))?
                 .permissions()

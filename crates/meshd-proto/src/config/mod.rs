@@ -186,7 +186,7 @@ pub(crate) mod tests {
         cfg.revision = 7;
         cfg.v4_pools = vec!["10.147.17.0/24".parse().unwrap()];
         cfg.container_pool = Some("172.28.0.0/16".parse().unwrap());
-        let ids: Vec<Identity> = (0..n).map(|_| Identity::generate()).collect();
+        let ids: Vec<Identity> = (0..n).map(|_| Identity::generate_unproven()).collect();
         for (i, id) in ids.iter().enumerate() {
             let i = u8::try_from(i).unwrap();
             cfg.members.push(MemberConfig {
