@@ -791,9 +791,11 @@ impl Network {
                 port_mapped: m.port_mapped && m.physical.is_some(),
             })
             .collect();
+        // A route via a member that is not authorized (any more) is withdrawn until it is.
         cfg.routes = self
             .routes
             .iter()
+            .filter(|(_, r)| self.members.get(&r.via).is_some_and(|m| m.authorized))
             .map(|(t, r)| ManagedRoute {
                 target: *t,
                 via: r.via,

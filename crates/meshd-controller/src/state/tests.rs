@@ -638,3 +638,52 @@ proptest! {
         prop_assert_eq!(&again, &s);
     }
 }
+
+#[test]
+fn routes_via_a_deauthorized_member_are_withdrawn_until_it_is_authorized_again() {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
+    let network = nwid(1);
+    for who in 0..2 {
+        s.apply(&join(1, who)).unwrap();
+        s.apply(&Command::Authorize {
+            network,
+            node: node(who),
+            at_ms: 3,
+        })
+        .unwrap();
+    }
+    let lan: IpNet = "192.168.100.0/24".parse().unwrap();
+    s.apply(&Command::AddRoute {
+        network,
+        target: lan,
+        via: RouteVia::Node(node(1)),
+    })
+    .unwrap();
+    let routed = ManagedRoute {
+        target: lan,
+        via: node(1),
+    };
+    assert_eq!(s.network(network).unwrap().config().routes, vec![routed]);
+
+    let before = s.network(network).unwrap().revision;
+    s.apply(&Command::Deauthorize {
+        network,
+        node: node(1),
+        at_ms: 4,
+    })
+    .unwrap();
+    let net = s.network(network).unwrap();
+    assert!(net.revision > before, "nodes must get the withdrawal");
+    let cfg = net.signed_config().verify(network).unwrap();
+    assert!(cfg.routes.is_empty(), "{:?}", cfg.routes);
+    // The route itself is kept: authorizing the member again brings it back.
+    assert!(net.routes.contains_key(&lan));
+    s.apply(&Command::Authorize {
+        network,
+        node: node(1),
+        at_ms: 5,
+    })
+    .unwrap();
+    assert_eq!(s.network(network).unwrap().config().routes, vec![routed]);
+}
