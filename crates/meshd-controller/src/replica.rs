@@ -29,6 +29,7 @@ use crate::raft::{
 use crate::state::{Applied, Command, ControllerState};
 
 pub mod cluster;
+mod replica_list;
 
 pub use cluster::{
     ClusterSecret, ClusterView, MembershipError, MembershipErrorKind, ReplicaStatus, admin_routes,
@@ -226,6 +227,11 @@ impl Replica {
             replica.shutdown().await;
             return Err(e);
         }
+        // A replica alone records the list before it serves, so its first configs name it.
+        if let Err(e) = replica.record_replica_list().await {
+            tracing::warn!(replica = id, "cannot record the replica list: {e}");
+        }
+        tokio::spawn(replica_list::keep_in_step(replica.clone()));
         Ok(replica)
     }
 

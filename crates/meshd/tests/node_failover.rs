@@ -348,3 +348,87 @@ async fn a_replica_answering_with_another_key_than_pinned_is_refused() {
     stop_tx.send(()).unwrap();
     daemon.await.unwrap().unwrap();
 }
+
+/// A config names the replicas with their keys (the network key signs it): the node pins
+/// those keys for addresses it has not contacted yet, and they replace a key pinned there
+/// earlier at first contact, so an impostor met first cannot keep its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_the_signed_config_names_are_pinned_before_first_contact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = StateDir::open(tmp.path()).unwrap();
+    let identity = *state.identity().public();
+    let node = state.identity().node_id();
+    let ctl = InMemoryController::default();
+    let network = served_network(&ctl, 13, identity).await;
+    let ep = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[1; 32]).unwrap();
+    let a = ep.local_addr().unwrap();
+    // Replica B is never contacted; an impostor's key was pinned at its address before.
+    let b: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let key = |seed: u8| {
+        meshd_controller::raft::ReplicaCredentials {
+            seed: [seed; 32],
+            cluster_secret: "unused".into(),
+        }
+        .key()
+        .0
+    };
+    let hex = |k: [u8; 32]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let pins_file = tmp.path().join(meshd_node::daemon::state::PINS_FILE);
+    std::fs::write(
+        &pins_file,
+        serde_json::json!({ "pinned": { b.to_string(): hex(key(66)) } }).to_string(),
+    )
+    .unwrap();
+    ctl.write(Command::SetReplicas {
+        replicas: vec![
+            meshd_controller::state::ReplicaRecord {
+                address: a.to_string(),
+                key: key(1),
+            },
+            meshd_controller::state::ReplicaRecord {
+                address: b.to_string(),
+                key: key(2),
+            },
+        ],
+    })
+    .await
+    .unwrap();
+    let served = Replicated {
+        state: ctl.clone(),
+        // The unsigned list also names an address no config vouches for: ignored.
+        replicas: vec![a.to_string(), b.to_string(), "127.0.0.1:7".into()],
+    };
+    tokio::spawn(channel::serve(ep.clone(), served));
+
+    let dp = Arc::new(NoDataplane::new(node));
+    let (stop_tx, daemon) = start_daemon(state, &a.to_string(), &dp);
+    let client = DaemonClient::new(tmp.path());
+    answering(&client).await;
+    client.join(network, None).await.unwrap();
+    wait_status(&client, "a config", WAIT, |s| {
+        s.networks[0].revision.is_some()
+    })
+    .await;
+    let pinned = |addr: std::net::SocketAddr| {
+        let pins: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&pins_file).unwrap()).unwrap();
+        pins["pinned"][addr.to_string()].as_str().map(str::to_owned)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while pinned(b) != Some(hex(key(2))) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pinned(b),
+        Some(hex(key(2))),
+        "the config's key replaced the old pin"
+    );
+    assert_eq!(pinned(a), Some(hex(key(1))));
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap().unwrap();
+    let learned =
+        std::fs::read_to_string(tmp.path().join(meshd_node::daemon::state::CONTROLLERS_FILE))
+            .expect("the learned replicas are saved");
+    assert!(learned.contains(&b.to_string()), "{learned}");
+    assert!(!learned.contains("127.0.0.1:7"), "{learned}");
+}

@@ -90,7 +90,7 @@ impl SignedConfigs {
             .map(|net| Unsigned {
                 network: net.id,
                 key_seed: net.key_seed,
-                config: net.config(),
+                config: state.network_config(net),
             })
             .collect()
     }

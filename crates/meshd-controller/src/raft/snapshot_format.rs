@@ -1,16 +1,19 @@
-//! How a snapshot's data is spelled: a format tag, then postcard. Data without the tag is
-//! the first format (members without relay and port-mapping flags), still read so that a
-//! replica upgraded in place starts from its snapshot instead of failing.
+//! How a snapshot's data is spelled: a format tag, then postcard. Older formats are still
+//! read, so that a replica upgraded in place starts from its snapshot instead of failing:
+//! data without a tag is the first (members without relay and port-mapping flags), tag 2 the
+//! second (no replica list).
 
 use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
 use super::{ReplicaId, ReplicaNode};
 use crate::state::ControllerState;
-use crate::state::legacy::ControllerStateV1;
+use crate::state::legacy::{ControllerStateV1, ControllerStateV2};
 
 /// Untagged data starts with an `Option` tag (0 or 1), never with this.
-const TAG: &[u8; 6] = b"MSNAP\x02";
+const TAG: &[u8; 6] = b"MSNAP\x03";
+/// The second format: the state without its replica list.
+const TAG_V2: &[u8; 6] = b"MSNAP\x02";
 
 /// A snapshot's data: self-describing, so a snapshot file alone tells what it contains.
 #[derive(Serialize, Deserialize)]
@@ -27,6 +30,14 @@ pub(super) fn encode(data: &SnapshotData<&ControllerState>) -> Result<Vec<u8>, p
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<SnapshotData<ControllerState>, postcard::Error> {
+    if let Some(rest) = bytes.strip_prefix(TAG_V2) {
+        let old: SnapshotData<ControllerStateV2> = postcard::from_bytes(rest)?;
+        return Ok(SnapshotData {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            state: old.state.into(),
+        });
+    }
     match bytes.strip_prefix(TAG) {
         Some(rest) => postcard::from_bytes(rest),
         None => {
@@ -101,6 +112,39 @@ mod tests {
         .unwrap();
         assert!(bytes.starts_with(TAG));
         assert_eq!(decode(&bytes).unwrap().state, state);
+    }
+
+    #[test]
+    fn second_format_snapshots_load_without_replicas() {
+        let state = sample();
+        let mut bytes = TAG_V2.to_vec();
+        bytes.extend(
+            postcard::to_allocvec(&SnapshotData {
+                last_applied: None,
+                membership: StoredMembership::<ReplicaId, ReplicaNode>::default(),
+                state: (&state.networks,),
+            })
+            .unwrap(),
+        );
+        assert_eq!(decode(&bytes).unwrap().state, state);
+
+        // And the replica list survives the current format.
+        let mut with_replicas = state.clone();
+        with_replicas
+            .apply(&Command::SetReplicas {
+                replicas: vec![crate::state::ReplicaRecord {
+                    address: "10.0.0.1:9994".into(),
+                    key: [4; 32],
+                }],
+            })
+            .unwrap();
+        let bytes = encode(&SnapshotData {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            state: &with_replicas,
+        })
+        .unwrap();
+        assert_eq!(decode(&bytes).unwrap().state, with_replicas);
     }
 
     #[test]

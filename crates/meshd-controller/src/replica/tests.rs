@@ -17,11 +17,12 @@ use crate::test_support::{nwid, spec};
 /// The cluster secret every test replica shares (64 hex digits, as a real one).
 const SECRET: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
 
-/// A fresh replica key with the tests' cluster secret.
-fn credentials() -> ReplicaCredentials {
+/// Replica `id`'s key (the same each time, as its replica.key would be) with the tests'
+/// cluster secret.
+fn credentials(id: u64) -> ReplicaCredentials {
     ReplicaCredentials {
+        seed: [u8::try_from(id).unwrap(); 32],
         cluster_secret: SECRET.into(),
-        ..ReplicaCredentials::generate()
     }
 }
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
@@ -65,7 +66,7 @@ fn snapshot_of(replica: &Replica) -> ControllerState {
 }
 
 async fn open(dir: &Path) -> Replica {
-    Replica::open(dir, 1, "http://127.0.0.1:1".into(), credentials())
+    Replica::open(dir, 1, "http://127.0.0.1:1".into(), credentials(1))
         .await
         .unwrap()
 }
@@ -177,7 +178,7 @@ async fn state_survives_a_restart_after_snapshot_and_purge() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        credentials(),
+        credentials(1),
         options.clone(),
     )
     .await
@@ -206,7 +207,7 @@ async fn state_survives_a_restart_after_snapshot_and_purge() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        credentials(),
+        credentials(1),
         options,
     )
     .await
@@ -230,7 +231,7 @@ async fn the_snapshot_policy_builds_snapshots_on_its_own() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        credentials(),
+        credentials(1),
         options.clone(),
     )
     .await
@@ -251,7 +252,7 @@ async fn the_snapshot_policy_builds_snapshots_on_its_own() {
         dir.path(),
         1,
         "http://127.0.0.1:1".into(),
-        credentials(),
+        credentials(1),
         options,
     )
     .await
@@ -264,7 +265,7 @@ async fn the_snapshot_policy_builds_snapshots_on_its_own() {
 async fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let replica = open(dir.path()).await;
-    let err = Replica::open(dir.path(), 1, "http://127.0.0.1:1".into(), credentials())
+    let err = Replica::open(dir.path(), 1, "http://127.0.0.1:1".into(), credentials(1))
         .await
         .unwrap_err();
     assert!(matches!(err, ReplicaError::InUse { .. }), "{err}");
@@ -286,7 +287,7 @@ async fn serve(id: u64, options: ReplicaOptions) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let credentials = credentials();
+    let credentials = credentials(id);
     let replica = Replica::open_with(dir.path(), id, addr.clone(), credentials.clone(), options)
         .await
         .unwrap();
@@ -437,7 +438,7 @@ async fn three_replicas_replicate_and_elect_a_new_leader() {
     // Strangers are refused, and reported as unreachable (back off, do not hammer): a key
     // outside the membership (even with the secret), a member's key without the secret, a
     // replica that does not prove the key recorded for it.
-    let mut stranger = HttpNetworkFactory::new(9, credentials())
+    let mut stranger = HttpNetworkFactory::new(9, credentials(9))
         .new_client(2, &b.node())
         .await;
     // TLS 1.3 checks a client's key after the client's side of the handshake is done, so the
@@ -650,6 +651,29 @@ async fn replicas_are_added_and_removed_through_any_replica() {
     );
     assert_eq!(view.replicas[2].address, c.addr);
     assert_eq!(view.replicas[2].key, Some(c.replica.key()));
+    // The leader records the membership's addresses and keys; every replica applies them, and
+    // every network's config names them (signed with the network's key).
+    let mut wanted: Vec<crate::state::ReplicaRecord> = [&a, &b, &c]
+        .iter()
+        .map(|s| crate::state::ReplicaRecord {
+            address: s.addr.clone(),
+            key: s.replica.key().0,
+        })
+        .collect();
+    wanted.sort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.replica.read(|s| s.replicas != wanted) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let named = c.replica.read(|s| {
+        let net = s.networks.values().next().expect("a network");
+        s.network_config(net).replicas
+    });
+    let named: Vec<(String, [u8; 32])> = named.into_iter().map(|r| (r.address, r.key)).collect();
+    let wanted_pairs: Vec<(String, [u8; 32])> =
+        wanted.iter().map(|r| (r.address.clone(), r.key)).collect();
+    assert_eq!(named, wanted_pairs);
+    wait_applied(&c.replica, applied_now(&a.replica)).await;
     assert_eq!(snapshot_of(&c.replica), snapshot_of(&a.replica));
 
     // Removed through a follower; unknown ids and the last voter are refused.
@@ -869,7 +893,7 @@ async fn a_lone_replica_records_its_new_address() {
     // An older data directory: the admin API URL as the raft address.
     let replica = open(dir.path()).await;
     replica.shutdown().await;
-    let replica = Replica::open(dir.path(), 1, "127.0.0.1:9994".into(), credentials())
+    let replica = Replica::open(dir.path(), 1, "127.0.0.1:9994".into(), credentials(1))
         .await
         .unwrap();
     let addr = |r: &Replica| {

@@ -66,6 +66,18 @@ pub enum Command {
         relay: bool,
         port_mapped: bool,
     },
+    /// The replicas every config names, with their keys: written by the leader whenever the
+    /// cluster membership differs from what the state records. (Last, as above.)
+    SetReplicas {
+        replicas: Vec<ReplicaRecord>,
+    },
+}
+
+/// A replica as configs name it: its node-channel address and its key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    pub address: String,
+    pub key: [u8; 32],
 }
 
 /// How a route names its owner: a member directly, or the member holding a gateway address
@@ -110,7 +122,7 @@ impl Command {
     /// The network the command is about, if it exists already.
     pub fn network(&self) -> Option<NetworkId> {
         match self {
-            Command::CreateNetwork(_) => None,
+            Command::CreateNetwork(_) | Command::SetReplicas { .. } => None,
             Command::UpdateNetwork { network, .. }
             | Command::DeleteNetwork { network }
             | Command::MemberJoin { network, .. }
@@ -159,6 +171,10 @@ pub enum Applied {
         network: NetworkId,
         target: IpNet,
         revision: u64,
+    },
+    /// The replica list; `changed`: it differed, and every network's revision moved on.
+    ReplicasSet {
+        changed: bool,
     },
 }
 

@@ -1,5 +1,6 @@
-//! The state as replicas before member flags stored it (snapshots without a format tag):
-//! read once at start and converted, so a replica upgraded in place keeps its networks.
+//! The state as older replicas stored it in snapshots: before member flags (no format tag)
+//! and before the replica list (tag 2). Read once at start and converted, so a replica
+//! upgraded in place keeps its networks.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -9,6 +10,30 @@ use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use serde::Deserialize;
 
 use super::{ControllerState, Member, Network, Route};
+
+/// The second format: the networks alone.
+#[derive(Deserialize)]
+pub struct ControllerStateV2 {
+    networks: BTreeMap<NetworkId, Network>,
+}
+
+impl std::fmt::Debug for ControllerStateV2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The networks hold signing keys.
+        f.debug_struct("ControllerStateV2")
+            .field("networks", &self.networks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<ControllerStateV2> for ControllerState {
+    fn from(old: ControllerStateV2) -> Self {
+        ControllerState {
+            networks: old.networks,
+            replicas: Vec::new(),
+        }
+    }
+}
 
 #[derive(Deserialize)]
 pub struct ControllerStateV1 {
@@ -104,6 +129,9 @@ impl From<ControllerStateV1> for ControllerState {
                 (id, network)
             })
             .collect();
-        ControllerState { networks }
+        ControllerState {
+            networks,
+            replicas: Vec::new(),
+        }
     }
 }

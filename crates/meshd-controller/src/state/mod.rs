@@ -16,7 +16,7 @@ use meshd_proto::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use command::{Applied, Command, NetworkSpec, RejectKind, Rejected, RouteVia};
+pub use command::{Applied, Command, NetworkSpec, RejectKind, Rejected, ReplicaRecord, RouteVia};
 
 use crate::ipam::{self, overlaps};
 
@@ -41,6 +41,8 @@ pub const WAITING_MEMBER_TTL_MS: u64 = 24 * 3600 * 1000;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerState {
     pub networks: BTreeMap<NetworkId, Network>,
+    /// The replicas every config names, sorted by address ([`Command::SetReplicas`]).
+    pub replicas: Vec<ReplicaRecord>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +144,7 @@ impl ControllerState {
     pub fn apply(&mut self, cmd: &Command) -> Result<Applied, Rejected> {
         match cmd {
             Command::CreateNetwork(spec) => self.create_network(spec),
+            Command::SetReplicas { replicas } => self.set_replicas(replicas),
             other => {
                 let id = other.network().ok_or_else(|| {
                     Rejected::new(RejectKind::Invalid, "command names no network")
@@ -160,6 +163,54 @@ impl ControllerState {
                 net.apply(other)
             }
         }
+    }
+
+    fn set_replicas(&mut self, replicas: &[ReplicaRecord]) -> Result<Applied, Rejected> {
+        if replicas.len() > meshd_proto::config::codec::MAX_REPLICAS {
+            return Err(Rejected::new(
+                RejectKind::Invalid,
+                format!(
+                    "configs name at most {} replicas",
+                    meshd_proto::config::codec::MAX_REPLICAS
+                ),
+            ));
+        }
+        if let Some(r) = replicas
+            .iter()
+            .find(|r| r.address.is_empty() || r.address.len() > MAX_NAME_LEN)
+        {
+            return Err(Rejected::new(
+                RejectKind::Invalid,
+                format!("replica address {:?} is empty or too long", r.address),
+            ));
+        }
+        let mut sorted = replicas.to_vec();
+        sorted.sort();
+        sorted.dedup_by(|a, b| a.address == b.address);
+        if sorted == self.replicas {
+            return Ok(Applied::ReplicasSet { changed: false });
+        }
+        self.replicas = sorted;
+        // Every config names them: every network gets a new revision for its members.
+        for net in self.networks.values_mut() {
+            net.revision += 1;
+        }
+        Ok(Applied::ReplicasSet { changed: true })
+    }
+
+    /// The config of `network` as nodes get it: the network's own, naming the replicas.
+    pub fn network_config(&self, network: &Network) -> NetworkConfig {
+        let mut cfg = network.config();
+        cfg.replicas = self
+            .replicas
+            .iter()
+            .map(|r| meshd_proto::config::ReplicaEntry {
+                address: r.address.clone(),
+                key: r.key,
+            })
+            .collect();
+        cfg.canonicalize();
+        cfg
     }
 
     fn create_network(&mut self, spec: &NetworkSpec) -> Result<Applied, Rejected> {
@@ -349,7 +400,9 @@ impl Network {
     fn apply(&mut self, cmd: &Command) -> Result<Applied, Rejected> {
         let id = self.id;
         match cmd {
-            Command::CreateNetwork(_) | Command::DeleteNetwork { .. } => Err(Rejected::new(
+            Command::CreateNetwork(_)
+            | Command::DeleteNetwork { .. }
+            | Command::SetReplicas { .. } => Err(Rejected::new(
                 RejectKind::Invalid,
                 "not a network-level command",
             )),

@@ -607,9 +607,14 @@ impl Session<'_> {
                 signed,
             } => {
                 self.pending.retain(|n| *n != network);
-                self.daemon
+                let named = self
+                    .daemon
                     .on_config(network, revision, SignedConfig::from_bytes(signed))
                     .await;
+                // The replicas a verified config names are the link's list from now on.
+                if let Some(addresses) = named {
+                    self.daemon.on_replicas(self.key, &addresses).await;
+                }
             }
             ControllerMessage::Replicas { addresses } => {
                 self.daemon.on_replicas(self.key, &addresses).await;

@@ -445,7 +445,24 @@ impl Daemon {
     /// The replicas a controller reported to link `key`: remembered for each of the link's
     /// user-given addresses, merged into the link's addresses, and saved when they changed.
     async fn on_replicas(self: &Arc<Self>, key: &LinkKey, addresses: &[String]) {
-        let replicas = parse_replicas(addresses);
+        // Once a verified config names the replicas, an unsigned list may only repeat them.
+        let named: BTreeSet<String> = self
+            .lock()
+            .networks
+            .values()
+            .filter_map(|n| n.config.as_ref())
+            .flat_map(|c| c.replicas.iter().map(|r| r.address.clone()))
+            .collect();
+        let addresses: Vec<String> = if named.is_empty() {
+            addresses.to_vec()
+        } else {
+            addresses
+                .iter()
+                .filter(|a| named.contains(*a))
+                .cloned()
+                .collect()
+        };
+        let replicas = parse_replicas(&addresses);
         if replicas.is_empty() {
             return;
         }
@@ -571,6 +588,42 @@ impl Daemon {
         }
     }
 
+    /// Pins the replica keys a verified config names, in place of what was pinned at first
+    /// contact at those addresses.
+    async fn pin_named_replicas(self: &Arc<Self>, cfg: &NetworkConfig) {
+        let mut named = Vec::new();
+        for replica in &cfg.replicas {
+            match replica.address.parse::<std::net::SocketAddr>() {
+                Ok(addr) => named.push((addr, replica.key)),
+                Err(_) => match tokio::net::lookup_host(replica.address.as_str()).await {
+                    Ok(addrs) => named.extend(addrs.map(|a| (a, replica.key))),
+                    Err(e) => {
+                        debug!(address = %replica.address, error = %e, "cannot resolve a replica the config names")
+                    }
+                },
+            }
+        }
+        let changed = {
+            let mut inner = self.lock();
+            named.iter().fold(false, |changed, (addr, key)| {
+                inner.pins.vouch(*addr, key) || changed
+            })
+        };
+        if !changed {
+            return;
+        }
+        info!(network = %cfg.network_id, replicas = named.len(), "pinned the replica keys the network config names");
+        let daemon = Arc::clone(self);
+        let saved = tokio::task::spawn_blocking(move || {
+            let pins = daemon.lock().pins.clone();
+            daemon.state.save_pins(&pins)
+        })
+        .await;
+        if !matches!(saved, Ok(Ok(()))) {
+            warn!("cannot save the pinned replica keys");
+        }
+    }
+
     fn on_join_error(&self, network: NetworkId, message: String) {
         if let Some(n) = self.lock().networks.get_mut(&network) {
             n.error = Some(message);
@@ -578,28 +631,36 @@ impl Daemon {
     }
 
     /// A config from a controller: verified, refused unless newer than the one held,
-    /// cached, then applied to the data plane.
-    async fn on_config(self: &Arc<Self>, network: NetworkId, revision: u64, signed: SignedConfig) {
+    /// cached, then applied to the data plane. Returns the replica addresses it names (what
+    /// the link's list of replicas becomes), if it was accepted and names any.
+    async fn on_config(
+        self: &Arc<Self>,
+        network: NetworkId,
+        revision: u64,
+        signed: SignedConfig,
+    ) -> Option<Vec<String>> {
         let _changes = self.changes.lock().await;
         let held = match self.lock().networks.get(&network) {
             // Left meanwhile.
-            None => return,
+            None => return None,
             Some(n) => n.config.as_ref().map(|c| c.revision),
         };
         let cfg = match accept_config(network, held, &signed) {
             Ok(cfg) => cfg,
             Err(e @ ConfigRefused::NotNewer { .. }) => {
                 debug!(%network, error = %e, "config ignored");
-                return;
+                return None;
             }
             Err(e @ ConfigRefused::Invalid(_)) => {
                 warn!(%network, claimed_revision = revision, error = %e, "config refused");
                 if let Some(n) = self.lock().networks.get_mut(&network) {
                     n.error = Some(format!("a controller sent a config that was refused: {e}"));
                 }
-                return;
+                return None;
             }
         };
+        self.pin_named_replicas(&cfg).await;
+        let named: Vec<String> = cfg.replicas.iter().map(|r| r.address.clone()).collect();
         let state = Arc::clone(&self.state);
         let saved = tokio::task::spawn_blocking(move || state.save_config(network, &signed)).await;
         match saved {
@@ -627,6 +688,7 @@ impl Daemon {
             n.up |= result.is_ok();
             n.error = result.err().map(|e| format!("data plane: {e}"));
         }
+        (!named.is_empty()).then_some(named)
     }
 
     /// Joins `network` (again): records the controllers to ask and wakes the link. Returns

@@ -1,4 +1,5 @@
-//! The keys of controller replicas, pinned at first contact (trust on first use, as SSH):
+//! The keys of controller replicas, pinned at first contact (trust on first use, as SSH)
+//! or, better, as a verified network config names them (the network key vouches for those):
 //! a replica that later answers at the same address with another key is refused, so an
 //! on-path attacker cannot stand in for a replica the node already knows, hold back its
 //! revocations or feed it replica addresses. Kept in `replica-keys.json` in the state
@@ -41,6 +42,19 @@ impl ReplicaPins {
                 PinVerdict::Pinned
             }
         }
+    }
+}
+
+impl ReplicaPins {
+    /// Pins `key` for the replica at `server` because a verified network config names it
+    /// there: it replaces whatever was pinned at first contact. Returns whether it changed.
+    pub fn vouch(&mut self, server: SocketAddr, key: &[u8; 32]) -> bool {
+        let named = hex(key);
+        if self.pinned.get(&server) == Some(&named) {
+            return false;
+        }
+        self.pinned.insert(server, named);
+        true
     }
 }
 

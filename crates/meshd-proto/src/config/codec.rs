@@ -8,6 +8,10 @@
 //!        | container subnet: u8 0|1 [v4net] | endpoints: u8 n, n * (family 4|6, addr, port u16)
 //! name = u16 length + UTF-8; v4net = addr (4) + len; ipnet = family 4|6 + addr + len
 //! ```
+//! Version 2 adds a flags byte at the end of each member (1 = relay, 2 = port-mapped) and is
+//! used only when some member has a flag. Version 3 has the member flags and, after the
+//! routes, the controller's replicas: `u8 n, n * (address as name | ed25519 key (32))`; it is
+//! used only when the config names replicas.
 //! Integers are big-endian. Decoding rejects anything that would not re-encode to the same
 //! bytes: unsorted or duplicate members and routes, host bits in prefixes, trailing bytes.
 
@@ -15,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::{MAX_MTU, MIN_MTU, ManagedRoute, MemberConfig, NetworkConfig};
+use super::{MAX_MTU, MIN_MTU, ManagedRoute, MemberConfig, NetworkConfig, ReplicaEntry};
 use crate::identity::{KEY_LEN, PublicIdentity};
 use crate::{NetworkId, NodeId};
 
@@ -23,6 +27,10 @@ const MAGIC: &[u8; 4] = b"MSHN";
 const VERSION: u8 = 1;
 /// Version 1 plus a flags byte per member.
 const VERSION_MEMBER_FLAGS: u8 = 2;
+/// Version 2 plus the replica list.
+const VERSION_REPLICAS: u8 = 3;
+/// Most replicas a config names.
+pub const MAX_REPLICAS: usize = 16;
 const FLAG_SIXPLANE: u8 = 1;
 const FLAG_RFC4193: u8 = 2;
 const MEMBER_RELAY: u8 = 1;
@@ -65,8 +73,11 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
     })?;
     let mut w = Vec::with_capacity(64 + cfg.members.len() * 128);
     w.extend_from_slice(MAGIC);
-    let with_flags = cfg.members.iter().any(|m| member_flags(m) != 0);
-    w.push(if with_flags {
+    let with_replicas = !cfg.replicas.is_empty();
+    let with_flags = with_replicas || cfg.members.iter().any(|m| member_flags(m) != 0);
+    w.push(if with_replicas {
+        VERSION_REPLICAS
+    } else if with_flags {
         VERSION_MEMBER_FLAGS
     } else {
         VERSION
@@ -112,6 +123,17 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
         w.push(r.target.prefix_len());
         w.extend_from_slice(&r.via.to_bytes());
     }
+    if with_replicas {
+        if cfg.replicas.len() > MAX_REPLICAS {
+            return Err(EncodeError::TooLarge("replicas"));
+        }
+        // At most MAX_REPLICAS, checked above.
+        w.push(cfg.replicas.len() as u8);
+        for replica in &cfg.replicas {
+            put_name(&mut w, &replica.address, "replica address")?;
+            w.extend_from_slice(&replica.key);
+        }
+    }
     Ok(w)
 }
 
@@ -121,7 +143,7 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = r.u8("version")?;
-    if version != VERSION && version != VERSION_MEMBER_FLAGS {
+    if !(VERSION..=VERSION_REPLICAS).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let network_id = NetworkId::from_bytes(r.array("network id")?);
@@ -144,7 +166,7 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
     let member_count = r.count("member count", MIN_MEMBER_LEN)?;
     let mut members = Vec::with_capacity(member_count);
     for _ in 0..member_count {
-        members.push(r.member(version == VERSION_MEMBER_FLAGS)?);
+        members.push(r.member(version >= VERSION_MEMBER_FLAGS)?);
     }
     if version == VERSION_MEMBER_FLAGS && members.iter().all(|m| member_flags(m) == 0) {
         return Err(DecodeError::NotCanonical(
@@ -157,6 +179,23 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         let target = r.ipnet("route target")?;
         let via = r.node_id("route via")?;
         routes.push(ManagedRoute { target, via });
+    }
+    let mut replicas = Vec::new();
+    if version == VERSION_REPLICAS {
+        let n = usize::from(r.u8("replica count")?);
+        if n == 0 {
+            return Err(DecodeError::NotCanonical(
+                "replicas (version 3 without any)",
+            ));
+        }
+        if n > MAX_REPLICAS {
+            return Err(DecodeError::Invalid("replica count"));
+        }
+        for _ in 0..n {
+            let address = r.name("replica address")?;
+            let key = r.array("replica key")?;
+            replicas.push(ReplicaEntry { address, key });
+        }
     }
     if !r.rest.is_empty() {
         return Err(DecodeError::TrailingBytes(r.rest.len()));
@@ -172,6 +211,7 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         container_pool,
         members,
         routes,
+        replicas,
     };
     check_canonical(&cfg)?;
     Ok(cfg)
@@ -196,6 +236,9 @@ fn check_canonical(cfg: &NetworkConfig) -> Result<(), DecodeError> {
     }
     if !strictly_sorted(cfg.routes.iter().map(|r| r.target)) {
         return Err(DecodeError::NotCanonical("routes"));
+    }
+    if !strictly_sorted(cfg.replicas.iter().map(|r| r.address.as_str())) {
+        return Err(DecodeError::NotCanonical("replicas"));
     }
     for m in &cfg.members {
         if !strictly_sorted(m.ipv4.iter()) {
@@ -418,6 +461,68 @@ mod tests {
         cfg
     }
 
+    /// [`sample`] naming two replicas.
+    fn with_replicas(n: usize) -> NetworkConfig {
+        let (mut cfg, _) = sample(n);
+        cfg.replicas = vec![
+            ReplicaEntry {
+                address: "ctl1.example.com:9994".into(),
+                key: [1; 32],
+            },
+            ReplicaEntry {
+                address: "[2001:db8::2]:9994".into(),
+                key: [2; 32],
+            },
+        ];
+        cfg.canonicalize();
+        cfg
+    }
+
+    #[test]
+    fn replicas_need_version_3_and_only_they_do() {
+        let cfg = with_replicas(2);
+        let bytes = encode(&cfg).unwrap();
+        assert_eq!(bytes[4], VERSION_REPLICAS);
+        assert_eq!(decode(&bytes).unwrap(), cfg);
+        // Member flags travel in version 3 as well.
+        let mut flagged = with_replicas(2);
+        flagged.members[0].relay = true;
+        assert_eq!(decode(&encode(&flagged).unwrap()).unwrap(), flagged);
+
+        // Version 3 with no replicas has a shorter spelling: refused.
+        let mut none = cfg.clone();
+        none.replicas.clear();
+        let mut bytes = encode(&none).unwrap();
+        bytes[4] = VERSION_REPLICAS;
+        // As version 3: member flag bytes it lacks, so something is off either way.
+        assert!(decode(&bytes).is_err());
+
+        // Out of order or repeated: refused, as is a list longer than MAX_REPLICAS.
+        let mut unsorted = cfg.clone();
+        unsorted.replicas.swap(0, 1);
+        assert!(matches!(
+            encode(&unsorted),
+            Err(EncodeError::NotCanonical("replicas"))
+        ));
+        let mut many = cfg.clone();
+        many.replicas = (0..=MAX_REPLICAS)
+            .map(|i| ReplicaEntry {
+                address: format!("10.0.0.{i}:9994"),
+                key: [3; 32],
+            })
+            .collect();
+        many.canonicalize();
+        assert!(encode(&many).is_err());
+        let mut bytes = encode(&cfg).unwrap();
+        let count_at = bytes.len()
+            - 2 * (32 + 2)
+            - "ctl1.example.com:9994".len()
+            - "[2001:db8::2]:9994".len()
+            - 1;
+        bytes[count_at] = 0;
+        assert!(decode(&bytes).is_err());
+    }
+
     #[test]
     fn member_flags_need_version_2_and_only_they_do() {
         let (plain, _) = sample(3);
@@ -495,9 +600,13 @@ mod tests {
         #[test]
         fn mutated_encodings_never_panic_and_reencode_identically(
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
-            flags in any::<bool>(),
+            form in 0..3u8,
         ) {
-            let cfg = if flags { flagged(2) } else { sample(2).0 };
+            let cfg = match form {
+                0 => sample(2).0,
+                1 => flagged(2),
+                _ => with_replicas(2),
+            };
             let mut bytes = encode(&cfg).unwrap();
             for (at, x) in flips {
                 let i = at % bytes.len();

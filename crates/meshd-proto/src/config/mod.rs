@@ -44,6 +44,18 @@ pub struct NetworkConfig {
     pub members: Vec<MemberConfig>,
     /// Managed routes, sorted by target.
     pub routes: Vec<ManagedRoute>,
+    /// The controller's replicas and their keys, sorted by address: a node pins these keys
+    /// (the network key vouches for them), whatever it met first at those addresses.
+    pub replicas: Vec<ReplicaEntry>,
+}
+
+/// A controller replica as a config names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplicaEntry {
+    /// `host:port` of its node channel.
+    pub address: String,
+    /// Its Ed25519 key, which it proves in the channel's TLS handshake.
+    pub key: [u8; 32],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +99,7 @@ impl NetworkConfig {
             container_pool: None,
             members: Vec::new(),
             routes: Vec::new(),
+            replicas: Vec::new(),
         }
     }
 
@@ -110,6 +123,8 @@ impl NetworkConfig {
         self.routes.dedup_by_key(|r| r.target);
         self.v4_pools.sort();
         self.v4_pools.dedup();
+        self.replicas.sort();
+        self.replicas.dedup_by(|a, b| a.address == b.address);
     }
 
     /// The interface addresses `node` carries on this network, with their prefix lengths:
