@@ -282,17 +282,42 @@ async fn served_network(
     network
 }
 
+/// A node's state directory and a controller with network `[seed; 32]` that authorizes it.
+struct NodeAndController {
+    tmp: tempfile::TempDir,
+    state: StateDir,
+    node: NodeId,
+    ctl: InMemoryController,
+    network: NetworkId,
+}
+
+async fn node_and_controller(seed: u8) -> NodeAndController {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let state = StateDir::open(tmp.path()).expect("a state dir");
+    let node = state.identity().node_id();
+    let ctl = InMemoryController::default();
+    let network = served_network(&ctl, seed, *state.identity().public()).await;
+    NodeAndController {
+        tmp,
+        state,
+        node,
+        ctl,
+        network,
+    }
+}
+
 /// The node pins a replica's key at first contact: after a restart, whoever answers at that
 /// address with another key (the same state behind it, even) is refused, and the status says
 /// why; the node keeps running on its cached config.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_answering_with_another_key_than_pinned_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = StateDir::open(tmp.path()).unwrap();
-    let identity = *state.identity().public();
-    let node = state.identity().node_id();
-    let ctl = InMemoryController::default();
-    let network = served_network(&ctl, 12, identity).await;
+    let NodeAndController {
+        tmp,
+        state,
+        node,
+        ctl,
+        network,
+    } = node_and_controller(12).await;
     let ep = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[1; 32]).unwrap();
     let a = ep.local_addr().unwrap();
     let served = Replicated {
@@ -354,12 +379,13 @@ async fn a_replica_answering_with_another_key_than_pinned_is_refused() {
 /// earlier at first contact, so an impostor met first cannot keep its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_the_signed_config_names_are_pinned_before_first_contact() {
-    let tmp = tempfile::tempdir().unwrap();
-    let state = StateDir::open(tmp.path()).unwrap();
-    let identity = *state.identity().public();
-    let node = state.identity().node_id();
-    let ctl = InMemoryController::default();
-    let network = served_network(&ctl, 13, identity).await;
+    let NodeAndController {
+        tmp,
+        state,
+        node,
+        ctl,
+        network,
+    } = node_and_controller(13).await;
     let ep = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[1; 32]).unwrap();
     let a = ep.local_addr().unwrap();
     // Replica B is never contacted; an impostor's key was pinned at its address before.

@@ -25,6 +25,23 @@ fn node(who: usize) -> NodeId {
     identities()[who].node_id()
 }
 
+/// Network 1 with members 0 and 1 authorized.
+fn two_authorized_members() -> (ControllerState, NetworkId) {
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
+    let network = nwid(1);
+    for who in 0..2 {
+        s.apply(&join(1, who)).unwrap();
+        s.apply(&Command::Authorize {
+            network,
+            node: node(who),
+            at_ms: 3,
+        })
+        .unwrap();
+    }
+    (s, network)
+}
+
 #[test]
 fn join_authorize_assigns_addresses_and_signs_a_config() {
     let mut s = ControllerState::default();
@@ -162,18 +179,7 @@ fn exhausted_pools_reject_without_changes() {
 
 #[test]
 fn routes_resolve_gateways_and_reject_overlaps() {
-    let mut s = ControllerState::default();
-    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
-    let network = nwid(1);
-    for who in 0..2 {
-        s.apply(&join(1, who)).unwrap();
-        s.apply(&Command::Authorize {
-            network,
-            node: node(who),
-            at_ms: 3,
-        })
-        .unwrap();
-    }
+    let (mut s, network) = two_authorized_members();
     let gw = IpAddr::V4(s.network(network).unwrap().members[&node(1)].ipv4[0]);
     let lan: IpNet = "192.168.100.0/24".parse().unwrap();
     let applied = s
@@ -641,18 +647,7 @@ proptest! {
 
 #[test]
 fn routes_via_a_deauthorized_member_are_withdrawn_until_it_is_authorized_again() {
-    let mut s = ControllerState::default();
-    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
-    let network = nwid(1);
-    for who in 0..2 {
-        s.apply(&join(1, who)).unwrap();
-        s.apply(&Command::Authorize {
-            network,
-            node: node(who),
-            at_ms: 3,
-        })
-        .unwrap();
-    }
+    let (mut s, network) = two_authorized_members();
     let lan: IpNet = "192.168.100.0/24".parse().unwrap();
     s.apply(&Command::AddRoute {
         network,

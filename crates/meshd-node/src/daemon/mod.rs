@@ -567,15 +567,7 @@ impl Daemon {
             pins::PinVerdict::Known => Ok(()),
             pins::PinVerdict::Pinned => {
                 info!(%server, key = %pins::hex(key), "replica key pinned at first contact");
-                let daemon = Arc::clone(self);
-                let saved = tokio::task::spawn_blocking(move || {
-                    let pins = daemon.lock().pins.clone();
-                    daemon.state.save_pins(&pins)
-                })
-                .await;
-                if !matches!(saved, Ok(Ok(()))) {
-                    warn!(%server, "cannot save the pinned replica keys");
-                }
+                self.save_pins().await;
                 Ok(())
             }
             pins::PinVerdict::Mismatch { pinned } => Err(format!(
@@ -613,6 +605,11 @@ impl Daemon {
             return;
         }
         info!(network = %cfg.network_id, replicas = named.len(), "pinned the replica keys the network config names");
+        self.save_pins().await;
+    }
+
+    /// Writes the pins as they are now; a failure is logged (they are pinned in memory).
+    async fn save_pins(self: &Arc<Self>) {
         let daemon = Arc::clone(self);
         let saved = tokio::task::spawn_blocking(move || {
             let pins = daemon.lock().pins.clone();
