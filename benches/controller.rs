@@ -36,6 +36,7 @@ pub fn network_with(members: usize) -> (ControllerState, NetworkId) {
         state
             .apply(&Command::MemberJoin {
                 network,
+                node: id.node_id(),
                 identity: *id.public(),
                 physical: Some(SocketAddr::from(([198, 51, 100, 7], port))),
                 local: vec![SocketAddr::from(([10, 1, 2, 3], 9993))],

@@ -27,6 +27,7 @@ async fn join_and_authorize(replica: &Replica, network: NetworkId, id: &Identity
     replica
         .write(Command::MemberJoin {
             network,
+            node: id.node_id(),
             identity: *id.public(),
             physical: Some(SocketAddr::from(([198, 51, 100, 1], 9993))),
             local: vec![],
@@ -127,6 +128,7 @@ fn authorize_push(c: &mut Criterion) {
                     s.replica
                         .write(Command::MemberJoin {
                             network: s.network,
+                            node: id.node_id(),
                             identity: *id.public(),
                             physical: None,
                             local: vec![],

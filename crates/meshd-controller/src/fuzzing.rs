@@ -47,6 +47,7 @@ fn build_state() -> (ControllerState, NodeId) {
     let node = member.node_id();
     let _ = s.apply(&Command::MemberJoin {
         network: network(),
+        node: member.node_id(),
         identity: *member.public(),
         physical: Some("192.0.2.9:9993".parse().expect("an address")),
         local: vec![],

@@ -35,6 +35,7 @@ pub(crate) fn authorized_member(
 ) {
     let join = Command::MemberJoin {
         network,
+        node: identity.node_id(),
         identity: *identity.public(),
         physical: None,
         local: vec![],

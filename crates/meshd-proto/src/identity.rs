@@ -93,9 +93,9 @@ impl PublicIdentity {
         NodeId::from_bytes(id)
     }
 
-    /// The node id of meshd 0.2 and before (a plain hash), only to recognize their
-    /// identity files.
-    fn legacy_node_id(&self) -> Option<NodeId> {
+    /// The node id of meshd 0.2 and before (a plain hash): to recognize their identity files
+    /// and replay the joins they made.
+    pub fn node_id_before_proof_of_work(&self) -> Result<NodeId, crate::IdError> {
         let digest = Blake2s256::new()
             .chain_update(b"meshd node id v1")
             .chain_update(self.x25519)
@@ -103,7 +103,7 @@ impl PublicIdentity {
             .finalize();
         let mut id = [0u8; NodeId::LEN];
         id.copy_from_slice(&digest[digest.len() - NodeId::LEN..]);
-        NodeId::from_bytes(id).ok()
+        NodeId::from_bytes(id)
     }
 
     /// A short fingerprint of both keys, for people to compare (`member list`, `meshd
@@ -256,7 +256,7 @@ impl Identity {
         let secrets =
             Zeroizing::new(hex::decode::<{ 2 * KEY_LEN }>(secrets).ok_or(KeyError::Malformed)?);
         let identity = Self::from_secrets(&secrets)?;
-        if let Some(legacy) = identity.public.legacy_node_id()
+        if let Some(legacy) = identity.public.node_id_before_proof_of_work().ok()
             && legacy.to_string() == claimed
         {
             return Err(KeyError::MadeWithoutProofOfWork {
@@ -381,7 +381,10 @@ mod tests {
         assert!(has_work(&node_digest(id.public())));
         assert_eq!(id.public().proven_node_id(), Ok(id.node_id()));
         // The id comes from the memory-hard hash, not from the old plain one.
-        assert_ne!(id.public().legacy_node_id(), Some(id.node_id()));
+        assert_ne!(
+            id.public().node_id_before_proof_of_work().ok(),
+            Some(id.node_id())
+        );
 
         // Without the work (2^9 - 1 keys in 2^9), the id is computed but not accepted.
         let unproven = std::iter::repeat_with(Identity::generate_unproven)
@@ -402,7 +405,7 @@ mod tests {
         let id = Identity::generate_unproven();
         let text = id.to_secret_text();
         let (_, secrets) = text.split_once(':').unwrap();
-        let legacy = id.public().legacy_node_id().unwrap();
+        let legacy = id.public().node_id_before_proof_of_work().ok().unwrap();
         let err = Identity::from_secret_text(&format!("{legacy}:{secrets}")).unwrap_err();
         assert_eq!(
             err,

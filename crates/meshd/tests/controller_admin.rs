@@ -66,6 +66,7 @@ impl Server {
         self.runtime
             .block_on(self.controller.write(StateCommand::MemberJoin {
                 network,
+                node: identity.node_id(),
                 identity: *identity.public(),
                 physical: Some(SocketAddr::from(([192, 0, 2, 1], 9993))),
                 local: vec![],

@@ -262,8 +262,10 @@ async fn served_network(
     ctl.write(Command::CreateNetwork(spec))
         .await
         .expect("valid");
+    let node = identity.node_id().expect("valid");
     ctl.write(Command::MemberJoin {
         network,
+        node,
         identity,
         physical: None,
         local: vec![],
@@ -271,7 +273,6 @@ async fn served_network(
     })
     .await
     .expect("valid");
-    let node = identity.node_id().expect("valid");
     ctl.write(Command::Authorize {
         network,
         node,

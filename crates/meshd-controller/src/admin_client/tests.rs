@@ -60,6 +60,7 @@ async fn typed_calls_round_trip() {
     controller
         .write(Command::MemberJoin {
             network: net.id,
+            node: id.node_id(),
             identity: *id.public(),
             physical: None,
             local: vec![SocketAddr::from(([10, 0, 0, 1], 9993))],

@@ -109,6 +109,7 @@ impl Api {
         self.controller
             .write(Command::MemberJoin {
                 network,
+                node: identity.node_id(),
                 identity: *identity.public(),
                 physical: Some(SocketAddr::from(([192, 0, 2, 7], 9993))),
                 local: vec![SocketAddr::from(([10, 0, 0, 7], 9993))],

@@ -498,6 +498,7 @@ impl<C: Controller> Session<C> {
         self.controller
             .write(Command::MemberJoin {
                 network,
+                node: self.node,
                 identity: self.identity,
                 physical: self.physical,
                 local: self.local.clone(),
@@ -794,6 +795,7 @@ mod tests {
         let network = nwid(5);
         let join = |identity: &Identity| Command::MemberJoin {
             network,
+            node: identity.node_id(),
             identity: *identity.public(),
             physical: None,
             local: vec![],
@@ -827,6 +829,7 @@ mod tests {
         state
             .apply(&Command::MemberJoin {
                 network,
+                node: a.node_id(),
                 identity: *a.public(),
                 physical: None,
                 local: vec![],

@@ -86,6 +86,7 @@ mod tests {
         let id = meshd_proto::Identity::generate_unproven();
         s.apply(&Command::MemberJoin {
             network: nwid(1),
+            node: id.node_id(),
             identity: *id.public(),
             physical: Some("192.0.2.7:9993".parse().unwrap()),
             local: vec![],

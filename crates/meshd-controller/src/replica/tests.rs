@@ -36,6 +36,7 @@ fn workload(seeds: std::ops::RangeInclusive<u8>, ids: &[Identity; 2]) -> Vec<Com
         for (who, id) in ids.iter().enumerate() {
             cmds.push(Command::MemberJoin {
                 network,
+                node: id.node_id(),
                 identity: *id.public(),
                 physical: Some(SocketAddr::from(([192, 0, 2, who as u8 + 1], 9993))),
                 local: vec![],

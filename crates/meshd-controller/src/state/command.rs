@@ -20,9 +20,10 @@ pub enum Command {
     DeleteNetwork {
         network: NetworkId,
     },
-    /// A node asked to join (or reconnected): records it, unauthorized if new, and refreshes
-    /// where it was seen from.
-    MemberJoin {
+    /// A join as meshd 0.2 and before wrote it: the node id is the plain hash of the keys
+    /// ([`PublicIdentity::node_id_before_proof_of_work`]). Kept so that logs written then
+    /// replay the same on every replica.
+    MemberJoinBeforeProofOfWork {
         network: NetworkId,
         identity: PublicIdentity,
         physical: Option<SocketAddr>,
@@ -70,6 +71,17 @@ pub enum Command {
     /// cluster membership differs from what the state records. (Last, as above.)
     SetReplicas {
         replicas: Vec<ReplicaRecord>,
+    },
+    /// A node asked to join (or reconnected): records it, unauthorized if new, and refreshes
+    /// where it was seen from. `node` is the id the replica derived from `identity` when it
+    /// checked the proof of work at `Hello` (a memory-hard hash, not redone at every apply).
+    MemberJoin {
+        network: NetworkId,
+        node: NodeId,
+        identity: PublicIdentity,
+        physical: Option<SocketAddr>,
+        local: Vec<SocketAddr>,
+        at_ms: u64,
     },
 }
 
@@ -126,6 +138,7 @@ impl Command {
             Command::UpdateNetwork { network, .. }
             | Command::DeleteNetwork { network }
             | Command::MemberJoin { network, .. }
+            | Command::MemberJoinBeforeProofOfWork { network, .. }
             | Command::Authorize { network, .. }
             | Command::Deauthorize { network, .. }
             | Command::RenameMember { network, .. }

@@ -426,12 +426,25 @@ impl Network {
                 })
             }
             Command::MemberJoin {
+                node,
                 identity,
                 physical,
                 local,
                 at_ms,
                 ..
-            } => self.join(identity, *physical, local, *at_ms),
+            } => self.join(*node, identity, *physical, local, *at_ms),
+            Command::MemberJoinBeforeProofOfWork {
+                identity,
+                physical,
+                local,
+                at_ms,
+                ..
+            } => {
+                let node = identity
+                    .node_id_before_proof_of_work()
+                    .map_err(|e| Rejected::new(RejectKind::Invalid, e.to_string()))?;
+                self.join(node, identity, *physical, local, *at_ms)
+            }
             Command::Authorize { node, at_ms, .. } => self.authorize(*node, *at_ms),
             Command::MemberReach {
                 node,
@@ -547,14 +560,12 @@ impl Network {
 
     fn join(
         &mut self,
+        node: NodeId,
         identity: &PublicIdentity,
         physical: Option<SocketAddr>,
         local: &[SocketAddr],
         at_ms: u64,
     ) -> Result<Applied, Rejected> {
-        let node = identity
-            .node_id()
-            .map_err(|e| Rejected::new(RejectKind::Invalid, e.to_string()))?;
         let local: Vec<SocketAddr> = local.iter().take(MAX_LOCAL_ENDPOINTS).copied().collect();
         let id = self.id;
         // Peers tell members apart by their X25519 keys: one key, one member.

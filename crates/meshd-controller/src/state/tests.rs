@@ -14,6 +14,7 @@ fn identities() -> &'static Vec<Identity> {
 fn join(seed: u8, who: usize) -> Command {
     Command::MemberJoin {
         network: nwid(seed),
+        node: identities()[who].node_id(),
         identity: *identities()[who].public(),
         physical: Some(SocketAddr::from(([192, 0, 2, who as u8], 9993))),
         local: vec![],
@@ -372,6 +373,7 @@ fn members_waiting_for_authorization_are_capped_and_age_out() {
     s.apply(&Command::CreateNetwork(spec(7))).unwrap();
     let join_at = |identity: &Identity, at_ms: u64| Command::MemberJoin {
         network: nwid(7),
+        node: identity.node_id(),
         identity: *identity.public(),
         physical: None,
         local: vec![],
@@ -424,6 +426,7 @@ fn two_members_cannot_share_an_x25519_key() {
     let e = s
         .apply(&Command::MemberJoin {
             network: nwid(5),
+            node: identity.node_id().unwrap(),
             identity,
             physical: None,
             local: vec![],
@@ -681,4 +684,29 @@ fn routes_via_a_deauthorized_member_are_withdrawn_until_it_is_authorized_again()
     })
     .unwrap();
     assert_eq!(s.network(network).unwrap().config().routes, vec![routed]);
+}
+
+/// Joins written before node ids needed proof of work keep their place in the log's
+/// encoding (variant 3) and replay under the plain-hash id they had, on every replica alike;
+/// joins written now carry the id the replica checked at `Hello`.
+#[test]
+fn joins_from_before_proof_of_work_replay_under_their_old_ids() {
+    let identity = *identities()[0].public();
+    let old = Command::MemberJoinBeforeProofOfWork {
+        network: nwid(1),
+        identity,
+        physical: None,
+        local: vec![],
+        at_ms: 2,
+    };
+    assert_eq!(postcard::to_allocvec(&old).unwrap()[0], 3);
+    let mut s = ControllerState::default();
+    s.apply(&Command::CreateNetwork(spec(1))).unwrap();
+    s.apply(&old).unwrap();
+    let legacy = identity.node_id_before_proof_of_work().unwrap();
+    let members = &s.network(nwid(1)).unwrap().members;
+    assert!(members.contains_key(&legacy), "{:?}", members.keys());
+    assert!(!members.contains_key(&node(0)));
+    s.apply(&join(1, 1)).unwrap();
+    assert!(s.network(nwid(1)).unwrap().members.contains_key(&node(1)));
 }
