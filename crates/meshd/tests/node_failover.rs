@@ -376,8 +376,9 @@ async fn a_replica_answering_with_another_key_than_pinned_is_refused() {
 }
 
 /// A config names the replicas with their keys (the network key signs it): the node pins
-/// those keys for addresses it has not contacted yet, and they replace a key pinned there
-/// earlier at first contact, so an impostor met first cannot keep its place.
+/// those keys for addresses it has not contacted yet, before any contact. A key pinned
+/// otherwise (at first contact, or by another network's config) is kept: one controller's
+/// config cannot displace another's replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_the_signed_config_names_are_pinned_before_first_contact() {
     let NodeAndController {
@@ -389,8 +390,9 @@ async fn keys_the_signed_config_names_are_pinned_before_first_contact() {
     } = node_and_controller(13).await;
     let ep = channel::endpoint("127.0.0.1:0".parse().unwrap(), &[1; 32]).unwrap();
     let a = ep.local_addr().unwrap();
-    // Replica B is never contacted; an impostor's key was pinned at its address before.
+    // Replicas B and C are never contacted; another key was pinned at B's address before.
     let b: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let c: std::net::SocketAddr = "127.0.0.1:11".parse().unwrap();
     let key = |seed: u8| {
         meshd_controller::raft::ReplicaCredentials {
             seed: [seed; 32],
@@ -415,6 +417,10 @@ async fn keys_the_signed_config_names_are_pinned_before_first_contact() {
             meshd_controller::state::ReplicaRecord {
                 address: b.to_string(),
                 key: key(2),
+            },
+            meshd_controller::state::ReplicaRecord {
+                address: c.to_string(),
+                key: key(3),
             },
         ],
     })
@@ -442,20 +448,21 @@ async fn keys_the_signed_config_names_are_pinned_before_first_contact() {
         pins["pinned"][addr.to_string()].as_str().map(str::to_owned)
     };
     let deadline = std::time::Instant::now() + WAIT;
-    while pinned(b) != Some(hex(key(2))) && std::time::Instant::now() < deadline {
+    while pinned(c) != Some(hex(key(3))) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(pinned(c), Some(hex(key(3))), "pinned before any contact");
+    assert_eq!(pinned(a), Some(hex(key(1))));
     assert_eq!(
         pinned(b),
-        Some(hex(key(2))),
-        "the config's key replaced the old pin"
+        Some(hex(key(66))),
+        "a key pinned otherwise is kept"
     );
-    assert_eq!(pinned(a), Some(hex(key(1))));
     stop_tx.send(()).unwrap();
     daemon.await.unwrap().unwrap();
     let learned =
         std::fs::read_to_string(tmp.path().join(meshd_node::daemon::state::CONTROLLERS_FILE))
             .expect("the learned replicas are saved");
-    assert!(learned.contains(&b.to_string()), "{learned}");
+    assert!(learned.contains(&c.to_string()), "{learned}");
     assert!(!learned.contains("127.0.0.1:7"), "{learned}");
 }

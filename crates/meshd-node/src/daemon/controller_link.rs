@@ -611,8 +611,11 @@ impl Session<'_> {
                     .daemon
                     .on_config(network, revision, SignedConfig::from_bytes(signed))
                     .await;
-                // The replicas a verified config names are the link's list from now on.
-                if let Some(addresses) = named {
+                // The replicas a verified config names: their keys pinned, and the link's
+                // list from now on.
+                if let Some(replicas) = named {
+                    self.daemon.pin_named_replicas(network, &replicas).await;
+                    let addresses: Vec<String> = replicas.into_iter().map(|r| r.address).collect();
                     self.daemon.on_replicas(self.key, &addresses).await;
                 }
             }

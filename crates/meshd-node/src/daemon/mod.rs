@@ -445,14 +445,18 @@ impl Daemon {
     /// The replicas a controller reported to link `key`: remembered for each of the link's
     /// user-given addresses, merged into the link's addresses, and saved when they changed.
     async fn on_replicas(self: &Arc<Self>, key: &LinkKey, addresses: &[String]) {
-        // Once a verified config names the replicas, an unsigned list may only repeat them.
-        let named: BTreeSet<String> = self
-            .lock()
-            .networks
-            .values()
-            .filter_map(|n| n.config.as_ref())
-            .flat_map(|c| c.replicas.iter().map(|r| r.address.clone()))
-            .collect();
+        // Once a verified config of this link's networks names the replicas, an unsigned
+        // list may only repeat them.
+        let named: BTreeSet<String> = {
+            let inner = self.lock();
+            inner
+                .networks
+                .values()
+                .filter(|n| self.controllers_for(&n.record) == key.controllers)
+                .filter_map(|n| n.config.as_ref())
+                .flat_map(|c| c.replicas.iter().map(|r| r.address.clone()))
+                .collect()
+        };
         let addresses: Vec<String> = if named.is_empty() {
             addresses.to_vec()
         } else {
@@ -580,11 +584,15 @@ impl Daemon {
         }
     }
 
-    /// Pins the replica keys a verified config names, in place of what was pinned at first
-    /// contact at those addresses.
-    async fn pin_named_replicas(self: &Arc<Self>, cfg: &NetworkConfig) {
+    /// Pins the replica keys the verified config of `network` names ([`pins::ReplicaPins::vouch`]).
+    /// Runs outside the `changes` lock: names may take a DNS lookup.
+    pub(super) async fn pin_named_replicas(
+        self: &Arc<Self>,
+        network: NetworkId,
+        replicas: &[meshd_proto::config::ReplicaEntry],
+    ) {
         let mut named = Vec::new();
-        for replica in &cfg.replicas {
+        for replica in replicas {
             match replica.address.parse::<std::net::SocketAddr>() {
                 Ok(addr) => named.push((addr, replica.key)),
                 Err(_) => match tokio::net::lookup_host(replica.address.as_str()).await {
@@ -595,16 +603,23 @@ impl Daemon {
                 },
             }
         }
-        let changed = {
-            let mut inner = self.lock();
-            named.iter().fold(false, |changed, (addr, key)| {
-                inner.pins.vouch(*addr, key) || changed
-            })
-        };
+        let mut changed = false;
+        for (addr, key) in &named {
+            let vouched = self.lock().pins.vouch(network, *addr, key);
+            match vouched {
+                pins::Vouched::Pinned => changed = true,
+                pins::Vouched::Known => {}
+                pins::Vouched::Conflict { pinned } => warn!(
+                    %network, server = %addr, named = %pins::hex(key), %pinned,
+                    "the network config names another key for this replica than the one pinned \
+                     (at first contact or by another network); keeping the pinned key"
+                ),
+            }
+        }
         if !changed {
             return;
         }
-        info!(network = %cfg.network_id, replicas = named.len(), "pinned the replica keys the network config names");
+        info!(%network, replicas = named.len(), "pinned the replica keys the network config names");
         self.save_pins().await;
     }
 
@@ -628,14 +643,14 @@ impl Daemon {
     }
 
     /// A config from a controller: verified, refused unless newer than the one held,
-    /// cached, then applied to the data plane. Returns the replica addresses it names (what
-    /// the link's list of replicas becomes), if it was accepted and names any.
+    /// cached, then applied to the data plane. Returns the replicas it names (their keys to
+    /// pin, their addresses what the link's list becomes), if it was accepted and names any.
     async fn on_config(
         self: &Arc<Self>,
         network: NetworkId,
         revision: u64,
         signed: SignedConfig,
-    ) -> Option<Vec<String>> {
+    ) -> Option<Vec<meshd_proto::config::ReplicaEntry>> {
         let _changes = self.changes.lock().await;
         let held = match self.lock().networks.get(&network) {
             // Left meanwhile.
@@ -656,8 +671,7 @@ impl Daemon {
                 return None;
             }
         };
-        self.pin_named_replicas(&cfg).await;
-        let named: Vec<String> = cfg.replicas.iter().map(|r| r.address.clone()).collect();
+        let named = cfg.replicas.clone();
         let state = Arc::clone(&self.state);
         let saved = tokio::task::spawn_blocking(move || state.save_config(network, &signed)).await;
         match saved {
