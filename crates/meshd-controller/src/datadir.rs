@@ -6,7 +6,8 @@
 //!   api.url         one line, e.g. http://127.0.0.1:9995 (https:// off loopback)
 //!   api.token       one line, 64 lowercase hex digits, mode 0600
 //!   cluster.secret  one line, 64 lowercase hex digits, mode 0600: what replicas prove to
-//!                   each other, never sent to or by admin clients
+//!                   each other; admin requests never carry it (`init --join` fetches it
+//!                   once, with the admin token, from `GET /v1/cluster-secret`)
 //! ```
 //!
 //! The replica writes both at `meshd controller init` (and again whenever its API address

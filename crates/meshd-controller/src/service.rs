@@ -119,10 +119,13 @@ impl ReplicaSettings {
         crate::api_tls::needs_tls(self.api_listen.ip())
     }
 
-    /// The names the admin API's certificate carries.
+    /// The names the admin API's certificate carries: its listen address, or loopback's
+    /// (what `api.url` names) when that is unspecified, and the advertised host.
     fn certificate_names(&self) -> Vec<String> {
         let mut names = Vec::new();
-        if !self.api_listen.ip().is_unspecified() {
+        if self.api_listen.ip().is_unspecified() {
+            names.extend(["127.0.0.1".to_owned(), "::1".to_owned()]);
+        } else {
             names.push(self.api_listen.ip().to_string());
         }
         if let Some((host, _)) = self.advertise.as_deref().and_then(|a| a.rsplit_once(':')) {
@@ -292,7 +295,12 @@ pub async fn run(
     on_bound: impl FnOnce(Bound) + Send,
 ) -> Result<(), ServiceError> {
     let (settings, seed) = load(dir)?;
-    let (_, token) = datadir::read_api_info(dir)?;
+    let (url, token) = datadir::read_api_info(dir)?;
+    // A directory from before HTTPS off loopback says http:// where the API now speaks
+    // HTTPS: clients reading it (`--data DIR`) must find the API as it is.
+    if url != settings.api_url() {
+        datadir::write_api_info(dir, &settings.api_url(), &token)?;
+    }
     let credentials = ReplicaCredentials {
         seed,
         cluster_secret: cluster_secret(dir, &token)?.into(),

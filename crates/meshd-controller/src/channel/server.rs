@@ -172,8 +172,12 @@ async fn connection<C: Controller>(
         return finish(&conn, Some(&mut send), end).await;
     };
     let identity = PublicIdentity { x25519, ed25519 };
-    // The one place keys become a node: the proof of work behind the id is checked here.
-    let node = match identity.proven_node_id() {
+    // The one place keys become a node: the proof of work behind the id is checked here, off
+    // the async workers (a memory-hard hash takes about half a millisecond).
+    let worked = tokio::task::spawn_blocking(move || identity.proven_node_id())
+        .await
+        .unwrap_or(Err(meshd_proto::IdError::NoProofOfWork));
+    let node = match worked {
         Ok(node) => node,
         Err(e) => {
             let end = End::Protocol(format!("identity refused: {e}"));

@@ -433,8 +433,11 @@ impl Replica {
         let membership = m.membership_config.membership();
         let voter = membership.voter_ids().any(|v| v == id);
         let node = ReplicaNode::new(address, Some(key));
+        // Addresses recorded before they were checked may carry a scheme (`http://`).
+        let recorded_at =
+            |n: &ReplicaNode| parse_replica_address(&n.addr).unwrap_or(n.addr.clone());
         match membership.get_node(&id) {
-            Some(old) if old.addr != address => {
+            Some(old) if recorded_at(old) != address => {
                 return Err(MembershipError::conflict(format!(
                     "replica {id} is already a member, at {}; pick another --id for the new \
                      replica (re-run `meshd controller init --join` with --id), or remove the \

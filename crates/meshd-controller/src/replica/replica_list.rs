@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
+use meshd_proto::config::codec::{MAX_NAME_LEN, MAX_REPLICAS};
+
 use super::Replica;
 use crate::controller::Controller;
 use crate::state::{Command, ReplicaRecord};
@@ -14,7 +16,8 @@ use crate::state::{Command, ReplicaRecord};
 const RETRY: Duration = Duration::from_secs(1);
 
 impl Replica {
-    /// The replicas of the membership with a recorded key, sorted by address.
+    /// The replicas of the membership with a recorded key, sorted by address: at most as
+    /// many and as long as a config carries (a list the state would refuse is never written).
     fn membership_list(&self) -> Vec<ReplicaRecord> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
@@ -22,6 +25,7 @@ impl Replica {
             .membership_config
             .membership()
             .nodes()
+            .filter(|(_, node)| !node.addr.is_empty() && node.addr.len() <= MAX_NAME_LEN)
             .filter_map(|(_, node)| {
                 node.key.map(|key| ReplicaRecord {
                     address: node.addr.clone(),
@@ -31,6 +35,7 @@ impl Replica {
             .collect();
         list.sort();
         list.dedup_by(|a, b| a.address == b.address);
+        list.truncate(MAX_REPLICAS);
         list
     }
 
@@ -55,7 +60,26 @@ impl Replica {
 /// again whenever its raft metrics change (elections and membership changes among them).
 pub(super) async fn keep_in_step(replica: Replica) {
     let mut metrics = replica.raft.metrics();
+    let mut warned = false;
     loop {
+        let keyless: Vec<u64> = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(_, n)| n.key.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        if !keyless.is_empty() && !warned {
+            warned = true;
+            tracing::warn!(
+                replica = replica.id,
+                "replicas {keyless:?} were added before replica keys were pinned: until each \
+                 is added again with its key (`meshd controller replica add --id N --address \
+                 HOST:PORT --key KEY`, the key from its `meshd controller run`), replication \
+                 accepts any key that holds the cluster secret"
+            );
+        }
         if let Err(e) = replica.record_replica_list().await {
             tracing::debug!(
                 replica = replica.id,

@@ -869,8 +869,9 @@ impl Network {
         cfg
     }
 
-    /// The config signed with the network key. Ed25519 is deterministic: every replica
-    /// produces the same bytes for the same state.
+    /// The network's own config (no replica list) signed with the network key, for tests
+    /// and benchmarks; nodes get [`ControllerState::network_config`], signed by the channel.
+    /// Ed25519 is deterministic: every replica produces the same bytes for the same state.
     pub fn signed_config(&self) -> SignedConfig {
         // The seed was validated when the network was created.
         let key = NetworkKey::from_seed(&self.key_seed).expect("network key seed is valid");
