@@ -172,6 +172,11 @@ impl ChannelClient {
         self.send(&NodeMessage::Reach(reach)).await
     }
 
+    /// Reports how the node sees a network (see [`NodeMessage::Report`]).
+    pub async fn report(&mut self, report: protocol::Report) -> Result<(), ChannelError> {
+        self.send(&NodeMessage::Report(report)).await
+    }
+
     /// The next message from the controller: answers and pushes alike (a `Challenge` is
     /// answered here and not handed out). Cancel-safe.
     pub async fn recv(&mut self) -> Result<ControllerMessage, ChannelError> {

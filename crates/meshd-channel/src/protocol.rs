@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use meshd_proto::NetworkId;
+use meshd_proto::{NetworkId, NodeId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -54,6 +54,94 @@ pub enum NodeMessage {
     Reach(Reach),
     /// The answer to a `Challenge`: [`meshd_proto::possession::prove`] of the challenge key.
     Proof { tag: [u8; 32] },
+    /// How the node sees a network it joined: its host name and how it reaches each peer.
+    /// Sent after `Join`, when a path changes and every [`REPORT_INTERVAL`]; the controller
+    /// keeps it for the admin's view (names, the picture of the mesh).
+    ///
+    /// The last variant, so the encodings of the others stay what they were.
+    Report(Report),
+}
+
+/// How often a node repeats its [`Report`] when nothing changed. The controller counts a
+/// member online while its last report is at most three intervals old.
+pub const REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Most peers one [`Report`] may name; a longer one is a protocol error.
+pub const MAX_REPORT_PEERS: usize = 4096;
+
+/// Most bytes of the host name in a [`Report`]; a longer one is cut.
+pub const MAX_HOSTNAME_LEN: usize = 64;
+
+/// A node's view of one network (see [`NodeMessage::Report`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub network: NetworkId,
+    /// The node's host name (`meshd daemon --hostname`, else the system's): the member's
+    /// name until an admin gives it another.
+    pub hostname: String,
+    /// At most [`MAX_REPORT_PEERS`].
+    pub peers: Vec<PeerPathReport>,
+}
+
+/// How a node reaches one peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerPathReport {
+    pub peer: NodeId,
+    pub path: PathKind,
+    /// The path's round-trip time in microseconds, when measured.
+    pub rtt_us: Option<u32>,
+}
+
+/// Which way traffic to a peer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PathKind {
+    /// No session.
+    None,
+    /// Through a relay (a replica's or a member's).
+    Relay,
+    /// Direct to one of the peer's own addresses on its LAN.
+    Lan,
+    /// Direct to the peer's public endpoint.
+    Public,
+    /// Direct, found by probing from both sides while relayed.
+    Punched,
+    /// Direct to a port mapping the peer's router holds.
+    PortMapped,
+}
+
+impl PathKind {
+    pub fn is_direct(self) -> bool {
+        !matches!(self, PathKind::None | PathKind::Relay)
+    }
+
+    /// `none`, `relay`, `lan`, `public`, `punched`, `port-mapped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathKind::None => "none",
+            PathKind::Relay => "relay",
+            PathKind::Lan => "lan",
+            PathKind::Public => "public",
+            PathKind::Punched => "punched",
+            PathKind::PortMapped => "port-mapped",
+        }
+    }
+}
+
+impl Report {
+    /// The report with the host name cut to [`MAX_HOSTNAME_LEN`] bytes (at a character
+    /// boundary) and the peers to [`MAX_REPORT_PEERS`].
+    pub fn bounded(network: NetworkId, hostname: &str, mut peers: Vec<PeerPathReport>) -> Self {
+        let mut end = hostname.len().min(MAX_HOSTNAME_LEN);
+        while !hostname.is_char_boundary(end) {
+            end -= 1;
+        }
+        peers.truncate(MAX_REPORT_PEERS);
+        Report {
+            network,
+            hostname: hostname[..end].to_owned(),
+            peers,
+        }
+    }
 }
 
 /// How a node is reached. Peers get `public` as the node's public endpoint in place of the
@@ -368,7 +456,33 @@ mod tests {
                     relay
                 })),
             any::<[u8; 32]>().prop_map(|tag| NodeMessage::Proof { tag }),
+            (
+                network(),
+                ".{0,80}",
+                prop::collection::vec(peer_path(), 0..20)
+            )
+                .prop_map(|(network, hostname, peers)| NodeMessage::Report(
+                    Report::bounded(network, &hostname, peers)
+                )),
         ]
+    }
+
+    fn peer_path() -> impl Strategy<Value = PeerPathReport> {
+        let kind = prop_oneof![
+            Just(PathKind::None),
+            Just(PathKind::Relay),
+            Just(PathKind::Lan),
+            Just(PathKind::Public),
+            Just(PathKind::Punched),
+            Just(PathKind::PortMapped),
+        ];
+        (1u64..(1 << 32), kind, proptest::option::of(any::<u32>())).prop_map(
+            |(id, path, rtt_us)| PeerPathReport {
+                peer: NodeId::new(id).expect("below the reserved range"),
+                path,
+                rtt_us,
+            },
+        )
     }
 
     fn controller_message() -> impl Strategy<Value = ControllerMessage> {
@@ -432,6 +546,22 @@ mod tests {
                 out
             });
             prop_assert_eq!(back, msgs);
+        }
+
+        #[test]
+        fn reports_are_cut_to_their_bounds(hostname in ".{0,100}", n in 0usize..3) {
+            let peers = vec![
+                PeerPathReport {
+                    peer: NodeId::new(7).unwrap(),
+                    path: PathKind::Lan,
+                    rtt_us: None
+                };
+                n * MAX_REPORT_PEERS
+            ];
+            let r = Report::bounded(NetworkId::from_u64(1), &hostname, peers);
+            prop_assert!(r.hostname.len() <= MAX_HOSTNAME_LEN);
+            prop_assert!(hostname.starts_with(&r.hostname));
+            prop_assert_eq!(r.peers.len(), n.min(1) * MAX_REPORT_PEERS);
         }
 
         #[test]

@@ -29,6 +29,7 @@ use crate::raft::{
 use crate::state::{Applied, Command, ControllerState};
 
 pub mod cluster;
+pub mod metrics;
 mod replica_list;
 
 pub use cluster::{

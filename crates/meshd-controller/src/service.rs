@@ -371,6 +371,7 @@ pub async fn run(
         .map_err(|e| ServiceError::Replica(e.to_string()))?;
 
     let relay_stats = crate::relay::RelayStats::default();
+    let channel_stats = channel::ChannelStats::default();
     let health = {
         let replica = replica.clone();
         let relay_stats = relay_stats.clone();
@@ -396,7 +397,13 @@ pub async fn run(
         token.clone(),
         ApiOptions {
             health: Some(health),
-            admin_routes: Some(crate::replica::admin_routes(replica.clone())),
+            admin_routes: Some(crate::replica::admin_routes(replica.clone()).merge(
+                crate::replica::metrics::routes(
+                    replica.clone(),
+                    channel_stats.clone(),
+                    relay_stats.clone(),
+                ),
+            )),
         },
     );
     on_bound(Bound {
@@ -422,6 +429,7 @@ pub async fn run(
         endpoint.clone(),
         replica.clone(),
         relay_secret.clone(),
+        channel_stats,
     ));
     let relay_task = tokio::spawn(crate::relay::serve(
         relay_socket,

@@ -6,6 +6,7 @@
 //! - [`http`]: the HTTP/1 client of meshd's JSON APIs (the admin API, the node's local API,
 //!   replication between replicas) and the error body every one of them answers with.
 //! - [`text`]: the column tables the CLI prints.
+//! - [`metrics`]: Prometheus's text format, for the node's and the replicas' `/metrics`.
 //!
 //! What it does not do: the data path (TUN, UDP, kernel routes) is `meshd-engine`'s, the
 //! node–controller channel `meshd-channel`'s.
@@ -14,4 +15,5 @@
 pub mod clock;
 pub mod fs;
 pub mod http;
+pub mod metrics;
 pub mod text;

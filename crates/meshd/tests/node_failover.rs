@@ -108,6 +108,8 @@ fn start_daemon(
         controllers: vec![address.parse().expect("host:port")],
         configure_forwarding: false,
         relay: false,
+        hostname: String::new(),
+        metrics_listen: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(run(opts, Arc::clone(dp), async {

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use ipnet::IpNet;
+use meshd_io::clock::now_ms;
 use meshd_proto::{NetworkId, NodeId};
 use serde_json::{Value, json};
 
@@ -16,7 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Body, MemberPath, NetworkPath, RouteTarget};
 use super::requests::{AddRoute, CreateNetwork, UpdateMember, UpdateNetwork};
-use super::views::{MemberView, NetworkView, RouteView};
+use super::views::{MemberView, MeshView, NetworkView, RouteView};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 type Created<T> = Result<(StatusCode, Json<T>), ApiError>;
@@ -55,7 +56,7 @@ pub(super) async fn create_network<C: Controller>(
     State(app): State<AppState<C>>,
     Body(req): Body<CreateNetwork>,
 ) -> Created<NetworkView> {
-    let spec = req.to_spec(new_key_seed()?, meshd_io::clock::now_ms())?;
+    let spec = req.to_spec(new_key_seed()?, now_ms())?;
     match app.controller.write(Command::CreateNetwork(spec)).await? {
         Applied::NetworkCreated { network } => {
             Ok((StatusCode::CREATED, Json(app.network_view(network)?)))
@@ -101,10 +102,18 @@ pub(super) async fn list_members<C: Controller>(
     app.read_network(network, |net| {
         net.members
             .values()
-            .map(|m| MemberView::of(net, m))
+            .map(|m| MemberView::of(net, m, now_ms()))
             .collect()
     })
     .map(Json)
+}
+
+pub(super) async fn mesh<C: Controller>(
+    State(app): State<AppState<C>>,
+    NetworkPath(network): NetworkPath,
+) -> ApiResult<MeshView> {
+    app.read_network(network, |net| MeshView::of(net, now_ms()))
+        .map(Json)
 }
 
 pub(super) async fn get_member<C: Controller>(
@@ -119,7 +128,7 @@ pub(super) async fn update_member<C: Controller>(
     MemberPath(network, node): MemberPath,
     Body(req): Body<UpdateMember>,
 ) -> ApiResult<MemberView> {
-    if let Some(cmd) = req.to_command(network, node, meshd_io::clock::now_ms())? {
+    if let Some(cmd) = req.to_command(network, node, now_ms())? {
         app.controller.write(cmd).await?;
     }
     Ok(Json(app.member_view(network, node)?))
@@ -141,7 +150,7 @@ pub(super) async fn authorize<C: Controller>(
     State(app): State<AppState<C>>,
     MemberPath(network, node): MemberPath,
 ) -> ApiResult<MemberView> {
-    let at_ms = meshd_io::clock::now_ms();
+    let at_ms = now_ms();
     app.controller
         .write(Command::Authorize {
             network,
@@ -156,7 +165,7 @@ pub(super) async fn deauthorize<C: Controller>(
     State(app): State<AppState<C>>,
     MemberPath(network, node): MemberPath,
 ) -> ApiResult<MemberView> {
-    let at_ms = meshd_io::clock::now_ms();
+    let at_ms = now_ms();
     app.controller
         .write(Command::Deauthorize {
             network,
@@ -262,7 +271,7 @@ impl<C: Controller> AppState<C> {
         self.read_network(network, |net| {
             net.members
                 .get(&node)
-                .map(|m| MemberView::of(net, m))
+                .map(|m| MemberView::of(net, m, now_ms()))
                 .ok_or_else(|| ApiError::no_member(network, node))
         })?
     }

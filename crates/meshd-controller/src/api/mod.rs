@@ -19,6 +19,10 @@
 //! GET    /v1/networks/{nwid}/routes                     [route]
 //! POST   /v1/networks/{nwid}/routes                     {target, via} -> 201 route
 //! DELETE /v1/networks/{nwid}/routes?target=CIDR         route as it was
+//! GET    /v1/networks/{nwid}/mesh                       the picture of the mesh: members and
+//!                                                        a link per pair, as members report
+//! GET    /metrics                                       Prometheus metrics (token required)
+//! GET    /                                              the web panel (no token: it signs in)
 //! ```
 //!
 //! A replica adds `GET/POST /v1/replicas` and `DELETE /v1/replicas/{id}` (see
@@ -32,6 +36,7 @@ mod auth;
 pub mod error;
 pub(crate) mod extract;
 mod handlers;
+mod panel;
 pub mod requests;
 pub mod text;
 pub mod views;
@@ -111,6 +116,7 @@ pub fn router_with<C: Controller>(controller: C, token: String, options: ApiOpti
                 .delete(h::delete_network::<C>),
         )
         .route("/v1/networks/{nwid}/members", get(h::list_members::<C>))
+        .route("/v1/networks/{nwid}/mesh", get(h::mesh::<C>))
         .route(
             "/v1/networks/{nwid}/members/{node}",
             get(h::get_member::<C>)
@@ -142,6 +148,7 @@ pub fn router_with<C: Controller>(controller: C, token: String, options: ApiOpti
     Router::new()
         .route("/v1/health", get(h::health::<C>))
         .with_state(app)
+        .merge(panel::routes())
         .merge(admin)
         .fallback(h::no_route)
         .method_not_allowed_fallback(h::wrong_method)

@@ -4,7 +4,7 @@
 
 use meshd_io::text::table;
 
-use crate::api::views::{MemberView, NetworkView, RouteView};
+use crate::api::views::{MemberView, NetworkView, PathCounts, RouteView};
 use crate::replica::{ClusterView, ReplicaRole};
 
 /// Printed for an absent value.
@@ -101,6 +101,7 @@ pub fn member_table(members: &[MemberView], now_ms: u64) -> String {
             "IPV4",
             "CONTAINER SUBNET",
             "6PLANE /80",
+            "PATHS",
             "LAST SEEN",
         ],
         members
@@ -114,12 +115,32 @@ pub fn member_table(members: &[MemberView], now_ms: u64) -> String {
                     join(&m.ipv4),
                     opt(m.container_subnet),
                     opt(m.sixplane_subnet),
-                    m.last_seen_ms
-                        .map_or_else(|| "never".to_owned(), |t| ago(now_ms, t)),
+                    m.paths.map_or_else(|| "-".to_owned(), |p| paths_text(&p)),
+                    if m.online {
+                        "online".to_owned()
+                    } else {
+                        m.last_report_ms
+                            .max(m.last_seen_ms)
+                            .map_or_else(|| "never".to_owned(), |t| ago(now_ms, t))
+                    },
                 ]
             })
             .collect(),
     )
+}
+
+/// `2 direct, 1 relay`: how a member reaches its peers; `no peers` when it has none.
+fn paths_text(p: &PathCounts) -> String {
+    let parts: Vec<String> = [(p.direct, "direct"), (p.relay, "relay"), (p.none, "none")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if parts.is_empty() {
+        "no peers".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// One line about a member after `authorize`.
@@ -301,6 +322,11 @@ mod tests {
             last_authorized_ms: None,
             last_deauthorized_ms: None,
             last_seen_ms: seen,
+            hostname: None,
+            version: None,
+            online: false,
+            last_report_ms: None,
+            paths: None,
         }
     }
 
@@ -351,17 +377,24 @@ mod tests {
     #[test]
     fn member_table_aligns_columns() {
         let now = 1_000_000_000;
+        let mut reporting = member("89e92ceee5", "web-1", true, Some(now - 42_000));
+        reporting.paths = Some(PathCounts {
+            direct: 2,
+            relay: 1,
+            none: 0,
+        });
+        let mut online = member("5e4d3c2b1a", "db-1", true, Some(now - 1_000));
+        online.online = true;
+        online.paths = Some(PathCounts::default());
         let text = member_table(
-            &[
-                member("89e92ceee5", "web-1", true, Some(now - 42_000)),
-                member("1a2b3c4d5e", "", false, None),
-            ],
+            &[reporting, online, member("1a2b3c4d5e", "", false, None)],
             now,
         );
         let expected = "\
-NODE ID     KEY                  NAME   AUTHORIZED  IPV4         CONTAINER SUBNET  6PLANE /80                     LAST SEEN
-89e92ceee5  ab12:cd34:ef56:7890  web-1  yes         10.147.0.12  172.28.0.0/24     fc9c:e1a3:f889:e92c:eee5::/80  42s ago
-1a2b3c4d5e  ab12:cd34:ef56:7890  -      no          -            -                 fc9c:e1a3:f889:e92c:eee5::/80  never
+NODE ID     KEY                  NAME   AUTHORIZED  IPV4         CONTAINER SUBNET  6PLANE /80                     PATHS              LAST SEEN
+89e92ceee5  ab12:cd34:ef56:7890  web-1  yes         10.147.0.12  172.28.0.0/24     fc9c:e1a3:f889:e92c:eee5::/80  2 direct, 1 relay  42s ago
+5e4d3c2b1a  ab12:cd34:ef56:7890  db-1   yes         10.147.0.12  172.28.0.0/24     fc9c:e1a3:f889:e92c:eee5::/80  no peers           online
+1a2b3c4d5e  ab12:cd34:ef56:7890  -      no          -            -                 fc9c:e1a3:f889:e92c:eee5::/80  -                  never
 ";
         assert_eq!(text, expected);
     }

@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use meshd_channel::protocol::{PathKind, PeerPathReport, REPORT_INTERVAL};
 use meshd_proto::{NetworkId, NodeId, addr};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,60 @@ pub struct MemberView {
     pub last_authorized_ms: Option<u64>,
     pub last_deauthorized_ms: Option<u64>,
     pub last_seen_ms: Option<u64>,
+    /// The host name the member's node reports.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The meshd version the member's node runs.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The node joined or reported within [`ONLINE_WITHIN_MS`].
+    #[serde(default)]
+    pub online: bool,
+    /// When the node last reported how it reaches its peers.
+    #[serde(default)]
+    pub last_report_ms: Option<u64>,
+    /// How many of its peers the node reaches which way, as it last reported.
+    #[serde(default)]
+    pub paths: Option<PathCounts>,
+}
+
+/// A member counts as online while it joined or reported this recently: three report
+/// intervals.
+pub const ONLINE_WITHIN_MS: u64 = 3 * REPORT_INTERVAL.as_millis() as u64;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathCounts {
+    pub direct: usize,
+    pub relay: usize,
+    pub none: usize,
+}
+
+/// The picture of a network's mesh: its authorized members and a link per pair, as the
+/// members report them (`GET /v1/networks/{nwid}/mesh`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshView {
+    pub members: Vec<MeshMember>,
+    /// One per pair of members, `a` < `b`.
+    pub links: Vec<MeshLink>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshMember {
+    pub node_id: NodeId,
+    pub name: String,
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshLink {
+    pub a: NodeId,
+    pub b: NodeId,
+    /// `direct`, `relay` or `none`.
+    pub path: String,
+    /// What kind of direct path (`lan`, `public`, `punched`, `port-mapped`), when direct.
+    pub direct: Option<String>,
+    /// The path's round-trip time as the faster side measured it.
+    pub rtt_ms: Option<f64>,
 }
 
 impl NetworkView {
@@ -113,7 +168,9 @@ impl RouteView {
 }
 
 impl MemberView {
-    pub fn of(net: &Network, m: &Member) -> Self {
+    /// The member as of `now_ms` (which decides `online`).
+    pub fn of(net: &Network, m: &Member, now_ms: u64) -> Self {
+        let report = m.report.as_ref();
         Self {
             node_id: m.node_id,
             key_fingerprint: m.identity.fingerprint(),
@@ -133,6 +190,78 @@ impl MemberView {
             last_authorized_ms: m.last_authorized_ms,
             last_deauthorized_ms: m.last_deauthorized_ms,
             last_seen_ms: m.last_seen_ms,
+            hostname: report.map(|r| r.hostname.clone()),
+            version: report.map(|r| r.version.clone()),
+            online: is_online(m, now_ms),
+            last_report_ms: report.map(|r| r.at_ms),
+            paths: report.map(|r| {
+                let mut counts = PathCounts::default();
+                for p in &r.peers {
+                    match p.path {
+                        PathKind::None => counts.none += 1,
+                        PathKind::Relay => counts.relay += 1,
+                        _ => counts.direct += 1,
+                    }
+                }
+                counts
+            }),
+        }
+    }
+}
+
+/// Whether `m` joined or reported within [`ONLINE_WITHIN_MS`] of `now_ms`.
+pub fn is_online(m: &Member, now_ms: u64) -> bool {
+    let last = m.report.as_ref().map(|r| r.at_ms).max(m.last_seen_ms);
+    last.is_some_and(|t| now_ms.saturating_sub(t) <= ONLINE_WITHIN_MS)
+}
+
+impl MeshView {
+    /// The picture of `net` as of `now_ms`: only what online members report counts, so a
+    /// member that went away takes its links with it.
+    pub fn of(net: &Network, now_ms: u64) -> Self {
+        let members: Vec<&Member> = net.members.values().filter(|m| m.authorized).collect();
+        fn seen(from: &Member, to: NodeId, now_ms: u64) -> Option<&PeerPathReport> {
+            from.report
+                .as_ref()
+                .filter(|_| is_online(from, now_ms))
+                .and_then(|r| r.peers.iter().find(|p| p.peer == to))
+        }
+        let mut links = Vec::new();
+        for (i, a) in members.iter().enumerate() {
+            for b in &members[i + 1..] {
+                let sides = [seen(a, b.node_id, now_ms), seen(b, a.node_id, now_ms)];
+                let path = sides.iter().flatten().map(|p| p.path).max();
+                let rtt_us = sides
+                    .iter()
+                    .flatten()
+                    .filter(|p| Some(p.path) == path)
+                    .filter_map(|p| p.rtt_us)
+                    .min();
+                let path = path.unwrap_or(PathKind::None);
+                links.push(MeshLink {
+                    a: a.node_id,
+                    b: b.node_id,
+                    path: match path {
+                        PathKind::None => "none",
+                        PathKind::Relay => "relay",
+                        _ => "direct",
+                    }
+                    .to_owned(),
+                    direct: path.is_direct().then(|| path.as_str().to_owned()),
+                    rtt_ms: rtt_us.map(|us| f64::from(us) / 1000.0),
+                });
+            }
+        }
+        Self {
+            members: members
+                .iter()
+                .map(|m| MeshMember {
+                    node_id: m.node_id,
+                    name: m.name.clone(),
+                    online: is_online(m, now_ms),
+                })
+                .collect(),
+            links,
         }
     }
 }

@@ -6,10 +6,13 @@
 //! layer only proves who the peer is.
 
 mod join_limit;
+mod reports;
 pub mod server;
 mod signed;
+pub mod stats;
 
 pub use server::{endpoint, serve, serve_relaying};
+pub use stats::ChannelStats;
 
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,8 @@
 //! A replica that relays ([`serve_relaying`]) also hands the node its relay credential
 //! (`RelayCredential`), and takes how the node says it is reached (`Reach`: its
 //! server-reflexive address or port mapping as where peers reach it from outside, and
-//! whether it relays for other members).
+//! whether it relays for other members). What a node reports of a network it follows
+//! (`Report`: host name, paths to peers) is recorded through the log ([`super::reports`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -27,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::join_limit::JoinLimit;
 use super::signed::{self, SignedConfigs};
+use super::stats::ChannelStats;
 use crate::controller::{Controller, WriteError};
 use crate::state::{Applied, Command, ControllerState, MAX_LOCAL_ENDPOINTS, RejectKind};
 use meshd_channel::protocol::{
@@ -63,16 +65,26 @@ pub fn endpoint(listen: SocketAddr, server_seed: &[u8; 32]) -> io::Result<quinn:
 /// Serves node connections on `endpoint` until it is closed. Each connection runs in a task
 /// of its own; closing the endpoint closes them all.
 pub async fn serve<C: Controller>(endpoint: quinn::Endpoint, controller: C) {
-    serve_signed(endpoint, controller, Arc::default(), None).await;
+    serve_signed(
+        endpoint,
+        controller,
+        Arc::default(),
+        None,
+        ChannelStats::default(),
+    )
+    .await;
 }
 
 /// [`serve`] for a replica whose relay runs with `secret`: nodes get credentials for it.
+/// Counts into `stats` for the replica's metrics.
 pub async fn serve_relaying<C: Controller>(
     endpoint: quinn::Endpoint,
     controller: C,
     secret: RelaySecret,
+    stats: ChannelStats,
 ) {
-    serve_signed(endpoint, controller, Arc::default(), Some(Arc::new(secret))).await;
+    let relay = Some(Arc::new(secret));
+    serve_signed(endpoint, controller, Arc::default(), relay, stats).await;
 }
 
 /// [`serve`], signing into `configs` (which a test can watch).
@@ -81,6 +93,7 @@ pub(super) async fn serve_signed<C: Controller>(
     controller: C,
     configs: Arc<SignedConfigs>,
     relay: Option<Arc<RelaySecret>>,
+    stats: ChannelStats,
 ) {
     if let Ok(local) = endpoint.local_addr() {
         info!(%local, "node channel listening");
@@ -93,10 +106,18 @@ pub(super) async fn serve_signed<C: Controller>(
     while let Some(incoming) = endpoint.accept().await {
         let (controller, configs) = (controller.clone(), Arc::clone(&configs));
         let (relay, join_limit) = (relay.clone(), Arc::clone(&join_limit));
+        let stats = stats.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
             match incoming.await {
-                Ok(conn) => connection(conn, controller, configs, relay, join_limit).await,
+                Ok(conn) => {
+                    let ends = Ends {
+                        relay,
+                        join_limit,
+                        stats,
+                    };
+                    connection(conn, controller, configs, ends).await;
+                }
                 // Scanners and nodes with the wrong key type end here: not worth a warning.
                 Err(e) => debug!(%remote, error = %e, "node channel handshake failed"),
             }
@@ -129,13 +150,24 @@ impl From<FrameError> for End {
     }
 }
 
+/// What every connection of one server shares besides the controller and its configs.
+struct Ends {
+    relay: Option<Arc<RelaySecret>>,
+    join_limit: Arc<JoinLimit>,
+    stats: ChannelStats,
+}
+
 async fn connection<C: Controller>(
     conn: quinn::Connection,
     controller: C,
     configs: Arc<SignedConfigs>,
-    relay: Option<Arc<RelaySecret>>,
-    join_limit: Arc<JoinLimit>,
+    ends: Ends,
 ) {
+    let Ends {
+        relay,
+        join_limit,
+        stats,
+    } = ends;
     let remote = conn.remote_address();
     let Some(ed25519) = tls::peer_ed25519(&conn) else {
         // The verifier admits Ed25519 keys only, so this is unreachable unless it changes.
@@ -236,6 +268,10 @@ async fn connection<C: Controller>(
         port_mapped: false,
         source: unmapped(remote).ip(),
         join_limit,
+        version: version.clone(),
+        _connected: stats.connected(),
+        stats,
+        connected_at: std::time::Instant::now(),
     };
     let mut applied = session.controller.applied();
     applied.borrow_and_update();
@@ -409,6 +445,12 @@ struct Session<C> {
     /// The address the connection comes from, and how many joins such addresses may write.
     source: std::net::IpAddr,
     join_limit: Arc<JoinLimit>,
+    /// What the node's `Hello` says it runs.
+    version: String,
+    /// Counts the connection while it lives.
+    _connected: super::stats::Connected,
+    stats: ChannelStats,
+    connected_at: std::time::Instant,
 }
 
 impl<C: Controller> Session<C> {
@@ -431,7 +473,29 @@ impl<C: Controller> Session<C> {
             }
             NodeMessage::Reach(reach) => self.reach(reach).await,
             NodeMessage::Proof { .. } => Err(End::Protocol("a Proof without a Challenge".into())),
+            NodeMessage::Report(report) => self.report(report).await,
         }
+    }
+
+    /// Records the node's report of a network it follows on this connection, paced
+    /// ([`reports`](super::reports)); reports of other networks are ignored.
+    async fn report(&mut self, report: protocol::Report) -> Result<(), End> {
+        let now = std::time::Instant::now();
+        let Some(tracked) = self.networks.get_mut(&report.network) else {
+            debug!(node = %self.node, network = %report.network, "report of a network not followed");
+            return Ok(());
+        };
+        let cmd =
+            super::reports::command(self.node, &self.version, report, meshd_io::clock::now_ms())
+                .map_err(End::Protocol)?;
+        if !super::reports::due(tracked.reported, now) {
+            return Ok(());
+        }
+        tracked.reported = Some(now);
+        if let Err(e) = self.controller.write(cmd).await {
+            debug!(node = %self.node, error = %e, "report not recorded");
+        }
+        Ok(())
     }
 
     /// The node's relay credential, when this replica relays and the node knows the message.
@@ -635,10 +699,19 @@ impl<C: Controller> Session<C> {
     ) -> Result<(), End> {
         let node = self.node;
         for msg in &out {
+            // A push's latency runs from the change to the frame written; configs of changes
+            // from before the node connected are catching up, not pushes.
+            let mut pushed = None;
             match msg {
                 ControllerMessage::Config {
                     network, revision, ..
-                } => info!(node = %node, network = %network, revision = *revision, "config sent"),
+                } => {
+                    info!(node = %node, network = %network, revision = *revision, "config sent");
+                    pushed = self
+                        .configs
+                        .noticed(*network, *revision)
+                        .filter(|noticed| *noticed >= self.connected_at);
+                }
                 ControllerMessage::Status { network, status } => {
                     info!(node = %node, network = %network, ?status, "status sent");
                     // A deleted network is no longer followed: the node must join again.
@@ -652,6 +725,9 @@ impl<C: Controller> Session<C> {
                 | ControllerMessage::Challenge { .. } => {}
             }
             send_msg(send, msg).await?;
+            if let Some(noticed) = pushed {
+                self.stats.pushed(noticed.elapsed());
+            }
         }
         Ok(())
     }
@@ -698,6 +774,8 @@ struct Tracked {
     status: Option<JoinStatus>,
     /// The newest config revision the node has: from its `Join`, then from what was sent.
     revision: u64,
+    /// When the node's last report of the network was written.
+    reported: Option<std::time::Instant>,
 }
 
 impl Tracked {
@@ -705,6 +783,7 @@ impl Tracked {
         Self {
             status: None,
             revision: have_revision,
+            reported: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use meshd_proto::{NetworkConfig, NetworkId, NetworkKey, SignedConfig};
 use tokio::sync::watch;
@@ -33,6 +34,8 @@ pub(crate) struct SignedConfigs {
 struct Signed {
     revision: u64,
     bytes: Arc<[u8]>,
+    /// When the signer found the revision unsigned: soon after the change was applied.
+    noticed: Instant,
 }
 
 /// A config to sign, copied out of the state.
@@ -41,6 +44,7 @@ pub(crate) struct Unsigned {
     network: NetworkId,
     key_seed: [u8; 32],
     config: NetworkConfig,
+    noticed: Instant,
 }
 
 impl Default for SignedConfigs {
@@ -63,6 +67,16 @@ impl SignedConfigs {
             .map(|s| Arc::clone(&s.bytes))
     }
 
+    /// When the change behind `network`'s `revision` was noticed, if that is the newest
+    /// signed revision: the start of its push latency.
+    pub(crate) fn noticed(&self, network: NetworkId, revision: u64) -> Option<Instant> {
+        let configs = self.configs.read().unwrap_or_else(PoisonError::into_inner);
+        configs
+            .get(&network)
+            .filter(|s| s.revision == revision)
+            .map(|s| s.noticed)
+    }
+
     /// Changes after each signing pass that signed something.
     pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.signed.subscribe()
@@ -79,6 +93,7 @@ impl SignedConfigs {
     pub(crate) fn stale(&self, state: &ControllerState) -> Vec<Unsigned> {
         let mut configs = self.configs.write().unwrap_or_else(PoisonError::into_inner);
         configs.retain(|id, _| state.networks.contains_key(id));
+        let noticed = Instant::now();
         state
             .networks
             .values()
@@ -91,6 +106,7 @@ impl SignedConfigs {
                 network: net.id,
                 key_seed: net.key_seed,
                 config: state.network_config(net),
+                noticed,
             })
             .collect()
     }
@@ -121,6 +137,7 @@ impl SignedConfigs {
                         Signed {
                             revision: u.config.revision,
                             bytes: Arc::from(signed.as_bytes()),
+                            noticed: u.noticed,
                         },
                     ));
                 }

@@ -590,6 +590,7 @@ async fn a_change_is_signed_once_for_every_connection() {
         ctl.clone(),
         Arc::clone(&configs),
         None,
+        ChannelStats::default(),
     ));
 
     let mut clients = Vec::new();

@@ -6,6 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net};
+use meshd_channel::protocol::PeerPathReport;
 use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use serde::{Deserialize, Serialize};
 
@@ -83,6 +84,16 @@ pub enum Command {
         local: Vec<SocketAddr>,
         at_ms: u64,
     },
+    /// What a member's node reports of the network: its host name (the member's name while
+    /// it has none), its version and how it reaches each peer. (Last, as above.)
+    MemberReport {
+        network: NetworkId,
+        node: NodeId,
+        hostname: String,
+        version: String,
+        peers: Vec<PeerPathReport>,
+        at_ms: u64,
+    },
 }
 
 /// A replica as configs name it: its node-channel address and its key.
@@ -145,7 +156,8 @@ impl Command {
             | Command::DeleteMember { network, .. }
             | Command::AddRoute { network, .. }
             | Command::RemoveRoute { network, .. }
-            | Command::MemberReach { network, .. } => Some(*network),
+            | Command::MemberReach { network, .. }
+            | Command::MemberReport { network, .. } => Some(*network),
         }
     }
 }

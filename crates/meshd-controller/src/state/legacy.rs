@@ -107,6 +107,7 @@ impl From<ControllerStateV1> for ControllerState {
                             last_seen_ms: m.last_seen_ms,
                             relay: false,
                             port_mapped: false,
+                            report: None,
                         };
                         (node, member)
                     })

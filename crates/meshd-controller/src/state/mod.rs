@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net};
+use meshd_channel::protocol::{MAX_HOSTNAME_LEN, MAX_REPORT_PEERS, PeerPathReport};
 use meshd_proto::config::{MAX_MTU, MIN_MTU, codec::MAX_NAME_LEN};
 use meshd_proto::{
     ManagedRoute, MemberConfig, NetworkConfig, NetworkId, NetworkKey, NodeId, PublicIdentity,
@@ -104,6 +105,21 @@ pub struct Member {
     pub relay: bool,
     /// Its public endpoint (`physical`) is a port mapping its router holds.
     pub port_mapped: bool,
+    /// What its node last reported ([`Command::MemberReport`]). Left out of snapshots: a
+    /// replica restored from one learns it again within a report interval.
+    #[serde(skip)]
+    pub report: Option<MemberReport>,
+}
+
+/// What a member's node last reported of a network.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MemberReport {
+    pub hostname: String,
+    pub version: String,
+    /// When the replica that took it wrote it down.
+    pub at_ms: u64,
+    /// How the node reaches each peer.
+    pub peers: Vec<PeerPathReport>,
 }
 
 impl Member {
@@ -295,6 +311,41 @@ impl ControllerState {
     }
 }
 
+fn validate_report(
+    hostname: &str,
+    version: &str,
+    peers: &[PeerPathReport],
+) -> Result<(), Rejected> {
+    validate_name(hostname, "host name")?;
+    if hostname.len() > MAX_HOSTNAME_LEN || version.len() > MAX_HOSTNAME_LEN {
+        return Err(Rejected::new(
+            RejectKind::Invalid,
+            format!("host name and version must be at most {MAX_HOSTNAME_LEN} bytes"),
+        ));
+    }
+    if peers.len() > MAX_REPORT_PEERS {
+        return Err(Rejected::new(
+            RejectKind::Invalid,
+            format!("a report names at most {MAX_REPORT_PEERS} peers"),
+        ));
+    }
+    Ok(())
+}
+
+/// `text` with every character [`validate_name`] refuses replaced by `?`: what a node
+/// reports is recorded even when its host name is odd.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || is_format(c) {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn validate_name(name: &str, what: &str) -> Result<(), Rejected> {
     if name.len() > MAX_NAME_LEN {
         return Err(Rejected::new(
@@ -462,6 +513,31 @@ impl Network {
                 m.last_deauthorized_ms = Some(*at_ms);
                 was
             }),
+            Command::MemberReport {
+                node,
+                hostname,
+                version,
+                peers,
+                at_ms,
+                ..
+            } => {
+                validate_report(hostname, version, peers)?;
+                self.change_member(*node, |m| {
+                    // The host name names a member no admin named: a change for its peers,
+                    // who show names.
+                    let named = m.name.is_empty() && !hostname.is_empty();
+                    if named {
+                        m.name.clone_from(hostname);
+                    }
+                    m.report = Some(MemberReport {
+                        hostname: hostname.clone(),
+                        version: version.clone(),
+                        at_ms: *at_ms,
+                        peers: peers.clone(),
+                    });
+                    named && m.authorized
+                })
+            }
             Command::RenameMember { node, name, .. } => {
                 validate_name(name, "member name")?;
                 self.change_member(*node, |m| {
@@ -601,6 +677,7 @@ impl Network {
             last_seen_ms: None,
             relay: false,
             port_mapped: false,
+            report: None,
         });
         if m.identity != *identity {
             return Err(Rejected::new(

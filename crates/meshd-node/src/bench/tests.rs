@@ -31,6 +31,9 @@ fn peer(node: &str, name: &str, path: PeerPath, addresses: &[&str]) -> PeerView 
         last_handshake_s: None,
         rx_bytes: 0,
         tx_bytes: 0,
+        rx_packets: 0,
+        tx_packets: 0,
+        handshakes: 0,
         addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
     }
 }
@@ -49,6 +52,7 @@ fn status() -> StatusView {
     s.networks.push(NetworkView {
         id: NWID.parse().unwrap(),
         name: "prod".into(),
+        member_name: String::new(),
         status: NetworkStatus::Ok,
         revision: Some(1),
         interface: Some("mesh-8056c2e21c".into()),

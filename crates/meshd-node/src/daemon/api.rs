@@ -47,6 +47,9 @@ pub struct StatusView {
     /// Both of the node's keys, hashed short: compare with `member list` before authorizing.
     #[serde(default)]
     pub key_fingerprint: String,
+    /// The name the node reports to its controllers (`--hostname`, else the host's).
+    #[serde(default)]
+    pub hostname: String,
     pub version: String,
     /// Connected to at least one controller.
     pub online: bool,
@@ -167,6 +170,9 @@ pub struct NetworkView {
     pub id: NetworkId,
     /// The network's name from its config; empty before the first config.
     pub name: String,
+    /// This node's member name in the network, as its config gives it.
+    #[serde(default)]
+    pub member_name: String,
     pub status: NetworkStatus,
     /// Revision of the config the node runs on; null before the first.
     pub revision: Option<u64>,
@@ -294,6 +300,14 @@ pub struct PeerView {
     pub last_handshake_s: Option<u64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Datagrams received from and sent to the peer (data and keepalives).
+    #[serde(default)]
+    pub rx_packets: u64,
+    #[serde(default)]
+    pub tx_packets: u64,
+    /// Completed handshakes with the peer, initial and rekeys.
+    #[serde(default)]
+    pub handshakes: u64,
     /// The peer's addresses on the network, as its member entry in the config gives
     /// them: IPv4, RFC4193, 6PLANE (the `::1` of its /80). Empty from older daemons.
     #[serde(default)]
@@ -595,6 +609,7 @@ impl Daemon {
             .collect();
         let reach = self.reach_summary();
         StatusView {
+            hostname: self.hostname.clone(),
             public_endpoint: reach
                 .port_mapping
                 .map(|m| m.external)
@@ -667,6 +682,7 @@ fn network_view(
     let mut view = NetworkView {
         id,
         name: String::new(),
+        member_name: String::new(),
         status,
         revision: None,
         interface: None,
@@ -685,6 +701,9 @@ fn network_view(
         return view;
     };
     view.name.clone_from(&cfg.name);
+    if let Some(me) = cfg.member(node) {
+        view.member_name.clone_from(&me.name);
+    }
     view.revision = Some(cfg.revision);
     view.mtu = Some(cfg.mtu);
     view.addresses = cfg.interface_addresses(node);
@@ -712,7 +731,7 @@ fn network_view(
 
 /// What `meshd peers` shows of peer `p`; `all` is every peer of the network (one of them
 /// may be the member relaying for `p`).
-fn peer_view(
+pub(super) fn peer_view(
     network: NetworkId,
     cfg: &NetworkConfig,
     all: &[PeerStatus],
@@ -762,6 +781,9 @@ fn peer_view(
         last_handshake_s: p.last_handshake.map(|d| d.as_secs()),
         rx_bytes: p.rx_bytes,
         tx_bytes: p.tx_bytes,
+        rx_packets: p.rx_packets,
+        tx_packets: p.tx_packets,
+        handshakes: p.handshakes,
         addresses: member_addresses(cfg, p.node_id),
     }
 }

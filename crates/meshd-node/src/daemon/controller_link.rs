@@ -20,6 +20,9 @@
 //!   after 5 s;
 //! - `Replicas`: the addresses of every replica, merged into the link's and saved.
 //!
+//! It also reports each joined network (`Report`: the host name, and how each peer is
+//! reached) when a path changes and every 10 s, for the admin's view of the mesh.
+//!
 //! No other status tears a network down: statuses are not signed, so a spoofed
 //! `ACCESS_DENIED` must not be able to stop a node that runs on a verified config. Peers
 //! stop talking to a deauthorized node because *their* signed configs no longer list it.
@@ -35,6 +38,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use meshd_channel::protocol::{REPORT_INTERVAL, Report};
 use meshd_channel::{ChannelClient, ControllerMessage, JoinStatus, Reach};
 use meshd_proto::config::VerifyError;
 use meshd_proto::{NetworkConfig, NetworkId, SignedConfig};
@@ -43,7 +47,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Daemon, Wanted, stopped};
+use super::{Daemon, Wanted, report, stopped};
 
 /// The controller's node-channel port when an address gives none (`meshd controller init
 /// --listen` defaults to it).
@@ -71,6 +75,10 @@ const FAILOVER_MIN_SESSION: Duration = Duration::from_secs(2);
 /// Longest wait before failing over, so that the nodes of a replica that died do not all
 /// knock on the next one in the same millisecond.
 const FAILOVER_JITTER: Duration = Duration::from_millis(500);
+/// How often a link looks for path changes to report.
+const REPORT_CHECK: Duration = Duration::from_secs(1);
+/// The least time between two reports of one network.
+const REPORT_GAP: Duration = Duration::from_secs(2);
 /// Most learned addresses a link keeps (what a controller may send).
 const MAX_LEARNED: usize = meshd_channel::protocol::MAX_REPLICAS;
 
@@ -377,6 +385,8 @@ pub(super) async fn run(daemon: Arc<Daemon>, key: LinkKey, wake: Arc<Notify>) {
                 retry: BTreeMap::new(),
                 reach_sent: None,
                 relaying: false,
+                reported: BTreeMap::new(),
+                report_check: Instant::now() + REPORT_CHECK,
             };
             let end = session.run(&wake, &mut stop).await;
             daemon.session_ended();
@@ -520,6 +530,10 @@ struct Session<'a> {
     reach_sent: Option<Reach>,
     /// The controller sent a relay credential, so it knows `Reach` too.
     relaying: bool,
+    /// The last report sent of each joined network, and when.
+    reported: BTreeMap<NetworkId, (Instant, Report)>,
+    /// When to look for news to report next.
+    report_check: Instant,
 }
 
 impl Session<'_> {
@@ -531,6 +545,12 @@ impl Session<'_> {
             if let Err(e) = self.sync(&wanted).await {
                 return SessionEnd::Failed(e.to_string());
             }
+            if Instant::now() >= self.report_check {
+                if let Err(e) = self.send_reports().await {
+                    return SessionEnd::Failed(e.to_string());
+                }
+                self.report_check = Instant::now() + REPORT_CHECK;
+            }
             let retry_at = self.retry.values().min().copied();
             tokio::select! {
                 msg = self.client.recv() => match msg {
@@ -539,6 +559,7 @@ impl Session<'_> {
                 },
                 () = wake.notified() => {}
                 () = sleep_until(retry_at) => {}
+                () = tokio::time::sleep_until(self.report_check) => {}
                 () = stopped(stop) => {
                     self.client.close();
                     return SessionEnd::Stop;
@@ -584,6 +605,26 @@ impl Session<'_> {
             self.client.leave(network).await?;
             self.joined.remove(&network);
             self.pending.retain(|n| *n != network);
+        }
+        Ok(())
+    }
+
+    /// Reports each joined network when a path changed (at most every [`REPORT_GAP`]) or
+    /// every [`REPORT_INTERVAL`] (which keeps the member online in the admin's view).
+    async fn send_reports(&mut self) -> Result<(), meshd_channel::ChannelError> {
+        let now = Instant::now();
+        self.reported.retain(|n, _| self.joined.contains(n));
+        for network in self.joined.clone() {
+            let report = self.daemon.report(network);
+            let due = self.reported.get(&network).is_none_or(|(at, before)| {
+                let since = now.saturating_duration_since(*at);
+                since >= REPORT_INTERVAL
+                    || (since >= REPORT_GAP && report::paths_changed(before, &report))
+            });
+            if due {
+                self.client.report(report.clone()).await?;
+                self.reported.insert(network, (now, report));
+            }
         }
         Ok(())
     }

@@ -315,6 +315,7 @@ mod tests {
         NetworkView {
             id: "8056c2e21c000001".parse().unwrap(),
             name: "prod".into(),
+            member_name: String::new(),
             status: NetworkStatus::Ok,
             revision: Some(7),
             interface: Some("mesh-8056c2e21c".into()),

@@ -82,6 +82,7 @@ mod tests {
         let mut s = StatusView {
             node_id: "89e92ceee5".parse().unwrap(),
             key_fingerprint: String::new(),
+            hostname: String::new(),
             version: "0.1.0".into(),
             online: true,
             controller: None,
@@ -115,6 +116,9 @@ mod tests {
             last_handshake_s: Some(12),
             rx_bytes: 1_234_567,
             tx_bytes: 512,
+            rx_packets: 0,
+            tx_packets: 0,
+            handshakes: 0,
             addresses: vec![],
         });
         let text = render(&s);

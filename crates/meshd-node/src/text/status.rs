@@ -16,9 +16,14 @@ const MAX_ROUTES_SHOWN: usize = 6;
 pub fn render(s: &StatusView) -> String {
     let mut out = String::new();
     let online = if s.online { "ONLINE" } else { "OFFLINE" };
+    let host = if s.hostname.is_empty() {
+        String::new()
+    } else {
+        format!("  host {}", s.hostname)
+    };
     let _ = writeln!(
         out,
-        "node {}  key {}  meshd {}  {online}",
+        "node {}{host}  key {}  meshd {}  {online}",
         s.node_id, s.key_fingerprint, s.version
     );
     if !s.dataplane_attached {
@@ -213,6 +218,9 @@ pub fn network_block(node: NodeId, n: &NetworkView) -> String {
         ),
         NetworkStatus::Ok => {}
     }
+    if !n.member_name.is_empty() {
+        line("member", n.member_name.clone());
+    }
     if let Some(interface) = &n.interface {
         let mtu = n.mtu.map(|m| format!("  mtu {m}")).unwrap_or_default();
         line("interface", format!("{interface}{mtu}"));
@@ -316,6 +324,7 @@ mod tests {
         NetworkView {
             id: "8056c2e21c000001".parse().unwrap(),
             name: "prod".into(),
+            member_name: "web-1".into(),
             status,
             revision: Some(42),
             interface: Some("mesh-8056c2e21c".into()),
@@ -352,6 +361,7 @@ mod tests {
         StatusView {
             node_id: "89e92ceee5".parse().unwrap(),
             key_fingerprint: "ab12:cd34:ef56:7890".into(),
+            hostname: "web-1".into(),
             version: "0.1.0".into(),
             online: false,
             controller: None,
@@ -388,11 +398,12 @@ mod tests {
         let text = render(&status(vec![network(NetworkStatus::Ok)]));
         assert_eq!(
             text,
-            "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  OFFLINE\n\
+            "node 89e92ceee5  host web-1  key ab12:cd34:ef56:7890  meshd 0.1.0  OFFLINE\n\
              controllers unreachable for 3h12m; running on cached configs\n\
              controller 127.0.0.1:9994  unreachable for 3h12m: no answer from 127.0.0.1:9994 within 5 s\n\
              \n\
              network 8056c2e21c000001  prod  OK  revision 42\n\
+             \x20 member      web-1\n\
              \x20 interface   mesh-8056c2e21c  mtu 1420\n\
              \x20 addresses   10.147.17.23/16  fd80:56c2:e21c:0:199:9389:e92c:eee5/88  fc9c:56c2:e389:e92c:eee5::1/40\n\
              \x20 containers  172.28.3.0/24  fc9c:56c2:e389:e92c:eee5::/80\n\
@@ -473,7 +484,7 @@ mod tests {
         let text = render(&s);
         assert!(
             text.starts_with(
-                "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  OFFLINE\n\
+                "node 89e92ceee5  host web-1  key ab12:cd34:ef56:7890  meshd 0.1.0  OFFLINE\n\
                  forwarding: set by meshd (net.ipv6.conf.all.forwarding=1)\n\
                  warning: net.ipv4.ip_forward is 0: containers behind this host are unreachable \
                  over IPv4 from other hosts; run `sysctl -w net.ipv4.ip_forward=1` or start the \
@@ -515,7 +526,7 @@ mod tests {
         let text = render(&s);
         assert!(
             text.starts_with(
-                "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  ONLINE\n\
+                "node 89e92ceee5  host web-1  key ab12:cd34:ef56:7890  meshd 0.1.0  ONLINE\n\
                  controller 10.0.0.2:9994  connected for 3s\n\
                  controllers 3 known, also 10.0.0.1:9994 (unreachable), 10.0.0.3:9994\n\
                  \n\
@@ -542,7 +553,7 @@ mod tests {
         let text = render(&s);
         assert!(
             text.starts_with(
-                "node 89e92ceee5  key ab12:cd34:ef56:7890  meshd 0.1.0  ONLINE\n\
+                "node 89e92ceee5  host web-1  key ab12:cd34:ef56:7890  meshd 0.1.0  ONLINE\n\
                  controller 10.0.0.2:9994  connected for 1m15s\n\n"
             ),
             "{text}"

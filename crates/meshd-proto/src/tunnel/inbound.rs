@@ -274,6 +274,7 @@ impl Tunnel {
         peer.last_received = Some(now);
         peer.unanswered_since = None;
         peer.rx_bytes += datagram.len() as u64;
+        peer.rx_packets += 1;
         if confirmed {
             self.flush_queue(now, peer_id, false);
             self.start_path_scan(now, peer_id);

@@ -114,6 +114,7 @@ impl Tunnel {
             .map_err(|_| DropReason::SessionExpired)?;
         let rekey = wants_rekey_on_send(session, now) && peer.pending.is_none();
         peer.tx_bytes += seal.message_len() as u64;
+        peer.tx_packets += 1;
         peer.last_sent = Some(now);
         peer.unanswered_since.get_or_insert(now);
         if !via.is_relay() {
@@ -158,6 +159,7 @@ impl Tunnel {
         let rekey = wants_rekey_on_send(session, now) && peer.pending.is_none();
         out.truncate(n);
         peer.tx_bytes += n as u64;
+        peer.tx_packets += 1;
         peer.last_sent = Some(now);
         peer.unanswered_since.get_or_insert(now);
         if let Via::Direct(to) = via

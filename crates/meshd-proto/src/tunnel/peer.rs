@@ -86,6 +86,9 @@ pub(crate) struct Peer {
     pub rtt: Option<Duration>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Datagrams (data and keepalives) received from and sent to the peer.
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     pub handshakes: u64,
     /// Times a path scan moved the endpoint.
     pub path_changes: u64,
@@ -129,6 +132,8 @@ impl Peer {
             rtt: None,
             rx_bytes: 0,
             tx_bytes: 0,
+            rx_packets: 0,
+            tx_packets: 0,
             handshakes: 0,
             path_changes: 0,
         }
@@ -243,6 +248,8 @@ impl Peer {
             last_received: self.last_received.map(|t| now.saturating_duration_since(t)),
             rx_bytes: self.rx_bytes,
             tx_bytes: self.tx_bytes,
+            rx_packets: self.rx_packets,
+            tx_packets: self.tx_packets,
             handshakes: self.handshakes,
             path_changes: self.path_changes,
             last_scan: self.last_scan.as_ref().map(|s| s.report(now)),
@@ -284,6 +291,8 @@ pub struct PeerStatus {
     pub last_received: Option<Duration>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     /// Completed handshakes, initial and rekeys.
     pub handshakes: u64,
     /// Times a path scan moved the endpoint to a faster address.

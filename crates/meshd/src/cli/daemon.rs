@@ -71,6 +71,19 @@ pub struct DaemonArgs {
     /// the member a relay in the network config
     #[arg(long)]
     pub relay: bool,
+
+    /// The name this node reports to its controllers: the member's name in the panel,
+    /// `member list` and peers' `meshd peers` until an admin renames it. Default: the host
+    /// name
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Serve Prometheus metrics (per peer traffic, round-trip time and path, handshakes,
+    /// drops by reason, per worker packets and busy-poll time) on http://ADDR:PORT/metrics.
+    /// The page needs no token: keep it on loopback or a management network. Example:
+    /// 127.0.0.1:9100. Default: off
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn default_busy_poll_us() -> u64 {
@@ -108,6 +121,8 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 controllers: args.controllers,
                 configure_forwarding: args.configure_forwarding,
                 relay: args.relay,
+                hostname: args.hostname.unwrap_or_else(daemon::system_hostname),
+                metrics_listen: args.metrics_listen,
             },
             EngineDataplane::new(engine, identity),
             shutdown_signal(),

@@ -1,13 +1,14 @@
-//! `meshd controller member`: list, authorize, deauthorize and delete members.
+//! `meshd controller member`: list, authorize, deauthorize, rename and delete members.
 
 use clap::{Args, Subcommand};
+use meshd_controller::api::requests::UpdateMember;
 use meshd_controller::api::text;
 
 use super::api::{ApiArgs, run as call};
 use crate::cli::output::{print, print_json};
 use crate::cli::{NetworkIdArg, NodeIdArg};
 
-/// List, authorize, deauthorize and delete members of a network
+/// List, authorize, deauthorize, rename and delete members of a network
 ///
 /// Example:
 ///
@@ -29,6 +30,7 @@ pub enum MemberCommand {
     List(MemberListArgs),
     Authorize(AuthorizeArgs),
     Deauthorize(DeauthorizeArgs),
+    Rename(RenameArgs),
     Delete(MemberDeleteArgs),
 }
 
@@ -90,6 +92,29 @@ pub struct DeauthorizeArgs {
     pub member: MemberTarget,
 }
 
+/// Give a member a name (shown by `member list`, the panel, and peers' `meshd peers`)
+///
+/// A member is named after its host until renamed; an empty name ("") gives it its host
+/// name again.
+///
+/// Example:
+///
+///   meshd controller member rename 8056c2e21c000001 89e92ceee5 web-1
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct RenameArgs {
+    #[command(flatten)]
+    pub member: MemberTarget,
+
+    /// The new name: printable text, at most 255 bytes
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Print the member as JSON for scripts. Default: off
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Delete a member record and release its addresses
 ///
 /// The node may ask to join again later.
@@ -131,6 +156,24 @@ pub(super) fn run(args: MemberArgs) -> anyhow::Result<()> {
                 "deauthorized {} in network {}; its addresses stay reserved until `member delete`\n",
                 t.node, t.network
             ))
+        }
+        MemberCommand::Rename(r) => {
+            let t = r.member;
+            let update = UpdateMember {
+                name: Some(r.name),
+                authorized: None,
+            };
+            let m = call(&args.api, |c| async move {
+                c.update_member(t.network, t.node, &update).await
+            })?;
+            if r.json {
+                print_json(&m)
+            } else {
+                print(&format!(
+                    "renamed {} in network {} to {:?}\n",
+                    t.node, t.network, m.name
+                ))
+            }
         }
         MemberCommand::Delete(d) => {
             let t = d.member;

@@ -1,0 +1,112 @@
+//! What the node tells its controllers about each network it joined
+//! ([`meshd_channel::protocol::Report`]): its host name, the member's default name, and
+//! how it reaches each peer, which the admin's picture of the mesh is drawn from.
+
+use meshd_channel::protocol::{PathKind, PeerPathReport, Report};
+use meshd_proto::NetworkId;
+
+use super::Daemon;
+use super::api::{DirectKind, PeerPath, peer_view};
+
+impl Daemon {
+    /// This node's report of `network` as of now: no peers while the network is not up.
+    pub(super) fn report(&self, network: NetworkId) -> Report {
+        let (config, up) = {
+            let inner = self.lock();
+            inner
+                .networks
+                .get(&network)
+                .map_or((None, false), |n| (n.config.clone(), n.up))
+        };
+        let peers = match (config, up.then(|| self.dataplane.status(network)).flatten()) {
+            (Some(cfg), Some(dp)) => dp
+                .peers
+                .iter()
+                .map(|p| {
+                    let view = peer_view(network, &cfg, &dp.peers, p);
+                    PeerPathReport {
+                        peer: p.node_id,
+                        path: path_kind(view.path, view.direct),
+                        rtt_us: p
+                            .rtt
+                            .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX)),
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Report::bounded(network, &self.hostname, peers)
+    }
+}
+
+fn path_kind(path: PeerPath, direct: Option<DirectKind>) -> PathKind {
+    match (path, direct) {
+        (PeerPath::None, _) => PathKind::None,
+        (PeerPath::Relay, _) => PathKind::Relay,
+        (PeerPath::Direct, Some(DirectKind::Lan)) => PathKind::Lan,
+        (PeerPath::Direct, Some(DirectKind::Punched)) => PathKind::Punched,
+        (PeerPath::Direct, Some(DirectKind::PortMapped)) => PathKind::PortMapped,
+        (PeerPath::Direct, Some(DirectKind::Public) | None) => PathKind::Public,
+    }
+}
+
+/// The host's name as the kernel has it (this UTS namespace's), or empty when unknown.
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Whether `now` differs from `before` in a way the picture shows: a peer came, went, or
+/// changed its kind of path (round-trip times alone wait for the next interval).
+pub(super) fn paths_changed(before: &Report, now: &Report) -> bool {
+    before.hostname != now.hostname
+        || before.peers.len() != now.peers.len()
+        || before
+            .peers
+            .iter()
+            .zip(&now.peers)
+            .any(|(a, b)| (a.peer, a.path) != (b.peer, b.path))
+}
+
+#[cfg(test)]
+mod tests {
+    use meshd_proto::NodeId;
+
+    use super::*;
+
+    #[test]
+    fn only_a_changed_path_is_news() {
+        let net = NetworkId::from_u64(1);
+        let peer = |path, rtt| PeerPathReport {
+            peer: NodeId::new(0x12_3456_7890).unwrap(),
+            path,
+            rtt_us: Some(rtt),
+        };
+        let a = Report::bounded(net, "h", vec![peer(PathKind::Relay, 900)]);
+        let slower = Report::bounded(net, "h", vec![peer(PathKind::Relay, 1900)]);
+        let direct = Report::bounded(net, "h", vec![peer(PathKind::Lan, 300)]);
+        assert!(!paths_changed(&a, &slower));
+        assert!(paths_changed(&a, &direct));
+        assert!(paths_changed(&a, &Report::bounded(net, "h", vec![])));
+        assert!(paths_changed(
+            &a,
+            &Report::bounded(net, "g", vec![peer(PathKind::Relay, 900)])
+        ));
+    }
+
+    #[test]
+    fn every_path_has_its_kind() {
+        assert_eq!(path_kind(PeerPath::None, None), PathKind::None);
+        assert_eq!(path_kind(PeerPath::Relay, None), PathKind::Relay);
+        assert_eq!(
+            path_kind(PeerPath::Direct, Some(DirectKind::Lan)),
+            PathKind::Lan
+        );
+        assert_eq!(
+            path_kind(PeerPath::Direct, Some(DirectKind::PortMapped)),
+            PathKind::PortMapped
+        );
+        assert_eq!(path_kind(PeerPath::Direct, None), PathKind::Public);
+    }
+}
