@@ -67,10 +67,17 @@ fn apply(s: &mut ControllerState, cmd: &Command) {
     if s.apply(cmd).is_err() {
         assert_eq!(*s, before, "a refused command changed the state");
     }
-    // Whatever was applied still signs.
+    // Whatever was applied still signs, and the admin's views of it (the mesh picture
+    // from members' reports, the metrics page) still render.
     for net in s.networks.values() {
         let _ = net.signed_config();
+        let _ = crate::api::views::MeshView::of(net, 10);
+        for m in net.members.values() {
+            let _ = crate::api::views::MemberView::of(net, m, 10);
+        }
     }
+    let mut page = meshd_io::metrics::Exposition::new();
+    crate::replica::metrics::controller_metrics(&mut page, s, 10);
 }
 
 pub fn controller_input(data: &[u8]) {
@@ -152,10 +159,20 @@ mod tests {
             data.extend_from_slice(body);
             controller_input(&data);
         }
-        let cmd = Command::DeleteNetwork { network: network() };
-        let mut data = vec![4];
-        data.extend(postcard::to_allocvec(&cmd).unwrap());
-        controller_input(&data);
+        let (_, node) = state();
+        let report = Command::MemberReport {
+            network: network(),
+            node,
+            hostname: "web-1".into(),
+            version: "0.2.0".into(),
+            peers: vec![],
+            at_ms: 9,
+        };
+        for cmd in [report, Command::DeleteNetwork { network: network() }] {
+            let mut data = vec![4];
+            data.extend(postcard::to_allocvec(&cmd).unwrap());
+            controller_input(&data);
+        }
         for len in 0..4 {
             controller_input(&[6; 4][..len]);
         }

@@ -151,6 +151,52 @@ fn members_are_named_reported_drawn_and_measured() {
         );
     }
     m.phase("both metrics endpoints pass promtool");
+
+    // deploy/: the dashboard charts only what the two pages export, and the scrape config
+    // is one Prometheus reads.
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    let dashboard = std::fs::read_to_string(deploy.join("grafana/meshd-dashboard.json"))
+        .expect("the dashboard");
+    let _: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let exported = format!("{node_metrics}{page}");
+    let charted = metric_names(&dashboard);
+    assert!(charted.len() >= 20, "{charted:?}");
+    for name in &charted {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            exported.contains(&format!("# TYPE {family} ")),
+            "the dashboard charts {name}, which no page exports"
+        );
+    }
+    let config = deploy.join("prometheus/prometheus.yml");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "config", "--syntax-only"])
+        .arg(&config)
+        .output()
+        .expect("promtool runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every `meshd_…` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("meshd_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
 }
 
 /// `member list --json`, polled until `done` holds.
