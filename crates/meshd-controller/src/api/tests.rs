@@ -177,6 +177,8 @@ async fn admin_routes_need_the_bearer_token() {
         ("DELETE", format!("/v1/networks/{nwid}")),
         ("GET", format!("/v1/networks/{nwid}/members")),
         ("GET", format!("/v1/networks/{nwid}/members/89e92ceee5")),
+        ("PATCH", format!("/v1/networks/{nwid}/members/89e92ceee5")),
+        ("GET", format!("/v1/networks/{nwid}/mesh")),
         (
             "POST",
             format!("/v1/networks/{nwid}/members/89e92ceee5/authorize"),

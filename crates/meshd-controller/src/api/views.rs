@@ -265,3 +265,121 @@ impl MeshView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use meshd_proto::Identity;
+
+    use super::*;
+    use crate::state::{Command, ControllerState};
+    use crate::test_support::{authorized_member, nwid, spec};
+
+    fn report(node: NodeId, peers: &[(NodeId, PathKind, Option<u32>)], at_ms: u64) -> Command {
+        Command::MemberReport {
+            network: nwid(1),
+            node,
+            hostname: format!("host-{node}"),
+            version: "0.2.0".into(),
+            peers: peers
+                .iter()
+                .map(|&(peer, path, rtt_us)| PeerPathReport { peer, path, rtt_us })
+                .collect(),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn the_picture_takes_the_better_side_of_each_pair_from_online_members_only() {
+        let mut state = ControllerState::default();
+        state.apply(&Command::CreateNetwork(spec(1))).unwrap();
+        let ids: Vec<Identity> = (0..3).map(|_| Identity::generate_unproven()).collect();
+        for id in &ids {
+            authorized_member(&mut state, nwid(1), id);
+        }
+        let [a, b, c] = [ids[0].node_id(), ids[1].node_id(), ids[2].node_id()];
+        let now = 1_000_000;
+        // a sees b relayed, b sees a direct (a punch landed on b's side first): direct,
+        // at b's round-trip time. c reported long ago that it reaches a directly.
+        for cmd in [
+            report(a, &[(b, PathKind::Relay, Some(9_000))], now - 1_000),
+            report(b, &[(a, PathKind::Punched, Some(1_500))], now - 2_000),
+            report(
+                c,
+                &[(a, PathKind::Lan, Some(200))],
+                now - ONLINE_WITHIN_MS - 40_000,
+            ),
+        ] {
+            state.apply(&cmd).unwrap();
+        }
+        let net = state.network(nwid(1)).unwrap();
+        let mesh = MeshView::of(net, now);
+        assert_eq!(mesh.members.len(), 3);
+        assert_eq!(mesh.links.len(), 3, "a link per pair");
+        let link = |x: NodeId, y: NodeId| {
+            mesh.links
+                .iter()
+                .find(|l| (l.a, l.b) == (x.min(y), x.max(y)))
+                .unwrap()
+        };
+        assert_eq!(link(a, b).path, "direct");
+        assert_eq!(link(a, b).direct.as_deref(), Some("punched"));
+        assert_eq!(link(a, b).rtt_ms, Some(1.5));
+        // c is offline: what it said no longer counts.
+        assert_eq!(link(a, c).path, "none");
+        assert_eq!(link(b, c).rtt_ms, None);
+
+        // Member views: online, the host name as default name, path counts.
+        let view = |n: NodeId| MemberView::of(net, &net.members[&n], now);
+        assert!(view(a).online && !view(c).online);
+        assert_eq!(view(a).name, format!("host-{a}"));
+        assert_eq!(
+            view(a).hostname.as_deref(),
+            Some(format!("host-{a}").as_str())
+        );
+        assert_eq!(
+            view(b).paths,
+            Some(PathCounts {
+                direct: 1,
+                relay: 0,
+                none: 0
+            })
+        );
+    }
+
+    #[test]
+    fn a_named_member_keeps_its_name_and_an_odd_host_name_is_refused() {
+        let mut state = ControllerState::default();
+        state.apply(&Command::CreateNetwork(spec(1))).unwrap();
+        let id = Identity::generate_unproven();
+        authorized_member(&mut state, nwid(1), &id);
+        let node = id.node_id();
+        let revision = |s: &ControllerState| s.network(nwid(1)).unwrap().revision;
+        let before = revision(&state);
+        state.apply(&report(node, &[], 5)).unwrap();
+        assert_eq!(
+            revision(&state),
+            before + 1,
+            "the default name is news for peers"
+        );
+        state
+            .apply(&Command::RenameMember {
+                network: nwid(1),
+                node,
+                name: "db-1".into(),
+            })
+            .unwrap();
+        let renamed = revision(&state);
+        state.apply(&report(node, &[], 6)).unwrap();
+        assert_eq!(state.network(nwid(1)).unwrap().members[&node].name, "db-1");
+        assert_eq!(
+            revision(&state),
+            renamed,
+            "a report alone changes no config"
+        );
+        let mut odd = report(node, &[], 7);
+        if let Command::MemberReport { hostname, .. } = &mut odd {
+            *hostname = "a\u{202e}b".into();
+        }
+        assert!(state.apply(&odd).is_err());
+    }
+}
