@@ -142,6 +142,18 @@ impl Report {
             peers,
         }
     }
+
+    /// Whether `other` tells the same as this report in what the admin's picture shows:
+    /// the same host name and peers, each on the same kind of path (round-trip times aside).
+    pub fn same_paths(&self, other: &Report) -> bool {
+        self.hostname == other.hostname
+            && self.peers.len() == other.peers.len()
+            && self
+                .peers
+                .iter()
+                .zip(&other.peers)
+                .all(|(a, b)| (a.peer, a.path) == (b.peer, b.path))
+    }
 }
 
 /// How a node is reached. Peers get `public` as the node's public endpoint in place of the
@@ -511,6 +523,23 @@ mod tests {
                 .prop_map(|(expires, key)| ControllerMessage::RelayCredential { expires, key }),
             any::<[u8; 32]>().prop_map(|key| ControllerMessage::Challenge { key }),
         ]
+    }
+
+    #[test]
+    fn only_a_changed_path_is_news() {
+        let net = NetworkId::from_u64(1);
+        let peer = |path, rtt| PeerPathReport {
+            peer: NodeId::new(0x12_3456_7890).unwrap(),
+            path,
+            rtt_us: Some(rtt),
+        };
+        let a = Report::bounded(net, "h", vec![peer(PathKind::Relay, 900)]);
+        let slower = Report::bounded(net, "h", vec![peer(PathKind::Relay, 1900)]);
+        let direct = Report::bounded(net, "h", vec![peer(PathKind::Lan, 300)]);
+        assert!(a.same_paths(&slower));
+        assert!(!a.same_paths(&direct));
+        assert!(!a.same_paths(&Report::bounded(net, "h", vec![])));
+        assert!(!a.same_paths(&Report::bounded(net, "g", vec![peer(PathKind::Relay, 900)])));
     }
 
     #[test]

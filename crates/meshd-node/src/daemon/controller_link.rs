@@ -47,7 +47,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Daemon, Wanted, report, stopped};
+use super::{Daemon, Wanted, stopped};
 
 /// The controller's node-channel port when an address gives none (`meshd controller init
 /// --listen` defaults to it).
@@ -618,8 +618,7 @@ impl Session<'_> {
             let report = self.daemon.report(network);
             let due = self.reported.get(&network).is_none_or(|(at, before)| {
                 let since = now.saturating_duration_since(*at);
-                since >= REPORT_INTERVAL
-                    || (since >= REPORT_GAP && report::paths_changed(before, &report))
+                since >= REPORT_INTERVAL || (since >= REPORT_GAP && !before.same_paths(&report))
             });
             if due {
                 self.client.report(report.clone()).await?;

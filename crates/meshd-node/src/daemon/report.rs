@@ -57,43 +57,9 @@ pub fn system_hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Whether `now` differs from `before` in a way the picture shows: a peer came, went, or
-/// changed its kind of path (round-trip times alone wait for the next interval).
-pub(super) fn paths_changed(before: &Report, now: &Report) -> bool {
-    before.hostname != now.hostname
-        || before.peers.len() != now.peers.len()
-        || before
-            .peers
-            .iter()
-            .zip(&now.peers)
-            .any(|(a, b)| (a.peer, a.path) != (b.peer, b.path))
-}
-
 #[cfg(test)]
 mod tests {
-    use meshd_proto::NodeId;
-
     use super::*;
-
-    #[test]
-    fn only_a_changed_path_is_news() {
-        let net = NetworkId::from_u64(1);
-        let peer = |path, rtt| PeerPathReport {
-            peer: NodeId::new(0x12_3456_7890).unwrap(),
-            path,
-            rtt_us: Some(rtt),
-        };
-        let a = Report::bounded(net, "h", vec![peer(PathKind::Relay, 900)]);
-        let slower = Report::bounded(net, "h", vec![peer(PathKind::Relay, 1900)]);
-        let direct = Report::bounded(net, "h", vec![peer(PathKind::Lan, 300)]);
-        assert!(!paths_changed(&a, &slower));
-        assert!(paths_changed(&a, &direct));
-        assert!(paths_changed(&a, &Report::bounded(net, "h", vec![])));
-        assert!(paths_changed(
-            &a,
-            &Report::bounded(net, "g", vec![peer(PathKind::Relay, 900)])
-        ));
-    }
 
     #[test]
     fn every_path_has_its_kind() {
