@@ -127,18 +127,23 @@ impl PathKind {
     }
 }
 
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 impl Report {
     /// The report with the host name cut to [`MAX_HOSTNAME_LEN`] bytes (at a character
     /// boundary) and the peers to [`MAX_REPORT_PEERS`].
     pub fn bounded(network: NetworkId, hostname: &str, mut peers: Vec<PeerPathReport>) -> Self {
-        let mut end = hostname.len().min(MAX_HOSTNAME_LEN);
-        while !hostname.is_char_boundary(end) {
-            end -= 1;
-        }
         peers.truncate(MAX_REPORT_PEERS);
         Report {
             network,
-            hostname: hostname[..end].to_owned(),
+            hostname: cut(hostname, MAX_HOSTNAME_LEN).to_owned(),
             peers,
         }
     }

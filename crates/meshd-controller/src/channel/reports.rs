@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use meshd_channel::protocol::{MAX_REPORT_PEERS, Report};
+use meshd_channel::protocol::{MAX_HOSTNAME_LEN, MAX_REPORT_PEERS, Report, cut};
 use meshd_proto::NodeId;
 
 use crate::state::{Command, printable};
@@ -45,7 +45,7 @@ pub(super) fn command(
         network: bounded.network,
         node,
         hostname: bounded.hostname.trim().to_owned(),
-        version: Report::bounded(bounded.network, &printable(version), Vec::new()).hostname,
+        version: cut(&printable(version), MAX_HOSTNAME_LEN).to_owned(),
         peers,
         at_ms,
     })

@@ -42,12 +42,11 @@ pub fn routes(replica: Replica, channel: ChannelStats, relay: RelayStats) -> Rou
 async fn scrape(State(s): State<Sources>) -> impl IntoResponse {
     let view = s.replica.cluster_view().await;
     let now_ms = meshd_io::clock::now_ms();
-    let page = s.replica.read(|state| {
+    let mut e = s.replica.read(|state| {
         let mut e = Exposition::new();
         controller_metrics(&mut e, state, now_ms);
         e
     });
-    let mut e = page;
     channel_metrics(&mut e, &s.channel.snapshot());
     relay_metrics(&mut e, &s.relay.snapshot());
     raft_metrics(&mut e, &s.replica.metrics(), &view);
@@ -66,10 +65,12 @@ pub fn controller_metrics(e: &mut Exposition, state: &ControllerState, now_ms: u
         let mut by_state: BTreeMap<&str, u64> =
             [("authorized", 0), ("deauthorized", 0), ("waiting", 0)].into();
         for m in net.members.values() {
-            let s = match (m.authorized, m.last_authorized_ms) {
-                (true, _) => "authorized",
-                (false, Some(_)) => "deauthorized",
-                (false, None) => "waiting",
+            let s = if m.authorized {
+                "authorized"
+            } else if m.is_waiting() {
+                "waiting"
+            } else {
+                "deauthorized"
             };
             *by_state.entry(s).or_default() += 1;
         }

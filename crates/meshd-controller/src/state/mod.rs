@@ -123,6 +123,11 @@ pub struct MemberReport {
 }
 
 impl Member {
+    /// Never authorized: waiting for an admin (an authorized-then-cut member is not).
+    pub fn is_waiting(&self) -> bool {
+        !self.authorized && self.last_authorized_ms.is_none()
+    }
+
     /// Endpoints in the order peers should try them.
     pub fn endpoints(&self) -> Vec<SocketAddr> {
         let mut out: Vec<SocketAddr> = self.physical.into_iter().collect();
@@ -336,13 +341,7 @@ fn validate_report(
 /// reports is recorded even when its host name is odd.
 pub fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| {
-            if c.is_control() || is_format(c) {
-                '?'
-            } else {
-                c
-            }
-        })
+        .map(|c| if unfit_for_names(c) { '?' } else { c })
         .collect()
 }
 
@@ -353,7 +352,7 @@ fn validate_name(name: &str, what: &str) -> Result<(), Rejected> {
             format!("{what} must be at most {MAX_NAME_LEN} bytes"),
         ));
     }
-    if let Some(c) = name.chars().find(|&c| c.is_control() || is_format(c)) {
+    if let Some(c) = name.chars().find(|&c| unfit_for_names(c)) {
         return Err(Rejected::new(
             RejectKind::Invalid,
             format!(
@@ -365,6 +364,11 @@ fn validate_name(name: &str, what: &str) -> Result<(), Rejected> {
         ));
     }
     Ok(())
+}
+
+/// What no name may hold: control characters and format characters.
+fn unfit_for_names(c: char) -> bool {
+    c.is_control() || is_format(c)
 }
 
 /// Unicode's format characters (general category Cf): invisible, and the bidi controls
@@ -613,15 +617,15 @@ impl Network {
     /// [`MAX_WAITING_MEMBERS`]: at the cap, those not seen for [`WAITING_MEMBER_TTL_MS`] go;
     /// if none has been away that long, the join is refused.
     fn make_room_for_a_waiting_member(&mut self, at_ms: u64) -> Result<(), Rejected> {
-        let waiting = |m: &Member| !m.authorized && m.last_authorized_ms.is_none();
-        if self.members.values().filter(|m| waiting(m)).count() < MAX_WAITING_MEMBERS {
+        if self.members.values().filter(|m| m.is_waiting()).count() < MAX_WAITING_MEMBERS {
             return Ok(());
         }
         let stale = |m: &Member| {
-            waiting(m) && m.last_seen_ms.unwrap_or(m.created_ms) + WAITING_MEMBER_TTL_MS <= at_ms
+            m.is_waiting()
+                && m.last_seen_ms.unwrap_or(m.created_ms) + WAITING_MEMBER_TTL_MS <= at_ms
         };
         self.members.retain(|_, m| !stale(m));
-        if self.members.values().filter(|m| waiting(m)).count() < MAX_WAITING_MEMBERS {
+        if self.members.values().filter(|m| m.is_waiting()).count() < MAX_WAITING_MEMBERS {
             return Ok(());
         }
         Err(Rejected::new(
