@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use crate::api::requests::{
-    AddReplica, AddRoute, CreateNetwork, InvalidRequest, UpdateMember, UpdateNetwork, via_text,
+    AddReplica, AddRoute, CreateNetwork, InvalidRequest, RouteGateways, UpdateMember,
+    UpdateNetwork, via_text,
 };
 use crate::api::views::{MemberView, NetworkView, RouteView};
 use crate::api_tls::ApiFingerprint;
@@ -254,15 +255,22 @@ impl AdminClient {
         .await
     }
 
+    /// Adds a route through `gateways`, most preferred first.
     pub async fn add_route(
         &self,
         network: NetworkId,
         target: IpNet,
-        via: RouteVia,
+        gateways: &[RouteVia],
     ) -> Result<RouteView, ClientError> {
+        let mut texts: Vec<String> = gateways.iter().map(|g| via_text(*g)).collect();
+        let via = if texts.len() == 1 {
+            RouteGateways::One(texts.remove(0))
+        } else {
+            RouteGateways::Many(texts)
+        };
         let body = AddRoute {
             target: target.to_string(),
-            via: via_text(via),
+            via,
         };
         self.call(
             Method::POST,

@@ -94,10 +94,10 @@ pub fn controller_input(data: &[u8]) {
             }
         }
         1 => {
-            if let Ok(req) = serde_json::from_slice::<UpdateNetwork>(body)
-                && let Some(cmd) = req.to_command(network())
-            {
-                apply(&mut s, &cmd);
+            if let Ok(req) = serde_json::from_slice::<UpdateNetwork>(body) {
+                for cmd in req.to_commands(network()) {
+                    apply(&mut s, &cmd);
+                }
             }
         }
         2 => {

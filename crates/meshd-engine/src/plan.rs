@@ -95,10 +95,14 @@ pub fn plan(cfg: &NetworkConfig, me: NodeId) -> InterfacePlan {
         if let Some(subnet) = m.container_subnet {
             route(IpNet::V4(subnet));
         }
+        if let Some(subnet) = m.delegated_subnet {
+            route(IpNet::V6(subnet));
+        }
     }
-    // Only routes to members resolve (as in `RouteTable::from_config`).
+    // Only routes through members resolve (as in `RouteTable::from_config`); a gateway of a
+    // route reaches its target itself (`owned` above).
     for r in &cfg.routes {
-        if r.via != me && cfg.member(r.via).is_some() {
+        if r.gateways.iter().any(|&g| cfg.member(g).is_some()) {
             route(r.target);
         }
     }
@@ -177,6 +181,7 @@ mod tests {
                 ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
                 container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).unwrap()),
                 endpoints: vec![SocketAddr::from(([192, 0, 2, 10 + i], 9993))],
+                delegated_subnet: None,
                 relay: false,
                 port_mapped: false,
             });
@@ -203,26 +208,22 @@ mod tests {
         let other = ids[1];
         cfg.routes = vec![
             // Another member's LAN: routed.
-            ManagedRoute {
-                target: net("192.168.50.0/24"),
-                via: other,
-            },
+            ManagedRoute::via(net("192.168.50.0/24"), other),
             // My own LAN: never routed into the TUN.
+            ManagedRoute::via(net("192.168.60.0/24"), me),
+            // A LAN I am the backup gateway of: I reach it myself, never through the TUN.
             ManagedRoute {
-                target: net("192.168.60.0/24"),
-                via: me,
+                target: net("192.168.70.0/24"),
+                gateways: vec![other, me],
             },
             // Duplicates the pool's connected route: left to the address.
-            ManagedRoute {
-                target: net("10.147.17.0/24"),
-                via: other,
-            },
+            ManagedRoute::via(net("10.147.17.0/24"), other),
             // Host bits set: routed as its network.
-            ManagedRoute {
-                target: net("fd00:1::5/64"),
-                via: other,
-            },
+            ManagedRoute::via(net("fd00:1::5/64"), other),
         ];
+        // Another member's delegated /80: routed.
+        cfg.members[2].delegated_subnet = Some("2001:db8:1:40::/80".parse().unwrap());
+        let third = cfg.members[2].node_id;
         cfg.canonicalize();
         let p = plan(&cfg, me);
         let m = cfg.member(me).unwrap();
@@ -245,7 +246,9 @@ mod tests {
             net("192.168.50.0/24"),
             net("fd00:1::/64"),
         ]
-        .into();
+        .into_iter()
+        .chain((third != me).then(|| net("2001:db8:1:40::/80")))
+        .collect();
         assert_eq!(p.routes, expected);
     }
 
@@ -291,10 +294,8 @@ mod tests {
         // Member 2 leaves, a route appears, my pool grows to /16, the MTU shrinks.
         let gone = ids[2];
         cfg.members.retain(|m| m.node_id != gone);
-        cfg.routes.push(ManagedRoute {
-            target: net("192.168.50.0/24"),
-            via: ids[1],
-        });
+        cfg.routes
+            .push(ManagedRoute::via(net("192.168.50.0/24"), ids[1]));
         cfg.v4_pools = vec!["10.147.0.0/16".parse().unwrap()];
         cfg.mtu = 1400;
         let new = plan(&cfg, me);

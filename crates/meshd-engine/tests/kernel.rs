@@ -33,14 +33,8 @@ fn kernel_applies_plans_as_diffs_and_removes_the_link() {
     // Three members, a LAN behind member 1, and my own LAN (never routed into the TUN).
     let mut cfg1 = config(&key, 1, members(3));
     cfg1.routes = vec![
-        ManagedRoute {
-            target: net("192.168.50.0/24"),
-            via: ids[1].node_id(),
-        },
-        ManagedRoute {
-            target: net("192.168.60.0/24"),
-            via: me,
-        },
+        ManagedRoute::via(net("192.168.50.0/24"), ids[1].node_id()),
+        ManagedRoute::via(net("192.168.60.0/24"), me),
     ];
     cfg1.canonicalize();
     let plan1 = plan(&cfg1, me);
@@ -56,14 +50,8 @@ fn kernel_applies_plans_as_diffs_and_removes_the_link() {
         .unwrap()
         .ipv4 = vec![Ipv4Addr::new(10, 147, 17, 99)];
     cfg2.routes = vec![
-        ManagedRoute {
-            target: net("192.168.50.0/24"),
-            via: ids[1].node_id(),
-        },
-        ManagedRoute {
-            target: net("fd00:50::/64"),
-            via: ids[1].node_id(),
-        },
+        ManagedRoute::via(net("192.168.50.0/24"), ids[1].node_id()),
+        ManagedRoute::via(net("fd00:50::/64"), ids[1].node_id()),
     ];
     cfg2.canonicalize();
     let plan2 = plan(&cfg2, me);

@@ -29,7 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::config::{ManagedRoute, MemberConfig, NetworkConfig, SignedConfig, codec};
 use crate::handshake::{self, InitiationParams, MacKeys};
@@ -99,12 +99,21 @@ pub fn fixture() -> &'static Fixture {
                 Ipv4Net::new(Ipv4Addr::new(172, 28, octet, 0), 24).expect("/24"),
             ),
             endpoints,
+            delegated_subnet: None,
             relay: false,
             port_mapped: false,
         };
         // The responder relays (the responder target reaches the tunnel's relaying), the
         // initiator's first endpoint is port-mapped (the config seed has member flags).
-        let relaying = |m: MemberConfig| MemberConfig { relay: true, ..m };
+        // The responder also has a delegated IPv6 subnet and the IPv6 route fails over
+        // between both (the seed is a version 4 config).
+        let relaying = |m: MemberConfig| MemberConfig {
+            relay: true,
+            delegated_subnet: Some(
+                Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, 1, 0x40, 0, 0, 0, 0), 80).expect("/80"),
+            ),
+            ..m
+        };
         let mapped = |m: MemberConfig| MemberConfig {
             port_mapped: true,
             ..m
@@ -131,11 +140,12 @@ pub fn fixture() -> &'static Fixture {
                 vec![SocketAddr::from(([192, 0, 2, 2], 9993))],
             )),
         ];
-        let route = |target: &str| ManagedRoute {
-            target: target.parse().expect("valid prefix"),
-            via: initiator.node_id(),
+        let route = |target: &str| {
+            ManagedRoute::via(target.parse().expect("valid prefix"), initiator.node_id())
         };
-        config.routes = vec![route("192.168.100.0/24"), route("fd00:1234::/48")];
+        let mut failover = route("fd00:1234::/48");
+        failover.gateways.push(responder.node_id());
+        config.routes = vec![route("192.168.100.0/24"), failover];
         config.canonicalize();
         Fixture {
             responder,

@@ -9,6 +9,11 @@
 //! The same rules check the *source* of a packet received from a peer (anti-spoofing, as
 //! WireGuard's allowed-IPs): [`RouteTable::accepts_source`].
 //!
+//! A managed route with several gateways (failover) resolves to the one in use, which the
+//! tunnel picks by liveness ([`crate::tunnel`]'s gateway choice) and sets with
+//! [`RouteTable::use_gateway`]; answers from any of its gateways are accepted, since the LAN
+//! behind them may answer through another one than we send to.
+//!
 //! The table is rebuilt from each config revision and never edited in place, so the lookup
 //! structure can be read-optimised: one hash map per prefix length present, probed longest
 //! first. Real tables hold a handful of lengths (/32 members, /24 container subnets, a few
@@ -20,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::config::NetworkConfig;
+use crate::config::{ManagedRoute, NetworkConfig};
 use crate::{NetworkId, NodeId, addr};
 
 /// The read-only destination → owner table of one network.
@@ -32,6 +37,24 @@ pub struct RouteTable {
     members: FxHashSet<NodeId>,
     v4: LengthBuckets<u32>,
     v6: LengthBuckets<u128>,
+    /// Routes with more than one gateway that is a member, and the gateway each uses now.
+    failover: Vec<FailoverRoute>,
+}
+
+/// A managed route with several member gateways, and the one in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverRoute {
+    pub target: IpNet,
+    /// Members only, most preferred first.
+    pub gateways: Vec<NodeId>,
+    /// Index into `gateways` of the one traffic goes to.
+    pub in_use: usize,
+}
+
+impl FailoverRoute {
+    pub fn gateway_in_use(&self) -> NodeId {
+        self.gateways[self.in_use]
+    }
 }
 
 impl RouteTable {
@@ -44,6 +67,7 @@ impl RouteTable {
             members: FxHashSet::default(),
             v4: LengthBuckets::default(),
             v6: LengthBuckets::default(),
+            failover: Vec::new(),
         }
     }
 
@@ -58,15 +82,57 @@ impl RouteTable {
             if let Some(subnet) = m.container_subnet {
                 t.insert(IpNet::V4(subnet), m.node_id);
             }
-        }
-        for r in &cfg.routes {
-            // Routes must point at members; a route to a node that is not authorized resolves
-            // nowhere rather than to a node with no session.
-            if t.members.contains(&r.via) {
-                t.insert(r.target, r.via);
+            if let Some(subnet) = m.delegated_subnet {
+                t.insert(IpNet::V6(subnet), m.node_id);
             }
         }
+        for r in &cfg.routes {
+            t.add_route(r);
+        }
         t
+    }
+
+    /// Adds a managed route, through its most preferred gateway until
+    /// [`RouteTable::use_gateway`] says otherwise. Gateways must be members: a route through
+    /// nodes that are not authorized resolves nowhere rather than to a node with no session.
+    pub fn add_route(&mut self, route: &ManagedRoute) {
+        let gateways: Vec<NodeId> = route
+            .gateways
+            .iter()
+            .copied()
+            .filter(|g| self.members.contains(g))
+            .collect();
+        let Some(&first) = gateways.first() else {
+            return;
+        };
+        self.insert(route.target, first);
+        self.failover.retain(|f| f.target != route.target.trunc());
+        if gateways.len() > 1 {
+            self.failover.push(FailoverRoute {
+                target: route.target.trunc(),
+                gateways,
+                in_use: 0,
+            });
+        }
+    }
+
+    /// The routes with a choice of gateways.
+    pub fn failover_routes(&self) -> &[FailoverRoute] {
+        &self.failover
+    }
+
+    /// Sends route `index` (of [`RouteTable::failover_routes`]) through its gateway `gateway`
+    /// (an index into its gateways); out-of-range indices change nothing.
+    pub fn use_gateway(&mut self, index: usize, gateway: usize) {
+        let Some(route) = self.failover.get_mut(index) else {
+            return;
+        };
+        let Some(&node) = route.gateways.get(gateway) else {
+            return;
+        };
+        route.in_use = gateway;
+        let target = route.target;
+        self.insert(target, node);
     }
 
     pub fn add_member(&mut self, node: NodeId) {
@@ -121,7 +187,19 @@ impl RouteTable {
     /// Whether a packet from `src`, received from `peer`, may be written to the TUN.
     #[inline]
     pub fn accepts_source(&self, peer: NodeId, src: IpAddr) -> bool {
-        self.lookup(src) == Some(peer)
+        let owner = self.lookup(src);
+        owner == Some(peer) || (!self.failover.is_empty() && self.failover_source(peer, src, owner))
+    }
+
+    /// Whether `src` is in a failover route `peer` is a gateway of, the route being the most
+    /// specific one for `src` (its gateway in use owns it).
+    #[cold]
+    fn failover_source(&self, peer: NodeId, src: IpAddr, owner: Option<NodeId>) -> bool {
+        self.failover.iter().any(|r| {
+            r.target.contains(&src)
+                && Some(r.gateway_in_use()) == owner
+                && r.gateways.contains(&peer)
+        })
     }
 
     /// Number of prefix entries (formula addresses excluded).
@@ -226,7 +304,7 @@ mod tests {
         assert_eq!(t.lookup(IpAddr::V4(inside_subnet)), Some(a));
         assert_eq!(
             t.lookup("192.168.100.77".parse().unwrap()),
-            Some(cfg.routes[0].via)
+            cfg.routes[0].preferred()
         );
         assert_eq!(t.lookup("8.8.8.8".parse().unwrap()), None);
         // 6PLANE container and RFC4193 address: by bits, no table entry.
@@ -244,6 +322,55 @@ mod tests {
         // Source check.
         assert!(t.accepts_source(a, IpAddr::V4(inside_subnet)));
         assert!(!t.accepts_source(b, IpAddr::V4(inside_subnet)));
+    }
+
+    #[test]
+    fn failover_routes_use_the_chosen_gateway_and_accept_all() {
+        let (mut cfg, ids) = sample(3);
+        let (a, b, c) = (ids[0].node_id(), ids[1].node_id(), ids[2].node_id());
+        let lan: IpNet = "192.168.100.0/24".parse().unwrap();
+        cfg.routes = vec![ManagedRoute {
+            target: lan,
+            gateways: vec![b, node(9), a],
+        }];
+        let mut t = RouteTable::from_config(&cfg);
+        let host: IpAddr = "192.168.100.7".parse().unwrap();
+        // The non-member is left out; the first gateway is in use.
+        assert_eq!(t.failover_routes()[0].gateways, vec![b, a]);
+        assert_eq!(t.lookup(host), Some(b));
+        t.use_gateway(0, 1);
+        assert_eq!(t.lookup(host), Some(a));
+        assert_eq!(t.failover_routes()[0].gateway_in_use(), a);
+        // Answers through either gateway pass the source check, not through others.
+        assert!(t.accepts_source(a, host) && t.accepts_source(b, host));
+        assert!(!t.accepts_source(c, host));
+        t.use_gateway(0, 7);
+        t.use_gateway(3, 0);
+        assert_eq!(t.lookup(host), Some(a));
+        // A more specific route through another member wins, and its owner alone is accepted.
+        t.add_route(&ManagedRoute::via("192.168.100.0/28".parse().unwrap(), c));
+        assert!(t.accepts_source(c, host) && !t.accepts_source(a, host));
+    }
+
+    #[test]
+    fn delegated_subnets_resolve_to_their_member() {
+        let (mut cfg, ids) = sample(2);
+        cfg.members[1].delegated_subnet = Some("2001:db8:1:40::/80".parse().unwrap());
+        let owner = cfg.members[1].node_id;
+        let t = RouteTable::from_config(&cfg);
+        let inside: IpAddr = "2001:db8:1:40::42".parse().unwrap();
+        assert_eq!(t.lookup(inside), Some(owner));
+        assert!(t.accepts_source(owner, inside));
+        assert!(
+            !t.accepts_source(
+                ids.iter()
+                    .map(|i| i.node_id())
+                    .find(|n| *n != owner)
+                    .unwrap(),
+                inside
+            )
+        );
+        assert_eq!(t.lookup("2001:db8:1:41::1".parse().unwrap()), None);
     }
 
     #[test]

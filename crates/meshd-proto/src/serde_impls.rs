@@ -124,3 +124,17 @@ impl<'de> Deserialize<'de> for PublicIdentity {
         })
     }
 }
+
+/// `"off"` or `"nat66"` in every format: the words the CLI and the API take.
+impl Serialize for crate::config::Ipv6Egress {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for crate::config::Ipv6Egress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}

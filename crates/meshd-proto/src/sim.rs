@@ -166,6 +166,7 @@ impl Simulation {
                     Ipv4Net::new(Ipv4Addr::new(172, 28, octet, 0), 24).expect("valid /24"),
                 ),
                 endpoints: addresses.clone(),
+                delegated_subnet: None,
                 relay: false,
                 port_mapped: false,
             });

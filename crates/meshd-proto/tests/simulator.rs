@@ -376,19 +376,19 @@ fn packets_to_destinations_the_receiver_neither_owns_nor_routes_are_dropped() {
     let mut sim = Simulation::new(3, LinkModel::default(), 31);
     // A managed route really via node 0.
     let mut config = sim.config.clone();
-    config.routes.push(meshd_proto::ManagedRoute {
-        target: "192.168.100.0/24".parse().unwrap(),
-        via: sim.node_id(0),
-    });
+    config.routes.push(meshd_proto::ManagedRoute::via(
+        "192.168.100.0/24".parse().unwrap(),
+        sim.node_id(0),
+    ));
     sim.push_config(config);
     sim.send(1, 0, b"legit").unwrap();
     sim.run_for(ms(100));
     // Node 1 believes node 0 routes 198.51.100.0/24; node 0's config says nothing of it.
     let mut forged = sim.config.clone();
-    forged.routes.push(meshd_proto::ManagedRoute {
-        target: "198.51.100.0/24".parse().unwrap(),
-        via: sim.node_id(0),
-    });
+    forged.routes.push(meshd_proto::ManagedRoute::via(
+        "198.51.100.0/24".parse().unwrap(),
+        sim.node_id(0),
+    ));
     forged.canonicalize();
     sim.nodes[1].tunnel.apply_config(&forged);
     let me = sim.nodes[1].ipv4;
@@ -536,4 +536,65 @@ fn a_restarted_node_reconnects_at_once_with_connect_all() {
     sim.send(1, 0, b"hello again").unwrap();
     sim.run_for(ms(100));
     assert_eq!(sim.payloads(0), vec![b"hello again".to_vec()]);
+}
+
+#[test]
+fn a_failover_route_moves_to_the_backup_gateway_and_back() {
+    let mut sim = Simulation::new(3, LinkModel::default(), 47);
+    let mut config = sim.config.clone();
+    config.routes.push(meshd_proto::ManagedRoute {
+        target: "192.168.100.0/24".parse().unwrap(),
+        gateways: vec![sim.node_id(1), sim.node_id(2)],
+    });
+    sim.push_config(config);
+    let me = sim.nodes[0].ipv4;
+    let to_lan = |n: u8| ipv4_packet(me, "192.168.100.5".parse().unwrap(), &[n]);
+    // Both gateways get sessions without any traffic needing them.
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    for gw in [1, 2] {
+        let id = sim.node_id(gw);
+        assert!(
+            sim.nodes[0]
+                .tunnel
+                .peer_status(id, now)
+                .unwrap()
+                .has_session
+        );
+    }
+    sim.send_packet(0, &to_lan(1)).unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(sim.payloads(1), vec![vec![1]]);
+    // The preferred gateway goes silent: within 5 s the route uses the backup.
+    sim.blocked.push((0, 1));
+    let mut moved_after = None;
+    for tick in 1..=50u8 {
+        sim.run_for(ms(100));
+        let in_use = sim.nodes[0].tunnel.routes().failover_routes()[0].gateway_in_use();
+        if in_use == sim.node_id(2) {
+            moved_after = Some(tick);
+            break;
+        }
+    }
+    let moved_after = moved_after.expect("moved to the backup within 5 s");
+    assert!(
+        moved_after >= 20,
+        "moved after {moved_after} ticks: before the gateway was dead"
+    );
+    sim.send_packet(0, &to_lan(2)).unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(sim.payloads(2), vec![vec![2]]);
+    assert_eq!(sim.nodes[0].tunnel.stats().gateway_changes, 1);
+    // Back: not before the preferred gateway has been alive for the hold, then yes.
+    sim.blocked.clear();
+    sim.run_for(Duration::from_secs(3));
+    let route =
+        |sim: &Simulation| sim.nodes[0].tunnel.routes().failover_routes()[0].gateway_in_use();
+    assert_eq!(route(&sim), sim.node_id(2));
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(route(&sim), sim.node_id(1));
+    sim.send_packet(0, &to_lan(3)).unwrap();
+    sim.run_for(ms(100));
+    assert_eq!(sim.payloads(1), vec![vec![1], vec![3]]);
+    assert_eq!(sim.nodes[0].tunnel.stats().gateway_changes, 2);
 }

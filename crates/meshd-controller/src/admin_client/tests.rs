@@ -50,11 +50,13 @@ async fn typed_calls_round_trip() {
             &UpdateNetwork {
                 name: Some("production".into()),
                 mtu: None,
+                ipv6_egress: Some(meshd_proto::config::Ipv6Egress::Nat66),
             },
         )
         .await
         .unwrap();
     assert_eq!(renamed.name, "production");
+    assert_eq!(renamed.ipv6_egress, meshd_proto::config::Ipv6Egress::Nat66);
 
     let id = Identity::generate_unproven();
     controller
@@ -87,11 +89,11 @@ async fn typed_calls_round_trip() {
 
     let target: IpNet = "fd42::/64".parse().unwrap();
     let route = client
-        .add_route(net.id, target, RouteVia::Gateway(m.ipv4[0].into()))
+        .add_route(net.id, target, &[RouteVia::Gateway(m.ipv4[0].into())])
         .await
         .unwrap();
     assert_eq!(route.via, node);
-    assert_eq!(client.routes(net.id).await.unwrap(), vec![route]);
+    assert_eq!(client.routes(net.id).await.unwrap(), vec![route.clone()]);
     assert_eq!(client.remove_route(net.id, target).await.unwrap(), route);
     assert!(!client.deauthorize(net.id, node).await.unwrap().authorized);
     assert_eq!(

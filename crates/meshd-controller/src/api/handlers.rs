@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use ipnet::IpNet;
 use meshd_io::clock::now_ms;
+use meshd_proto::config::Ipv6Egress;
 use meshd_proto::{NetworkId, NodeId};
 use serde_json::{Value, json};
 
@@ -59,6 +60,11 @@ pub(super) async fn create_network<C: Controller>(
     let spec = req.to_spec(new_key_seed()?, now_ms())?;
     match app.controller.write(Command::CreateNetwork(spec)).await? {
         Applied::NetworkCreated { network } => {
+            if let Some(egress) = req.ipv6_egress.filter(|e| *e != Ipv6Egress::Off) {
+                app.controller
+                    .write(Command::SetIpv6Egress { network, egress })
+                    .await?;
+            }
             Ok((StatusCode::CREATED, Json(app.network_view(network)?)))
         }
         other => Err(unexpected(&other)),
@@ -77,7 +83,7 @@ pub(super) async fn update_network<C: Controller>(
     NetworkPath(network): NetworkPath,
     Body(req): Body<UpdateNetwork>,
 ) -> ApiResult<NetworkView> {
-    if let Some(cmd) = req.to_command(network) {
+    for cmd in req.to_commands(network) {
         app.controller.write(cmd).await?;
     }
     Ok(Json(app.network_view(network)?))
@@ -195,7 +201,7 @@ pub(super) async fn add_route<C: Controller>(
     Body(req): Body<AddRoute>,
 ) -> Created<RouteView> {
     let command = req.to_command(network)?;
-    if let Command::AddRoute { target, .. } = &command
+    if let Command::AddRoute { target, .. } | Command::AddFailoverRoute { target, .. } = &command
         && let Some(replica) = app
             .controller
             .replica_addresses()

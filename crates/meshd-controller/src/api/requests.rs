@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
-use meshd_proto::config::DEFAULT_MTU;
+use meshd_proto::config::{DEFAULT_MTU, Ipv6Egress, MAX_ROUTE_GATEWAYS};
 use meshd_proto::{NetworkId, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,9 @@ pub struct CreateNetwork {
     /// Default: [`DEFAULT_MTU`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
+    /// `"nat66"` or `"off"`; default: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_egress: Option<Ipv6Egress>,
 }
 
 impl CreateNetwork {
@@ -85,16 +88,26 @@ pub struct UpdateNetwork {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
+    /// `"nat66"` or `"off"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_egress: Option<Ipv6Egress>,
 }
 
 impl UpdateNetwork {
-    /// The command, or `None` when the body changes nothing.
-    pub fn to_command(&self, network: NetworkId) -> Option<Command> {
-        (self.name.is_some() || self.mtu.is_some()).then(|| Command::UpdateNetwork {
-            network,
-            name: self.name.clone(),
-            mtu: self.mtu,
-        })
+    /// The commands, none when the body changes nothing.
+    pub fn to_commands(&self, network: NetworkId) -> Vec<Command> {
+        let mut out = Vec::new();
+        if self.name.is_some() || self.mtu.is_some() {
+            out.push(Command::UpdateNetwork {
+                network,
+                name: self.name.clone(),
+                mtu: self.mtu,
+            });
+        }
+        if let Some(egress) = self.ipv6_egress {
+            out.push(Command::SetIpv6Egress { network, egress });
+        }
+        out
     }
 }
 
@@ -149,17 +162,51 @@ impl UpdateMember {
 pub struct AddRoute {
     /// The prefix, e.g. `192.168.50.0/24`.
     pub target: String,
-    /// The owning member: its node id, or one of its mesh addresses.
-    pub via: String,
+    /// The gateway: a member's node id or one of its mesh addresses; or a list of them,
+    /// most preferred first, for a route that fails over.
+    pub via: RouteGateways,
+}
+
+/// One gateway, or several in order of preference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RouteGateways {
+    One(String),
+    Many(Vec<String>),
 }
 
 impl AddRoute {
     pub fn to_command(&self, network: NetworkId) -> Result<Command, InvalidRequest> {
-        Ok(Command::AddRoute {
-            network,
-            target: parse_route_target(&self.target)?,
-            via: parse_via(&self.via)?,
-        })
+        let target = parse_route_target(&self.target)?;
+        match &self.via {
+            RouteGateways::One(via) => Ok(Command::AddRoute {
+                network,
+                target,
+                via: parse_via(via)?,
+            }),
+            RouteGateways::Many(list) if list.is_empty() => Err(InvalidRequest(
+                "via names no gateway: give a member's node id or address".into(),
+            )),
+            RouteGateways::Many(list) if list.len() > MAX_ROUTE_GATEWAYS => {
+                Err(InvalidRequest(format!(
+                    "via names {} gateways; a route has at most {MAX_ROUTE_GATEWAYS}",
+                    list.len()
+                )))
+            }
+            RouteGateways::Many(list) if list.len() == 1 => Ok(Command::AddRoute {
+                network,
+                target,
+                via: parse_via(&list[0])?,
+            }),
+            RouteGateways::Many(list) => Ok(Command::AddFailoverRoute {
+                network,
+                target,
+                gateways: list
+                    .iter()
+                    .map(|v| parse_via(v))
+                    .collect::<Result<_, _>>()?,
+            }),
+        }
     }
 }
 

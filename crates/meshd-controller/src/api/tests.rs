@@ -602,7 +602,8 @@ async fn routes() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(
         r.body,
-        json!({"target": "192.168.50.0/24", "via": a.to_string(), "gateway": null})
+        json!({"target": "192.168.50.0/24", "via": a.to_string(), "gateway": null,
+               "gateways": [a.to_string()]})
     );
     let r = api
         .call(
@@ -615,8 +616,20 @@ async fn routes() {
     assert_eq!(r.body["via"], b.to_string());
     assert_eq!(r.body["gateway"], b_ip);
 
+    // A list of gateways: a route that fails over, most preferred first.
+    let r = api
+        .call(
+            "POST",
+            &routes_uri,
+            Some(json!({"target": "192.168.70.0/24", "via": [b.to_string(), a.to_string()]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["via"], b.to_string());
+    assert_eq!(r.body["gateways"], json!([b.to_string(), a.to_string()]));
+
     let list = api.call("GET", &routes_uri, None).await.body;
-    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list.as_array().unwrap().len(), 3);
     let net = api
         .call("GET", &format!("/v1/networks/{id}"), None)
         .await
@@ -669,6 +682,16 @@ async fn routes() {
             json!({"target": "192.168.60.0/24"}),
             StatusCode::BAD_REQUEST,
             "missing field `via`",
+        ),
+        (
+            json!({"target": "192.168.60.0/24", "via": []}),
+            StatusCode::BAD_REQUEST,
+            "names no gateway",
+        ),
+        (
+            json!({"target": "192.168.60.0/24", "via": [a.to_string(), a.to_string()]}),
+            StatusCode::BAD_REQUEST,
+            "twice",
         ),
     ] {
         let r = api.call("POST", &routes_uri, Some(body.clone())).await;

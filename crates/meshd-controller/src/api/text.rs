@@ -69,6 +69,7 @@ pub fn network_details(n: &NetworkView) -> String {
                 "an address per member",
             ),
         ),
+        ("ipv6 egress", n.ipv6_egress.to_string()),
         (
             "members",
             format!("{} ({} authorized)", n.members.total, n.members.authorized),
@@ -230,10 +231,15 @@ fn role_text(role: ReplicaRole) -> &'static str {
 }
 
 pub fn route_text(r: &RouteView) -> String {
-    match r.gateway {
+    let backups: Vec<String> = r.gateways.iter().skip(1).map(ToString::to_string).collect();
+    let mut text = match r.gateway {
         Some(g) => format!("{} via {} (gateway {g})", r.target, r.via),
         None => format!("{} via {}", r.target, r.via),
+    };
+    if !backups.is_empty() {
+        text.push_str(&format!(", then {}", backups.join(", then ")));
     }
+    text
 }
 
 fn or_none(s: &str) -> String {
@@ -297,6 +303,7 @@ fn utc(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use crate::api::views::MemberCounts;
+    use meshd_proto::config::Ipv6Egress;
 
     use super::*;
 
@@ -313,6 +320,8 @@ mod tests {
             },
             container_subnet: authorized.then(|| "172.28.0.0/24".parse().unwrap()),
             sixplane_subnet: Some("fc9c:e1a3:f889:e92c:eee5::/80".parse().unwrap()),
+            delegated_prefix: None,
+            delegated_subnet: None,
             rfc4193_address: None,
             physical_endpoint: None,
             local_endpoints: vec![],
@@ -413,16 +422,19 @@ NODE ID     KEY                  NAME   AUTHORIZED  IPV4         CONTAINER SUBNE
             container_prefix: 24,
             sixplane_range: None,
             rfc4193_range: Some("fd80:56c2:e21c:1:99:9300::/88".parse().unwrap()),
+            ipv6_egress: Ipv6Egress::Nat66,
             routes: vec![
                 RouteView {
                     target: "192.168.50.0/24".parse().unwrap(),
                     via: "89e92ceee5".parse().unwrap(),
                     gateway: None,
+                    gateways: vec!["89e92ceee5".parse().unwrap(), "5ba1c0ffee".parse().unwrap()],
                 },
                 RouteView {
                     target: "fd42::/64".parse().unwrap(),
                     via: "89e92ceee5".parse().unwrap(),
                     gateway: Some("10.77.0.12".parse().unwrap()),
+                    gateways: vec!["89e92ceee5".parse().unwrap()],
                 },
             ],
             members: MemberCounts {
@@ -440,9 +452,10 @@ ipv4 pools      10.77.0.0/16
 container pool  10.78.0.0/16, a /24 per member
 6plane          off
 rfc4193         fd80:56c2:e21c:1:99:9300::/88, an address per member
+ipv6 egress     nat66
 members         3 (2 authorized)
 created         2025-06-01 12:00:00 UTC
-routes          192.168.50.0/24 via 89e92ceee5
+routes          192.168.50.0/24 via 89e92ceee5, then 5ba1c0ffee
                 fd42::/64 via 89e92ceee5 (gateway 10.77.0.12)
 ";
         assert_eq!(network_details(&n), expected);

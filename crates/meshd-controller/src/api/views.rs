@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use meshd_channel::protocol::{PathKind, PeerPathReport, REPORT_INTERVAL};
+use meshd_proto::config::Ipv6Egress;
 use meshd_proto::{NetworkId, NodeId, addr};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,8 @@ pub struct NetworkView {
     pub sixplane_range: Option<Ipv6Net>,
     /// The network's RFC4193 /88, when RFC4193 is on.
     pub rfc4193_range: Option<Ipv6Net>,
+    /// What members do with their containers' mesh IPv6 leaving their uplinks.
+    pub ipv6_egress: Ipv6Egress,
     pub routes: Vec<RouteView>,
     pub members: MemberCounts,
     pub created_ms: u64,
@@ -39,12 +42,15 @@ pub struct MemberCounts {
     pub authorized: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteView {
     pub target: IpNet,
+    /// The most preferred gateway.
     pub via: NodeId,
     /// The member address the route was added with (`--via 10.147.0.12`), if any.
     pub gateway: Option<IpAddr>,
+    /// Every gateway, most preferred first (more than one: the route fails over).
+    pub gateways: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +63,12 @@ pub struct MemberView {
     pub authorized: bool,
     pub ipv4: Vec<Ipv4Addr>,
     pub container_subnet: Option<Ipv4Net>,
-    /// The member's 6PLANE /80 (its containers' IPv6 range), when 6PLANE is on.
+    /// The member's 6PLANE /80 (its containers' IPv6 range unless it has a delegated
+    /// prefix), when 6PLANE is on.
     pub sixplane_subnet: Option<Ipv6Net>,
+    /// The global prefix delegated to the member's host, and the /80 of it its containers use.
+    pub delegated_prefix: Option<Ipv6Net>,
+    pub delegated_subnet: Option<Ipv6Net>,
     /// The member's RFC4193 address, when RFC4193 is on.
     pub rfc4193_address: Option<Ipv6Addr>,
     /// Where the member's last connection came from.
@@ -143,6 +153,7 @@ impl NetworkView {
             container_prefix: net.container_prefix,
             sixplane_range: net.sixplane.then(|| addr::sixplane_network_prefix(net.id)),
             rfc4193_range: net.rfc4193.then(|| addr::rfc4193_network_prefix(net.id)),
+            ipv6_egress: net.ipv6_egress,
             routes: net
                 .routes
                 .iter()
@@ -163,6 +174,7 @@ impl RouteView {
             target,
             via: route.via,
             gateway: route.gateway,
+            gateways: route.gateways().collect(),
         }
     }
 }
@@ -181,6 +193,8 @@ impl MemberView {
             sixplane_subnet: net
                 .sixplane
                 .then(|| addr::sixplane_node_prefix(net.id, m.node_id)),
+            delegated_prefix: m.delegated_prefix,
+            delegated_subnet: m.delegated_prefix.map(crate::state::delegated_subnet),
             rfc4193_address: net.rfc4193.then(|| addr::rfc4193_addr(net.id, m.node_id)),
             physical_endpoint: m.physical,
             local_endpoints: m.local.clone(),

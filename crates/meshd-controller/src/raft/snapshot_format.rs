@@ -1,17 +1,20 @@
 //! How a snapshot's data is spelled: a format tag, then postcard. Older formats are still
 //! read, so that a replica upgraded in place starts from its snapshot instead of failing:
 //! data without a tag is the first (members without relay and port-mapping flags), tag 2 the
-//! second (no replica list).
+//! second (no replica list), tag 3 the third (no IPv6 egress, delegated prefixes or backup
+//! gateways).
 
 use openraft::{LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
 use super::{ReplicaId, ReplicaNode};
 use crate::state::ControllerState;
-use crate::state::legacy::{ControllerStateV1, ControllerStateV2};
+use crate::state::legacy::{ControllerStateV1, ControllerStateV2, ControllerStateV3};
 
 /// Untagged data starts with an `Option` tag (0 or 1), never with this.
-const TAG: &[u8; 6] = b"MSNAP\x03";
+const TAG: &[u8; 6] = b"MSNAP\x04";
+/// The third format: no IPv6 egress, delegated prefixes or backup gateways.
+const TAG_V3: &[u8; 6] = b"MSNAP\x03";
 /// The second format: the state without its replica list.
 const TAG_V2: &[u8; 6] = b"MSNAP\x02";
 
@@ -30,6 +33,14 @@ pub(super) fn encode(data: &SnapshotData<&ControllerState>) -> Result<Vec<u8>, p
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<SnapshotData<ControllerState>, postcard::Error> {
+    if let Some(rest) = bytes.strip_prefix(TAG_V3) {
+        let old: SnapshotData<ControllerStateV3> = postcard::from_bytes(rest)?;
+        return Ok(SnapshotData {
+            last_applied: old.last_applied,
+            membership: old.membership,
+            state: old.state.into(),
+        });
+    }
     if let Some(rest) = bytes.strip_prefix(TAG_V2) {
         let old: SnapshotData<ControllerStateV2> = postcard::from_bytes(rest)?;
         return Ok(SnapshotData {
@@ -80,6 +91,30 @@ mod tests {
         last_seen_ms: Option<u64>,
     }
 
+    /// A network as the second and third formats spelled it (tuples stand for structs:
+    /// postcard writes both the same way), without routes.
+    fn network_v3(net: &crate::state::Network) -> impl Serialize + '_ {
+        assert!(net.routes.is_empty());
+        let members: std::collections::BTreeMap<_, _> = net
+            .members
+            .values()
+            .map(|m| {
+                let member = (
+                    (m.node_id, m.identity, &m.name, m.authorized, &m.ipv4),
+                    (m.container_subnet, m.physical, &m.local, m.created_ms),
+                    (m.last_authorized_ms, m.last_deauthorized_ms, m.last_seen_ms),
+                    (m.relay, m.port_mapped),
+                );
+                (m.node_id, member)
+            })
+            .collect();
+        (
+            (net.id, net.key_seed, &net.name, net.revision, net.mtu),
+            (net.sixplane, net.rfc4193, &net.v4_pools, net.container_pool),
+            (net.container_prefix, &net.routes, members, net.created_ms),
+        )
+    }
+
     fn sample() -> ControllerState {
         let mut s = ControllerState::default();
         s.apply(&Command::CreateNetwork(spec(1))).unwrap();
@@ -118,16 +153,38 @@ mod tests {
     #[test]
     fn second_format_snapshots_load_without_replicas() {
         let state = sample();
+        let networks: std::collections::BTreeMap<_, _> = state
+            .networks
+            .iter()
+            .map(|(id, n)| (*id, network_v3(n)))
+            .collect();
         let mut bytes = TAG_V2.to_vec();
         bytes.extend(
             postcard::to_allocvec(&SnapshotData {
                 last_applied: None,
                 membership: StoredMembership::<ReplicaId, ReplicaNode>::default(),
-                state: (&state.networks,),
+                state: (&networks,),
             })
             .unwrap(),
         );
         assert_eq!(decode(&bytes).unwrap().state, state);
+        // The third format: the same with the replica list.
+        let replicas = vec![crate::state::ReplicaRecord {
+            address: "10.0.0.9:9994".into(),
+            key: [9; 32],
+        }];
+        let mut bytes = TAG_V3.to_vec();
+        bytes.extend(
+            postcard::to_allocvec(&SnapshotData {
+                last_applied: None,
+                membership: StoredMembership::<ReplicaId, ReplicaNode>::default(),
+                state: (&networks, &replicas),
+            })
+            .unwrap(),
+        );
+        let loaded = decode(&bytes).unwrap().state;
+        assert_eq!(loaded.networks, state.networks);
+        assert_eq!(loaded.replicas, replicas);
 
         // And the replica list survives the current format.
         let mut with_replicas = state.clone();
@@ -139,6 +196,28 @@ mod tests {
                 }],
             })
             .unwrap();
+        // And so do egress, delegated prefixes and backup gateways.
+        let (net, node) = (
+            nwid(1),
+            *with_replicas.networks[&nwid(1)]
+                .members
+                .keys()
+                .next()
+                .unwrap(),
+        );
+        for cmd in [
+            Command::SetIpv6Egress {
+                network: net,
+                egress: meshd_proto::config::Ipv6Egress::Nat66,
+            },
+            Command::MemberDelegatedPrefix {
+                network: net,
+                node,
+                prefix: Some("2001:db8:1:40::/60".parse().unwrap()),
+            },
+        ] {
+            with_replicas.apply(&cmd).unwrap();
+        }
         let bytes = encode(&SnapshotData {
             last_applied: None,
             membership: StoredMembership::default(),

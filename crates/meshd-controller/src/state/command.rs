@@ -5,8 +5,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use meshd_channel::protocol::PeerPathReport;
+use meshd_proto::config::Ipv6Egress;
 use meshd_proto::{NetworkId, NodeId, PublicIdentity};
 use serde::{Deserialize, Serialize};
 
@@ -94,6 +95,25 @@ pub enum Command {
         peers: Vec<PeerPathReport>,
         at_ms: u64,
     },
+    /// What the network's members do with their containers' mesh IPv6 leaving their
+    /// uplinks. (Last, as above.)
+    SetIpv6Egress {
+        network: NetworkId,
+        egress: Ipv6Egress,
+    },
+    /// A managed route through several gateways, most preferred first. (Last, as above.)
+    AddFailoverRoute {
+        network: NetworkId,
+        target: IpNet,
+        gateways: Vec<RouteVia>,
+    },
+    /// The global prefix delegated to a member's host (DHCPv6-PD), `None` once it has none:
+    /// the member's container /80 comes from it. (Last, as above.)
+    MemberDelegatedPrefix {
+        network: NetworkId,
+        node: NodeId,
+        prefix: Option<Ipv6Net>,
+    },
 }
 
 /// A replica as configs name it: its node-channel address and its key.
@@ -157,7 +177,10 @@ impl Command {
             | Command::AddRoute { network, .. }
             | Command::RemoveRoute { network, .. }
             | Command::MemberReach { network, .. }
-            | Command::MemberReport { network, .. } => Some(*network),
+            | Command::MemberReport { network, .. }
+            | Command::SetIpv6Egress { network, .. }
+            | Command::AddFailoverRoute { network, .. }
+            | Command::MemberDelegatedPrefix { network, .. } => Some(*network),
         }
     }
 }

@@ -4,13 +4,14 @@
 
 mod command;
 pub(crate) mod legacy;
+mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use meshd_channel::protocol::{MAX_HOSTNAME_LEN, MAX_REPORT_PEERS, PeerPathReport};
-use meshd_proto::config::{MAX_MTU, MIN_MTU, codec::MAX_NAME_LEN};
+use meshd_proto::config::{Ipv6Egress, MAX_MTU, MIN_MTU, codec::MAX_NAME_LEN};
 use meshd_proto::{
     ManagedRoute, MemberConfig, NetworkConfig, NetworkId, NetworkKey, NodeId, PublicIdentity,
     SignedConfig, addr,
@@ -18,6 +19,7 @@ use meshd_proto::{
 use serde::{Deserialize, Serialize};
 
 pub use command::{Applied, Command, NetworkSpec, RejectKind, Rejected, ReplicaRecord, RouteVia};
+pub use routing::{DELEGATED_SUBNET_LEN, Route, check_route_target, delegated_subnet};
 
 use crate::ipam::{self, overlaps};
 
@@ -63,6 +65,8 @@ pub struct Network {
     pub routes: BTreeMap<IpNet, Route>,
     pub members: BTreeMap<NodeId, Member>,
     pub created_ms: u64,
+    /// What members do with their containers' mesh IPv6 leaving their uplinks.
+    pub ipv6_egress: Ipv6Egress,
 }
 
 impl std::fmt::Debug for Network {
@@ -74,13 +78,6 @@ impl std::fmt::Debug for Network {
             .field("members", &self.members.len())
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    pub via: NodeId,
-    /// The gateway address the route was given with, if any.
-    pub gateway: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +102,8 @@ pub struct Member {
     pub relay: bool,
     /// Its public endpoint (`physical`) is a port mapping its router holds.
     pub port_mapped: bool,
+    /// The global prefix delegated to its host, which its container /80 comes from.
+    pub delegated_prefix: Option<Ipv6Net>,
     /// What its node last reported ([`Command::MemberReport`]). Left out of snapshots: a
     /// replica restored from one learns it again within a report interval.
     #[serde(skip)]
@@ -310,6 +309,7 @@ impl ControllerState {
                 routes: BTreeMap::new(),
                 members: BTreeMap::new(),
                 created_ms: spec.at_ms,
+                ipv6_egress: Ipv6Egress::Off,
             },
         );
         Ok(Applied::NetworkCreated { network: id })
@@ -397,35 +397,6 @@ fn is_format(c: char) -> bool {
             | 0xE0001
             | 0xE0020..=0xE007F
     )
-}
-
-/// Address ranges a managed route may not touch: they never cross the mesh, and routing
-/// them into it would cut the host off (loopback) or break its LAN (link-local, multicast).
-const RESERVED_RANGES: [(&str, &str); 8] = [
-    ("0.0.0.0/8", "this-network addresses"),
-    ("127.0.0.0/8", "loopback"),
-    ("169.254.0.0/16", "link-local"),
-    ("224.0.0.0/4", "multicast"),
-    ("255.255.255.255/32", "broadcast"),
-    ("::1/128", "loopback"),
-    ("fe80::/10", "link-local"),
-    ("ff00::/8", "multicast"),
-];
-
-/// Refuses a route target that touches a reserved range.
-pub fn check_route_target(target: IpNet) -> Result<(), Rejected> {
-    for (range, what) in RESERVED_RANGES {
-        let range: IpNet = range.parse().expect("the reserved ranges parse");
-        if overlaps(&target, &range) {
-            return Err(Rejected::new(
-                RejectKind::Invalid,
-                format!(
-                    "route {target} touches {range} ({what}), which never goes through the mesh"
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn validate_mtu(mtu: u16) -> Result<(), Rejected> {
@@ -550,7 +521,7 @@ impl Network {
                 })
             }
             Command::DeleteMember { node, .. } => {
-                if let Some((target, _)) = self.routes.iter().find(|(_, r)| r.via == *node) {
+                if let Some((target, _)) = self.routes.iter().find(|(_, r)| r.has_gateway(*node)) {
                     return Err(Rejected::new(
                         RejectKind::Conflict,
                         format!("route {target} goes via {node}; remove it first"),
@@ -569,7 +540,30 @@ impl Network {
                     revision: self.revision,
                 })
             }
-            Command::AddRoute { target, via, .. } => self.add_route(*target, *via),
+            Command::AddRoute { target, via, .. } => self.add_route(*target, &[*via]),
+            Command::AddFailoverRoute {
+                target, gateways, ..
+            } => self.add_route(*target, gateways),
+            Command::SetIpv6Egress { egress, .. } => {
+                if self.ipv6_egress != *egress {
+                    self.ipv6_egress = *egress;
+                    self.revision += 1;
+                }
+                Ok(Applied::NetworkUpdated {
+                    network: id,
+                    revision: self.revision,
+                })
+            }
+            Command::MemberDelegatedPrefix { node, prefix, .. } => {
+                if let Some(p) = prefix {
+                    self.check_delegated_prefix(*node, *p)?;
+                }
+                self.change_member(*node, |m| {
+                    let changed = m.delegated_prefix != *prefix;
+                    m.delegated_prefix = *prefix;
+                    changed && m.authorized
+                })
+            }
             Command::RemoveRoute { target, .. } => {
                 let target = target.trunc();
                 if self.routes.remove(&target).is_none() {
@@ -681,6 +675,7 @@ impl Network {
             last_seen_ms: None,
             relay: false,
             port_mapped: false,
+            delegated_prefix: None,
             report: None,
         });
         if m.identity != *identity {
@@ -769,126 +764,6 @@ impl Network {
         })
     }
 
-    fn add_route(&mut self, target: IpNet, via: RouteVia) -> Result<Applied, Rejected> {
-        let id = self.id;
-        if target.trunc() != target {
-            return Err(Rejected::new(
-                RejectKind::Invalid,
-                format!(
-                    "route {target} has host bits set; did you mean {}?",
-                    target.trunc()
-                ),
-            ));
-        }
-        check_route_target(target)?;
-        if self.routes.len() >= MAX_ROUTES {
-            return Err(Rejected::new(
-                RejectKind::Conflict,
-                format!("network {id} has {MAX_ROUTES} routes, the most it can hold"),
-            ));
-        }
-        if let Some((m, endpoint)) = self
-            .members
-            .values()
-            .flat_map(|m| m.endpoints().into_iter().map(move |e| (m, e)))
-            .find(|(_, e)| target.contains(&e.ip()))
-        {
-            return Err(Rejected::new(
-                RejectKind::Conflict,
-                format!(
-                    "route {target} covers {}, where member {} is reached: its own traffic \
-                     would go into the mesh and the member would be cut off",
-                    endpoint.ip(),
-                    m.node_id
-                ),
-            ));
-        }
-        let (owner, gateway) = match via {
-            RouteVia::Node(n) => (n, None),
-            RouteVia::Gateway(ip) => (
-                self.holder_of(ip).ok_or_else(|| {
-                    Rejected::new(
-                        RejectKind::NotFound,
-                        format!("no member of network {id} holds gateway address {ip}"),
-                    )
-                })?,
-                Some(ip),
-            ),
-        };
-        match self.members.get(&owner) {
-            Some(m) if m.authorized => {}
-            _ => {
-                return Err(Rejected::new(
-                    RejectKind::NotFound,
-                    format!("node {owner} is not an authorized member of network {id}"),
-                ));
-            }
-        }
-        if let Some(existing) = self.routes.get(&target) {
-            return Err(Rejected::new(
-                RejectKind::Conflict,
-                format!(
-                    "route {target} exists already via {}; remove it first",
-                    existing.via
-                ),
-            ));
-        }
-        self.check_route_conflicts(target, owner)?;
-        self.routes.insert(
-            target,
-            Route {
-                via: owner,
-                gateway,
-            },
-        );
-        self.revision += 1;
-        Ok(Applied::RouteAdded {
-            network: id,
-            target,
-            via: owner,
-            revision: self.revision,
-        })
-    }
-
-    fn check_route_conflicts(&self, target: IpNet, owner: NodeId) -> Result<(), Rejected> {
-        let conflict = |what: String| {
-            Err(Rejected::new(
-                RejectKind::Conflict,
-                format!("route {target} overlaps {what}"),
-            ))
-        };
-        for pool in &self.v4_pools {
-            if overlaps(&target, &IpNet::V4(*pool)) {
-                return conflict(format!("the network's IPv4 pool {pool}"));
-            }
-        }
-        for m in self.members.values() {
-            if let Some(s) = m.container_subnet
-                && overlaps(&target, &IpNet::V4(s))
-            {
-                return conflict(format!("container subnet {s} of member {}", m.node_id));
-            }
-        }
-        for (t, r) in &self.routes {
-            if r.via != owner && overlaps(&target, t) {
-                return conflict(format!("route {t} via {}", r.via));
-            }
-        }
-        if self.sixplane && overlaps(&target, &IpNet::V6(addr::sixplane_network_prefix(self.id))) {
-            return conflict(format!(
-                "the network's 6PLANE range {}",
-                addr::sixplane_network_prefix(self.id)
-            ));
-        }
-        if self.rfc4193 && overlaps(&target, &IpNet::V6(addr::rfc4193_network_prefix(self.id))) {
-            return conflict(format!(
-                "the network's RFC4193 range {}",
-                addr::rfc4193_network_prefix(self.id)
-            ));
-        }
-        Ok(())
-    }
-
     /// The member holding `ip` as an assigned or formula address.
     pub fn holder_of(&self, ip: IpAddr) -> Option<NodeId> {
         match ip {
@@ -931,20 +806,26 @@ impl Network {
                 name: m.name.clone(),
                 ipv4: m.ipv4.clone(),
                 container_subnet: m.container_subnet,
+                delegated_subnet: m.delegated_prefix.map(delegated_subnet),
                 endpoints: m.endpoints().into_iter().take(8).collect(),
                 relay: m.relay,
                 port_mapped: m.port_mapped && m.physical.is_some(),
             })
             .collect();
-        // A route via a member that is not authorized (any more) is withdrawn until it is.
+        // A gateway that is not an authorized member (any more) is left out until it is; a
+        // route with none is withdrawn.
+        cfg.ipv6_egress = self.ipv6_egress;
         cfg.routes = self
             .routes
             .iter()
-            .filter(|(_, r)| self.members.get(&r.via).is_some_and(|m| m.authorized))
             .map(|(t, r)| ManagedRoute {
                 target: *t,
-                via: r.via,
+                gateways: r
+                    .gateways()
+                    .filter(|g| self.members.get(g).is_some_and(|m| m.authorized))
+                    .collect(),
             })
+            .filter(|r| !r.gateways.is_empty())
             .collect();
         cfg.canonicalize();
         cfg

@@ -192,13 +192,7 @@ fn routes_resolve_gateways_and_reject_overlaps() {
         .unwrap();
     assert!(matches!(applied, Applied::RouteAdded { via, .. } if via == node(1)));
     let cfg = s.network(network).unwrap().config();
-    assert_eq!(
-        cfg.routes,
-        vec![ManagedRoute {
-            target: lan,
-            via: node(1)
-        }]
-    );
+    assert_eq!(cfg.routes, vec![ManagedRoute::via(lan, node(1))]);
 
     let reject = |s: &mut ControllerState, target: &str, via: RouteVia| {
         let before = s.clone();
@@ -564,6 +558,40 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 port_mapped,
             }
         ),
+        (seed.clone(), who.clone(), who.clone(), 0u32..8).prop_map(|(s, a, b, third)| {
+            Command::AddFailoverRoute {
+                network: nwid(s),
+                target: IpNet::V4(
+                    Ipv4Net::new(Ipv4Addr::new(172, 28, third as u8, 0), 24).unwrap(),
+                ),
+                gateways: vec![RouteVia::Node(node(a)), RouteVia::Node(node(b))],
+            }
+        }),
+        (seed.clone(), any::<bool>()).prop_map(|(s, on)| Command::SetIpv6Egress {
+            network: nwid(s),
+            egress: if on {
+                Ipv6Egress::Nat66
+            } else {
+                Ipv6Egress::Off
+            },
+        }),
+        (
+            seed.clone(),
+            who.clone(),
+            proptest::option::of((0u16..4, 56u8..=64))
+        )
+            .prop_map(|(s, w, prefix)| Command::MemberDelegatedPrefix {
+                network: nwid(s),
+                node: node(w),
+                prefix: prefix.map(|(n, len)| {
+                    Ipv6Net::new(
+                        std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, n << 8, 0, 0, 0, 0),
+                        len,
+                    )
+                    .unwrap()
+                    .trunc()
+                }),
+            }),
         (seed, 0u32..8).prop_map(|(s, third)| Command::RemoveRoute {
             network: nwid(s),
             target: IpNet::V4(Ipv4Net::new(Ipv4Addr::new(172, 28, third as u8, 0), 24).unwrap()),
@@ -609,7 +637,24 @@ fn check_invariants(s: &ControllerState) -> Result<(), TestCaseError> {
                     sub
                 );
             }
-            prop_assert!(net.members.contains_key(&r.via));
+            for g in r.gateways() {
+                prop_assert!(net.members.contains_key(&g));
+            }
+        }
+        let prefixes: Vec<_> = net
+            .members
+            .values()
+            .filter_map(|m| m.delegated_prefix)
+            .collect();
+        for (i, a) in prefixes.iter().enumerate() {
+            for b in &prefixes[..i] {
+                prop_assert!(
+                    !overlaps(&IpNet::V6(*a), &IpNet::V6(*b)),
+                    "{} overlaps {}",
+                    a,
+                    b
+                );
+            }
         }
         // The signed config always encodes and verifies.
         prop_assert!(net.signed_config().verify(net.id).is_ok());
@@ -658,11 +703,11 @@ fn routes_via_a_deauthorized_member_are_withdrawn_until_it_is_authorized_again()
         via: RouteVia::Node(node(1)),
     })
     .unwrap();
-    let routed = ManagedRoute {
-        target: lan,
-        via: node(1),
-    };
-    assert_eq!(s.network(network).unwrap().config().routes, vec![routed]);
+    let routed = ManagedRoute::via(lan, node(1));
+    assert_eq!(
+        s.network(network).unwrap().config().routes,
+        vec![routed.clone()]
+    );
 
     let before = s.network(network).unwrap().revision;
     s.apply(&Command::Deauthorize {
@@ -709,4 +754,163 @@ fn joins_from_before_proof_of_work_replay_under_their_old_ids() {
     assert!(!members.contains_key(&node(0)));
     s.apply(&join(1, 1)).unwrap();
     assert!(s.network(nwid(1)).unwrap().members.contains_key(&node(1)));
+}
+
+#[test]
+fn failover_routes_list_their_authorized_gateways_in_order() {
+    let (mut s, network) = two_authorized_members();
+    s.apply(&join(1, 2)).unwrap();
+    s.apply(&Command::Authorize {
+        network,
+        node: node(2),
+        at_ms: 3,
+    })
+    .unwrap();
+    let lan: IpNet = "192.168.100.0/24".parse().unwrap();
+    let gw2 = IpAddr::V4(s.network(network).unwrap().members[&node(2)].ipv4[0]);
+    let failover = |gateways: Vec<RouteVia>| Command::AddFailoverRoute {
+        network,
+        target: lan,
+        gateways,
+    };
+    // Twice the same gateway, a stranger, none at all: refused, nothing changed.
+    for bad in [
+        vec![
+            RouteVia::Node(node(1)),
+            RouteVia::Gateway(s.network(network).unwrap().members[&node(1)].ipv4[0].into()),
+        ],
+        vec![RouteVia::Node(node(1)), RouteVia::Node(node(5))],
+        vec![],
+    ] {
+        let before = s.clone();
+        assert!(s.apply(&failover(bad)).is_err());
+        assert_eq!(s, before);
+    }
+    s.apply(&failover(vec![
+        RouteVia::Node(node(1)),
+        RouteVia::Gateway(gw2),
+    ]))
+    .unwrap();
+    let route = |s: &ControllerState| s.network(network).unwrap().config().routes;
+    assert_eq!(
+        route(&s),
+        vec![ManagedRoute {
+            target: lan,
+            gateways: vec![node(1), node(2)]
+        }]
+    );
+    // A deauthorized gateway leaves the list; the route stays while one is left.
+    s.apply(&Command::Deauthorize {
+        network,
+        node: node(1),
+        at_ms: 4,
+    })
+    .unwrap();
+    assert_eq!(route(&s), vec![ManagedRoute::via(lan, node(2))]);
+    // A backup gateway cannot be deleted under its route either.
+    let e = s
+        .apply(&Command::DeleteMember {
+            network,
+            node: node(2),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, RejectKind::Conflict);
+    // The signed config carries both gateways (a version 4 config).
+    s.apply(&Command::Authorize {
+        network,
+        node: node(1),
+        at_ms: 5,
+    })
+    .unwrap();
+    let cfg = s
+        .network(network)
+        .unwrap()
+        .signed_config()
+        .verify(network)
+        .unwrap();
+    assert_eq!(cfg.routes[0].gateways, vec![node(1), node(2)]);
+}
+
+#[test]
+fn delegated_prefixes_give_members_global_container_subnets() {
+    let (mut s, network) = two_authorized_members();
+    let delegate = |prefix: &str| Command::MemberDelegatedPrefix {
+        network,
+        node: node(1),
+        prefix: Some(prefix.parse().unwrap()),
+    };
+    let before = s.network(network).unwrap().revision;
+    s.apply(&delegate("2001:db8:1:40::/60")).unwrap();
+    let net = s.network(network).unwrap();
+    assert_eq!(net.revision, before + 1);
+    let cfg = net.signed_config().verify(network).unwrap();
+    assert_eq!(
+        cfg.member(node(1)).unwrap().delegated_subnet,
+        Some("2001:db8:1:40::/80".parse().unwrap())
+    );
+    assert_eq!(
+        cfg.container_subnet_v6(node(1)),
+        Some("2001:db8:1:40::/80".parse().unwrap())
+    );
+    // The same again changes nothing; bad prefixes are refused with what to fix.
+    s.apply(&delegate("2001:db8:1:40::/60")).unwrap();
+    assert_eq!(s.network(network).unwrap().revision, before + 1);
+    for (bad, says) in [
+        ("2001:db8:1:41::/60", "did you mean 2001:db8:1:40::/60"),
+        ("2001:db8:1:40::/96", "longer than the /80"),
+        ("fd00:1::/48", "not global unicast"),
+    ] {
+        let e = s.apply(&delegate(bad)).unwrap_err();
+        assert!(e.message.contains(says), "{bad}: {e}");
+    }
+    // Another member's prefix may not overlap it, nor may a route.
+    let e = s
+        .apply(&Command::MemberDelegatedPrefix {
+            network,
+            node: node(0),
+            prefix: Some("2001:db8:1::/48".parse().unwrap()),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, RejectKind::Conflict);
+    let e = s
+        .apply(&Command::AddRoute {
+            network,
+            target: "2001:db8:1:40::/64".parse().unwrap(),
+            via: RouteVia::Node(node(0)),
+        })
+        .unwrap_err();
+    assert!(e.message.contains("delegated prefix"), "{e}");
+    // A new prefix moves the subnet; none gives the 6PLANE /80 back.
+    s.apply(&delegate("2001:db8:2:80::/60")).unwrap();
+    let cfg = s.network(network).unwrap().config();
+    assert_eq!(
+        cfg.member(node(1)).unwrap().delegated_subnet,
+        Some("2001:db8:2:80::/80".parse().unwrap())
+    );
+    s.apply(&Command::MemberDelegatedPrefix {
+        network,
+        node: node(1),
+        prefix: None,
+    })
+    .unwrap();
+    let cfg = s.network(network).unwrap().config();
+    assert_eq!(
+        cfg.container_subnet_v6(node(1)),
+        cfg.sixplane_subnet(node(1))
+    );
+}
+
+#[test]
+fn ipv6_egress_is_a_network_setting_nodes_get() {
+    let (mut s, network) = two_authorized_members();
+    let before = s.network(network).unwrap().revision;
+    s.apply(&Command::SetIpv6Egress {
+        network,
+        egress: Ipv6Egress::Nat66,
+    })
+    .unwrap();
+    let net = s.network(network).unwrap();
+    assert_eq!(net.revision, before + 1);
+    let cfg = net.signed_config().verify(network).unwrap();
+    assert_eq!(cfg.ipv6_egress, Ipv6Egress::Nat66);
 }

@@ -55,6 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
+use meshd_proto::routes::FailoverRoute;
 use meshd_proto::tunnel::{DropReason, PeerStatus, Settings, Tunnel};
 use meshd_proto::{Identity, NetworkConfig, NetworkId, NodeId};
 use std::os::fd::{AsFd, AsRawFd};
@@ -185,6 +186,8 @@ pub struct NetworkStatus {
     /// and their bytes.
     pub relayed_packets: u64,
     pub relayed_bytes: u64,
+    /// The managed routes with several gateways, and the one each uses now.
+    pub failover: Vec<FailoverRoute>,
     pub offloads: Offloads,
 }
 
@@ -386,7 +389,7 @@ impl Dataplane {
     pub fn status(&self, id: NetworkId) -> Option<NetworkStatus> {
         let net = self.network(id)?;
         let plan = lock(&net.plan).clone();
-        let (peers, mut drops, relayed) = {
+        let (peers, mut drops, relayed, failover) = {
             let tunnel = lock(&net.tunnel);
             let peers = tunnel.peer_statuses(Instant::now());
             let stats = tunnel.stats();
@@ -394,7 +397,13 @@ impl Dataplane {
                 .iter()
                 .map(|&r| (r.name(), stats.dropped(r)))
                 .collect();
-            (peers, drops, (stats.relayed_packets, stats.relayed_bytes))
+            let failover = tunnel.routes().failover_routes().to_vec();
+            (
+                peers,
+                drops,
+                (stats.relayed_packets, stats.relayed_bytes),
+                failover,
+            )
         };
         drops.extend(net.counters.list());
         Some(NetworkStatus {
@@ -406,6 +415,7 @@ impl Dataplane {
             drops,
             relayed_packets: relayed.0,
             relayed_bytes: relayed.1,
+            failover,
             offloads: Offloads {
                 tun_tcp: net.queues[0].tcp_gso(),
                 tun_udp: net.queues[0].udp_gso(),

@@ -35,6 +35,7 @@ pub fn member(i: u8, identity: &meshd_proto::PublicIdentity, endpoint: SocketAdd
         ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
         container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).expect("valid /24")),
         endpoints: vec![endpoint],
+        delegated_subnet: None,
         relay: false,
         port_mapped: false,
     }

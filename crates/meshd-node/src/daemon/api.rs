@@ -220,10 +220,15 @@ pub struct ContainerSubnets {
     pub ipv6: Option<IpNet>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteView {
     pub target: IpNet,
+    /// The member traffic to `target` goes to: for a route with several gateways, the one
+    /// in use.
     pub node_id: NodeId,
+    /// Every gateway of a route that fails over, most preferred first; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<NodeId>,
 }
 
 /// What kind of direct path a peer is reached on.
@@ -568,6 +573,11 @@ impl Daemon {
                 view.mtu = Some(dp.mtu);
                 view.addresses = dp.addresses;
                 view.kernel_routes = dp.routes;
+                for f in &dp.failover {
+                    if let Some(r) = view.routes.iter_mut().find(|r| r.target == f.target) {
+                        r.node_id = f.gateway_in_use();
+                    }
+                }
                 // Only the reasons that dropped something.
                 view.drops = dp
                     .drops
@@ -709,20 +719,36 @@ fn network_view(
     view.addresses = cfg.interface_addresses(node);
     view.container_subnets = ContainerSubnets {
         ipv4: cfg.member(node).and_then(|m| m.container_subnet),
-        ipv6: cfg.sixplane_subnet(node).map(IpNet::V6),
+        ipv6: cfg.container_subnet_v6(node).map(IpNet::V6),
     };
     view.routes = cfg
         .members
         .iter()
-        .filter_map(|m| {
-            m.container_subnet.map(|s| RouteView {
-                target: IpNet::V4(s),
+        .flat_map(|m| {
+            let v4 = m.container_subnet.map(IpNet::V4);
+            let v6 = m.delegated_subnet.map(IpNet::V6);
+            [v4, v6].into_iter().flatten().map(|target| RouteView {
+                target,
                 node_id: m.node_id,
+                gateways: Vec::new(),
             })
         })
-        .chain(cfg.routes.iter().map(|r| RouteView {
-            target: r.target,
-            node_id: r.via,
+        .chain(cfg.routes.iter().filter_map(|r| {
+            let gateways: Vec<NodeId> = r
+                .gateways
+                .iter()
+                .copied()
+                .filter(|g| cfg.member(*g).is_some())
+                .collect();
+            Some(RouteView {
+                target: r.target,
+                node_id: *gateways.first()?,
+                gateways: if gateways.len() > 1 {
+                    gateways
+                } else {
+                    Vec::new()
+                },
+            })
         }))
         .collect();
     view.routes.sort_by_key(|r| (r.target, r.node_id));

@@ -117,14 +117,15 @@ mod tests {
                 ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
                 container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).unwrap()),
                 endpoints: vec![],
+                delegated_subnet: None,
                 relay: false,
                 port_mapped: false,
             });
         }
-        cfg.routes.push(ManagedRoute {
-            target: "192.168.100.0/24".parse().unwrap(),
-            via: a.node_id(),
-        });
+        cfg.routes.push(ManagedRoute::via(
+            "192.168.100.0/24".parse().unwrap(),
+            a.node_id(),
+        ));
         cfg.canonicalize();
         (cfg, a.node_id(), b.node_id())
     }

@@ -58,6 +58,7 @@ impl NoDataplane {
             drops: Vec::new(),
             relayed_packets: 0,
             relayed_bytes: 0,
+            failover: Vec::new(),
             offloads: Offloads::default(),
         }
     }

@@ -240,10 +240,12 @@ pub fn network_block(node: NodeId, n: &NetworkView) -> String {
     }
     let others: Vec<_> = n.routes.iter().filter(|r| r.node_id != node).collect();
     for (i, r) in others.iter().take(MAX_ROUTES_SHOWN).enumerate() {
-        line(
-            if i == 0 { "routes" } else { "" },
-            format!("{} via {}", r.target, r.node_id),
-        );
+        let mut text = format!("{} via {}", r.target, r.node_id);
+        if !r.gateways.is_empty() {
+            let all: Vec<String> = r.gateways.iter().map(ToString::to_string).collect();
+            text.push_str(&format!(" (in use; gateways {})", all.join(", ")));
+        }
+        line(if i == 0 { "routes" } else { "" }, text);
     }
     if others.len() > MAX_ROUTES_SHOWN {
         line(
@@ -342,10 +344,17 @@ mod tests {
                 RouteView {
                     target: "172.28.3.0/24".parse().unwrap(),
                     node_id: "89e92ceee5".parse().unwrap(),
+                    gateways: vec![],
                 },
                 RouteView {
                     target: "172.28.4.0/24".parse().unwrap(),
                     node_id: "1a2b3c4d5e".parse().unwrap(),
+                    gateways: vec![],
+                },
+                RouteView {
+                    target: "192.168.77.0/24".parse().unwrap(),
+                    node_id: "5ba1c0ffee".parse().unwrap(),
+                    gateways: vec!["1a2b3c4d5e".parse().unwrap(), "5ba1c0ffee".parse().unwrap()],
                 },
             ],
             kernel_routes: vec![],
@@ -408,6 +417,7 @@ mod tests {
              \x20 addresses   10.147.17.23/16  fd80:56c2:e21c:0:199:9389:e92c:eee5/88  fc9c:56c2:e389:e92c:eee5::1/40\n\
              \x20 containers  172.28.3.0/24  fc9c:56c2:e389:e92c:eee5::/80\n\
              \x20 routes      172.28.4.0/24 via 1a2b3c4d5e\n\
+             \x20             192.168.77.0/24 via 5ba1c0ffee (in use; gateways 1a2b3c4d5e, 5ba1c0ffee)\n\
              \x20 dropped     unknown_peer 3\n"
         );
     }

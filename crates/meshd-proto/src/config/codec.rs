@@ -12,6 +12,10 @@
 //! used only when some member has a flag. Version 3 has the member flags and, after the
 //! routes, the controller's replicas: `u8 n, n * (address as name | ed25519 key (32))`; it is
 //! used only when the config names replicas.
+//! Version 4 is version 3 (its replica list may be empty) with the IPv6 extensions, used
+//! only when the config has one: network flag 4 = IPv6 egress NAT66; member flag 4 = a
+//! delegated IPv6 subnet follows the member's flags (`addr (16) | len`); and every route
+//! names its gateways, `ipnet | u8 n (1..=8) | n * node id (5)`, most preferred first.
 //! Integers are big-endian. Decoding rejects anything that would not re-encode to the same
 //! bytes: unsorted or duplicate members and routes, host bits in prefixes, trailing bytes.
 
@@ -19,7 +23,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::{MAX_MTU, MIN_MTU, ManagedRoute, MemberConfig, NetworkConfig, ReplicaEntry};
+use super::{
+    Ipv6Egress, MAX_MTU, MAX_ROUTE_GATEWAYS, MIN_MTU, ManagedRoute, MemberConfig, NetworkConfig,
+    ReplicaEntry,
+};
 use crate::identity::{KEY_LEN, PublicIdentity};
 use crate::{NetworkId, NodeId};
 
@@ -29,12 +36,16 @@ const VERSION: u8 = 1;
 const VERSION_MEMBER_FLAGS: u8 = 2;
 /// Version 2 plus the replica list.
 const VERSION_REPLICAS: u8 = 3;
+/// Version 3 plus IPv6 egress, delegated subnets and routes with several gateways.
+const VERSION_IPV6: u8 = 4;
 /// Most replicas a config names.
 pub const MAX_REPLICAS: usize = 16;
 const FLAG_SIXPLANE: u8 = 1;
 const FLAG_RFC4193: u8 = 2;
+const FLAG_EGRESS_NAT66: u8 = 4;
 const MEMBER_RELAY: u8 = 1;
 const MEMBER_PORT_MAPPED: u8 = 2;
+const MEMBER_DELEGATED: u8 = 4;
 /// Longest network or member name, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Smallest encoded member: ids, keys, empty name and lists.
@@ -73,9 +84,12 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
     })?;
     let mut w = Vec::with_capacity(64 + cfg.members.len() * 128);
     w.extend_from_slice(MAGIC);
-    let with_replicas = !cfg.replicas.is_empty();
+    let with_ipv6 = needs_ipv6_version(cfg);
+    let with_replicas = with_ipv6 || !cfg.replicas.is_empty();
     let with_flags = with_replicas || cfg.members.iter().any(|m| member_flags(m) != 0);
-    w.push(if with_replicas {
+    w.push(if with_ipv6 {
+        VERSION_IPV6
+    } else if with_replicas {
         VERSION_REPLICAS
     } else if with_flags {
         VERSION_MEMBER_FLAGS
@@ -86,8 +100,13 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
     w.extend_from_slice(&cfg.revision.to_be_bytes());
     put_name(&mut w, &cfg.name, "network name")?;
     w.extend_from_slice(&cfg.mtu.to_be_bytes());
-    let flags =
-        if cfg.sixplane { FLAG_SIXPLANE } else { 0 } | if cfg.rfc4193 { FLAG_RFC4193 } else { 0 };
+    let flags = if cfg.sixplane { FLAG_SIXPLANE } else { 0 }
+        | if cfg.rfc4193 { FLAG_RFC4193 } else { 0 }
+        | if cfg.ipv6_egress == Ipv6Egress::Nat66 {
+            FLAG_EGRESS_NAT66
+        } else {
+            0
+        };
     w.push(flags);
     let pools = u16::try_from(cfg.v4_pools.len()).map_err(|_| EncodeError::TooLarge("v4 pools"))?;
     w.extend_from_slice(&pools.to_be_bytes());
@@ -115,13 +134,32 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
         if with_flags {
             w.push(member_flags(m));
         }
+        if let Some(net) = m.delegated_subnet {
+            w.extend_from_slice(&net.addr().octets());
+            w.push(net.prefix_len());
+        }
     }
     let routes = u32::try_from(cfg.routes.len()).map_err(|_| EncodeError::TooLarge("routes"))?;
     w.extend_from_slice(&routes.to_be_bytes());
     for r in &cfg.routes {
         put_ip(&mut w, r.target.addr());
         w.push(r.target.prefix_len());
-        w.extend_from_slice(&r.via.to_bytes());
+        if with_ipv6 {
+            if r.gateways.is_empty() || r.gateways.len() > MAX_ROUTE_GATEWAYS {
+                return Err(EncodeError::TooLarge("route gateways"));
+            }
+            // At most MAX_ROUTE_GATEWAYS, checked above.
+            w.push(r.gateways.len() as u8);
+            for g in &r.gateways {
+                w.extend_from_slice(&g.to_bytes());
+            }
+        } else {
+            // One gateway exactly: otherwise the config needs version 4.
+            let via = r
+                .preferred()
+                .ok_or(EncodeError::TooLarge("route gateways"))?;
+            w.extend_from_slice(&via.to_bytes());
+        }
     }
     if with_replicas {
         if cfg.replicas.len() > MAX_REPLICAS {
@@ -143,7 +181,7 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         return Err(DecodeError::BadMagic);
     }
     let version = r.u8("version")?;
-    if !(VERSION..=VERSION_REPLICAS).contains(&version) {
+    if !(VERSION..=VERSION_IPV6).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let network_id = NetworkId::from_bytes(r.array("network id")?);
@@ -154,7 +192,12 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         return Err(DecodeError::Invalid("mtu"));
     }
     let flags = r.u8("flags")?;
-    if flags & !(FLAG_SIXPLANE | FLAG_RFC4193) != 0 {
+    let known = if version >= VERSION_IPV6 {
+        FLAG_SIXPLANE | FLAG_RFC4193 | FLAG_EGRESS_NAT66
+    } else {
+        FLAG_SIXPLANE | FLAG_RFC4193
+    };
+    if flags & !known != 0 {
         return Err(DecodeError::Invalid("flags"));
     }
     let pool_count = usize::from(r.u16("v4 pool count")?);
@@ -166,7 +209,7 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
     let member_count = r.count("member count", MIN_MEMBER_LEN)?;
     let mut members = Vec::with_capacity(member_count);
     for _ in 0..member_count {
-        members.push(r.member(version >= VERSION_MEMBER_FLAGS)?);
+        members.push(r.member(version)?);
     }
     if version == VERSION_MEMBER_FLAGS && members.iter().all(|m| member_flags(m) == 0) {
         return Err(DecodeError::NotCanonical(
@@ -177,13 +220,28 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
     let mut routes = Vec::with_capacity(route_count);
     for _ in 0..route_count {
         let target = r.ipnet("route target")?;
-        let via = r.node_id("route via")?;
-        routes.push(ManagedRoute { target, via });
+        let n = if version >= VERSION_IPV6 {
+            usize::from(r.u8("route gateway count")?)
+        } else {
+            1
+        };
+        if n == 0 || n > MAX_ROUTE_GATEWAYS {
+            return Err(DecodeError::Invalid("route gateway count"));
+        }
+        let mut gateways = Vec::with_capacity(n);
+        for _ in 0..n {
+            let g = r.node_id("route gateway")?;
+            if gateways.contains(&g) {
+                return Err(DecodeError::NotCanonical("route gateways"));
+            }
+            gateways.push(g);
+        }
+        routes.push(ManagedRoute { target, gateways });
     }
     let mut replicas = Vec::new();
-    if version == VERSION_REPLICAS {
+    if version >= VERSION_REPLICAS {
         let n = usize::from(r.u8("replica count")?);
-        if n == 0 {
+        if n == 0 && version == VERSION_REPLICAS {
             return Err(DecodeError::NotCanonical(
                 "replicas (version 3 without any)",
             ));
@@ -209,10 +267,20 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         rfc4193: flags & FLAG_RFC4193 != 0,
         v4_pools,
         container_pool,
+        ipv6_egress: if flags & FLAG_EGRESS_NAT66 != 0 {
+            Ipv6Egress::Nat66
+        } else {
+            Ipv6Egress::Off
+        },
         members,
         routes,
         replicas,
     };
+    if version == VERSION_IPV6 && !needs_ipv6_version(&cfg) {
+        return Err(DecodeError::NotCanonical(
+            "IPv6 extensions (version 4 without any)",
+        ));
+    }
     check_canonical(&cfg)?;
     Ok(cfg)
 }
@@ -237,6 +305,16 @@ fn check_canonical(cfg: &NetworkConfig) -> Result<(), DecodeError> {
     if !strictly_sorted(cfg.routes.iter().map(|r| r.target)) {
         return Err(DecodeError::NotCanonical("routes"));
     }
+    for r in &cfg.routes {
+        let distinct = r
+            .gateways
+            .iter()
+            .enumerate()
+            .all(|(i, g)| !r.gateways[..i].contains(g));
+        if r.gateways.is_empty() || r.gateways.len() > MAX_ROUTE_GATEWAYS || !distinct {
+            return Err(DecodeError::NotCanonical("route gateways"));
+        }
+    }
     if !strictly_sorted(cfg.replicas.iter().map(|r| r.address.as_str())) {
         return Err(DecodeError::NotCanonical("replicas"));
     }
@@ -254,7 +332,20 @@ fn check_canonical(cfg: &NetworkConfig) -> Result<(), DecodeError> {
 }
 
 fn member_flags(m: &MemberConfig) -> u8 {
-    (if m.relay { MEMBER_RELAY } else { 0 }) | if m.port_mapped { MEMBER_PORT_MAPPED } else { 0 }
+    (if m.relay { MEMBER_RELAY } else { 0 })
+        | (if m.port_mapped { MEMBER_PORT_MAPPED } else { 0 })
+        | if m.delegated_subnet.is_some() {
+            MEMBER_DELEGATED
+        } else {
+            0
+        }
+}
+
+/// Whether the config uses what only version 4 spells.
+fn needs_ipv6_version(cfg: &NetworkConfig) -> bool {
+    cfg.ipv6_egress != Ipv6Egress::Off
+        || cfg.members.iter().any(|m| m.delegated_subnet.is_some())
+        || cfg.routes.iter().any(|r| r.gateways.len() != 1)
 }
 
 fn put_name(w: &mut Vec<u8>, name: &str, what: &'static str) -> Result<(), EncodeError> {
@@ -394,7 +485,7 @@ impl<'a> Reader<'a> {
         Ok(net)
     }
 
-    fn member(&mut self, with_flags: bool) -> Result<MemberConfig, DecodeError> {
+    fn member(&mut self, version: u8) -> Result<MemberConfig, DecodeError> {
         let node_id = self.node_id("member node id")?;
         let identity = PublicIdentity {
             x25519: self.array("member x25519 key")?,
@@ -416,14 +507,30 @@ impl<'a> Reader<'a> {
             let port = self.u16("member endpoint port")?;
             endpoints.push(SocketAddr::new(ip, port));
         }
-        let flags = if with_flags {
+        let flags = if version >= VERSION_MEMBER_FLAGS {
             self.u8("member flags")?
         } else {
             0
         };
-        if flags & !(MEMBER_RELAY | MEMBER_PORT_MAPPED) != 0 {
+        let known = if version >= VERSION_IPV6 {
+            MEMBER_RELAY | MEMBER_PORT_MAPPED | MEMBER_DELEGATED
+        } else {
+            MEMBER_RELAY | MEMBER_PORT_MAPPED
+        };
+        if flags & !known != 0 {
             return Err(DecodeError::Invalid("member flags"));
         }
+        let delegated_subnet = if flags & MEMBER_DELEGATED != 0 {
+            let what = "member delegated subnet";
+            let addr = Ipv6Addr::from(self.array::<16>(what)?);
+            let net = Ipv6Net::new(addr, self.u8(what)?).map_err(|_| DecodeError::Invalid(what))?;
+            if net.trunc() != net {
+                return Err(DecodeError::Invalid(what));
+            }
+            Some(net)
+        } else {
+            None
+        };
         Ok(MemberConfig {
             node_id,
             identity,
@@ -431,6 +538,7 @@ impl<'a> Reader<'a> {
             ipv4,
             container_subnet,
             endpoints,
+            delegated_subnet,
             relay: flags & MEMBER_RELAY != 0,
             port_mapped: flags & MEMBER_PORT_MAPPED != 0,
         })
@@ -459,6 +567,48 @@ mod tests {
         cfg.members[0].relay = true;
         cfg.members[n - 1].port_mapped = true;
         cfg
+    }
+
+    #[test]
+    fn ipv6_extensions_need_version_4_and_only_they_do() {
+        let (plain, ids) = sample(3);
+        assert!(encode(&plain).unwrap()[4] < VERSION_IPV6);
+        let mut egress = plain.clone();
+        egress.ipv6_egress = Ipv6Egress::Nat66;
+        let mut delegated = plain.clone();
+        delegated.members[1].delegated_subnet = Some("2001:db8:1:40::/80".parse().unwrap());
+        let mut failover = plain.clone();
+        failover.routes[0].gateways.push(ids[2].node_id());
+        for cfg in [egress, delegated, failover] {
+            let bytes = encode(&cfg).unwrap();
+            assert_eq!(bytes[4], VERSION_IPV6);
+            assert_eq!(decode(&bytes).unwrap(), cfg);
+            for cut in 0..bytes.len() {
+                assert!(decode(&bytes[..cut]).is_err(), "{cut}");
+            }
+        }
+        // Version 4 spelling a config that needs none of it is not canonical.
+        let mut bytes = encode(&plain).unwrap();
+        assert_eq!(bytes[4], VERSION);
+        bytes[4] = VERSION_IPV6;
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn route_gateways_are_distinct_and_bounded() {
+        let (mut cfg, ids) = sample(2);
+        cfg.routes[0].gateways = vec![ids[0].node_id(), ids[0].node_id()];
+        assert!(encode(&cfg).is_err());
+        cfg.routes[0].gateways.clear();
+        assert!(encode(&cfg).is_err());
+        cfg.routes[0].gateways = vec![ids[0].node_id(); MAX_ROUTE_GATEWAYS + 1];
+        assert!(encode(&cfg).is_err());
+        cfg.routes[0].gateways = vec![ids[1].node_id(), ids[0].node_id()];
+        let bytes = encode(&cfg).unwrap();
+        assert_eq!(
+            decode(&bytes).unwrap().routes[0].gateways,
+            cfg.routes[0].gateways
+        );
     }
 
     /// [`sample`] naming two replicas.

@@ -40,6 +40,9 @@ pub struct NetworkConfig {
     pub v4_pools: Vec<Ipv4Net>,
     /// The supernet container subnets are carved from, if the network hands them out.
     pub container_pool: Option<Ipv4Net>,
+    /// What each node does with its containers' mesh IPv6 traffic leaving through its own
+    /// uplink.
+    pub ipv6_egress: Ipv6Egress,
     /// Authorized members, sorted by node id.
     pub members: Vec<MemberConfig>,
     /// Managed routes, sorted by target.
@@ -67,6 +70,9 @@ pub struct MemberConfig {
     pub ipv4: Vec<Ipv4Addr>,
     /// The IPv4 subnet routed to this member for its containers.
     pub container_subnet: Option<Ipv4Net>,
+    /// The member's container IPv6 /80 from its host's delegated (global) prefix; its
+    /// containers use it instead of the 6PLANE /80.
+    pub delegated_subnet: Option<Ipv6Net>,
     /// Where the member was last seen from (its address as the controller saw it, then the
     /// local addresses it reported), most likely first.
     pub endpoints: Vec<SocketAddr>,
@@ -78,11 +84,76 @@ pub struct MemberConfig {
     pub port_mapped: bool,
 }
 
-/// A prefix routed to the member that owns it (a LAN behind a host, say).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A prefix routed through a member (a LAN behind a host, say): its gateways, most preferred
+/// first. Peers send to the first gateway with a live session ([`crate::routes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ManagedRoute {
     pub target: IpNet,
-    pub via: NodeId,
+    /// One or more distinct members, at most [`MAX_ROUTE_GATEWAYS`].
+    pub gateways: Vec<NodeId>,
+}
+
+/// Most gateways one managed route names.
+pub const MAX_ROUTE_GATEWAYS: usize = 8;
+
+impl ManagedRoute {
+    /// A route through one member.
+    pub fn via(target: IpNet, gateway: NodeId) -> Self {
+        Self {
+            target,
+            gateways: vec![gateway],
+        }
+    }
+
+    /// The most preferred gateway.
+    pub fn preferred(&self) -> Option<NodeId> {
+        self.gateways.first().copied()
+    }
+
+    pub fn has_gateway(&self, node: NodeId) -> bool {
+        self.gateways.contains(&node)
+    }
+}
+
+/// What nodes do with their containers' mesh IPv6 traffic (6PLANE, RFC4193) that leaves
+/// through the host's own uplink rather than the mesh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Ipv6Egress {
+    /// Nothing: mesh addresses stay inside the mesh.
+    #[default]
+    Off,
+    /// Masquerade it behind the host's uplink address (NAT66), never traffic into the mesh.
+    Nat66,
+}
+
+impl Ipv6Egress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Egress::Off => "off",
+            Ipv6Egress::Nat66 => "nat66",
+        }
+    }
+}
+
+impl std::fmt::Display for Ipv6Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Ipv6Egress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Ipv6Egress::Off),
+            "nat66" => Ok(Ipv6Egress::Nat66),
+            other => Err(format!(
+                "unknown IPv6 egress mode {other:?}: use nat66 (masquerade containers' mesh \
+                 IPv6 leaving through the host's uplink) or off"
+            )),
+        }
+    }
 }
 
 impl NetworkConfig {
@@ -97,6 +168,7 @@ impl NetworkConfig {
             rfc4193: true,
             v4_pools: Vec::new(),
             container_pool: None,
+            ipv6_egress: Ipv6Egress::Off,
             members: Vec::new(),
             routes: Vec::new(),
             replicas: Vec::new(),
@@ -121,6 +193,14 @@ impl NetworkConfig {
         }
         self.routes.sort();
         self.routes.dedup_by_key(|r| r.target);
+        for r in &mut self.routes {
+            let mut seen = Vec::with_capacity(r.gateways.len());
+            r.gateways.retain(|g| {
+                let new = !seen.contains(g);
+                seen.push(*g);
+                new
+            });
+        }
         self.v4_pools.sort();
         self.v4_pools.dedup();
         self.replicas.sort();
@@ -166,6 +246,14 @@ impl NetworkConfig {
             .then(|| addr::sixplane_node_prefix(self.network_id, node))
     }
 
+    /// The IPv6 /80 a member's containers use: from its delegated prefix when it has one,
+    /// else its 6PLANE /80.
+    pub fn container_subnet_v6(&self, node: NodeId) -> Option<Ipv6Net> {
+        self.member(node)
+            .and_then(|m| m.delegated_subnet)
+            .or_else(|| self.sixplane_subnet(node))
+    }
+
     /// Whether `ip` is one of the addresses this network assigns by formula to `node`.
     pub fn is_formula_address(&self, node: NodeId, ip: Ipv6Addr) -> bool {
         (self.rfc4193 && addr::rfc4193_addr(self.network_id, node) == ip)
@@ -178,11 +266,12 @@ impl NetworkConfig {
         if let Some(m) = self.member(node) {
             out.extend(m.ipv4.iter().map(|&a| IpNet::from(IpAddr::V4(a))));
             out.extend(m.container_subnet.map(IpNet::V4));
+            out.extend(m.delegated_subnet.map(IpNet::V6));
         }
         out.extend(
             self.routes
                 .iter()
-                .filter(|r| r.via == node)
+                .filter(|r| r.has_gateway(node))
                 .map(|r| r.target),
         );
         out
@@ -211,15 +300,16 @@ pub(crate) mod tests {
                 ipv4: vec![Ipv4Addr::new(10, 147, 17, 10 + i)],
                 container_subnet: Some(Ipv4Net::new(Ipv4Addr::new(172, 28, i, 0), 24).unwrap()),
                 endpoints: vec![SocketAddr::from(([192, 0, 2, 10 + i], 9993))],
+                delegated_subnet: None,
                 relay: false,
                 port_mapped: false,
             });
         }
         if let Some(first) = ids.first() {
-            cfg.routes.push(ManagedRoute {
-                target: "192.168.100.0/24".parse().unwrap(),
-                via: first.node_id(),
-            });
+            cfg.routes.push(ManagedRoute::via(
+                "192.168.100.0/24".parse().unwrap(),
+                first.node_id(),
+            ));
         }
         cfg.canonicalize();
         (cfg, ids)

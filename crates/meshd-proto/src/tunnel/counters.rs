@@ -69,6 +69,8 @@ pub struct TunnelStats {
     /// Envelopes relayed between two peers (when this node relays), and their bytes.
     pub relayed_packets: u64,
     pub relayed_bytes: u64,
+    /// Times a failover route moved to another gateway.
+    pub gateway_changes: u64,
 }
 
 impl TunnelStats {

@@ -36,6 +36,7 @@
 //! - `peer`: the per-peer state; `via`: direct or through a relay.
 
 mod counters;
+mod gateways;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -53,6 +54,7 @@ use rustc_hash::FxHashMap;
 use zeroize::Zeroizing;
 
 pub use counters::{DropReason, TunnelStats};
+pub use gateways::{GATEWAY_ALIVE, GATEWAY_HOLD, GATEWAY_PROBE_INTERVAL};
 use handshake::{Clock, LoadMeter};
 pub use inbound::{Begun, DataJob, Incoming};
 pub use outbound::Prepared;
@@ -313,6 +315,12 @@ impl Tunnel {
                 self.events.push_back(Event::PeerRemoved(id));
             }
         }
+        let gateways: Vec<NodeId> = self
+            .routes
+            .failover_routes()
+            .iter()
+            .flat_map(|r| r.gateways.iter().copied())
+            .collect();
         for (id, m) in wanted {
             let peer = self.peers.entry(id).or_insert_with(|| {
                 self.by_static.insert(m.identity.x25519, id);
@@ -320,7 +328,10 @@ impl Tunnel {
             });
             peer.candidates.clone_from(&m.endpoints);
             peer.is_relay = m.relay;
+            peer.is_gateway = gateways.contains(&id);
         }
+        // The rebuilt table starts on the preferred gateways; keep what liveness chose.
+        self.choose_gateways(self.last_tick);
     }
 
     /// Starts a handshake with every peer that has no session and none under way: a node

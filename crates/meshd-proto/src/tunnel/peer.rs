@@ -56,6 +56,10 @@ pub(crate) struct Peer {
     pub met_via_relay: bool,
     /// The config marks the peer as a relay for other members.
     pub is_relay: bool,
+    /// The peer is a gateway of a failover route: probed often, kept in session.
+    pub is_gateway: bool,
+    /// Since when the peer has been alive as a gateway, without a gap.
+    pub gateway_up_since: Option<Instant>,
     /// What the peer may still have relayed through us (when we relay).
     pub relay_tokens: Option<TokenBucket>,
     /// Addresses the last scan measured slower than `endpoint`.
@@ -111,6 +115,8 @@ impl Peer {
             punched: false,
             met_via_relay: false,
             is_relay: false,
+            is_gateway: false,
+            gateway_up_since: None,
             relay_tokens: None,
             slower: Vec::new(),
             scan: None,

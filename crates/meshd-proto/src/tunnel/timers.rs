@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::peer::retire;
-use super::{Event, PROBE_INTERVAL, Tunnel, Via};
+use super::{Event, GATEWAY_PROBE_INTERVAL, PROBE_INTERVAL, Tunnel, Via};
 use crate::NodeId;
 use crate::handshake::{self, CookieSecret};
 use crate::session::{self, Session};
@@ -33,6 +33,7 @@ impl Tunnel {
         for id in ids {
             self.peer_timers(now, id);
         }
+        self.choose_gateways(now);
     }
 
     fn peer_timers(&mut self, now: Instant, id: NodeId) {
@@ -80,10 +81,15 @@ impl Tunnel {
                 peer.last_sent.is_none_or(|s| s < r)
                     && now.saturating_duration_since(r) >= session::KEEPALIVE_TIMEOUT
             });
+        let probe_interval = if peer.is_gateway {
+            GATEWAY_PROBE_INTERVAL
+        } else {
+            PROBE_INTERVAL
+        };
         let probe = has_session
             && peer
                 .last_probe
-                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_INTERVAL);
+                .is_none_or(|t| now.saturating_duration_since(t) >= probe_interval);
         // WireGuard's rule: sent but heard nothing for KEEPALIVE + REKEY_TIMEOUT means the
         // session is dead on the other side (it restarted): handshake again.
         let peer_silent = has_session
@@ -96,8 +102,10 @@ impl Tunnel {
             peer.unanswered_since = None;
         }
         // A member relay is worth a session before anyone needs it: it is what relayed pairs
-        // fall back on when no replica answers.
-        let relay_idle = peer.is_relay && !has_session && peer.pending.is_none();
+        // fall back on when no replica answers. So is a gateway: failover needs to know it
+        // lives, and a session ready when traffic moves to it.
+        let relay_idle =
+            (peer.is_relay || peer.is_gateway) && !has_session && peer.pending.is_none();
         if retransmit || peer_silent || relay_idle {
             self.initiate(now, id);
         }

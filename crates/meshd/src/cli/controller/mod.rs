@@ -9,6 +9,7 @@ mod api;
 mod init;
 mod member;
 pub(super) mod network;
+mod network_update;
 mod replica;
 mod route;
 

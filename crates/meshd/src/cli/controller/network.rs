@@ -1,14 +1,15 @@
-//! `meshd controller network`: create, list, show and delete networks.
+//! `meshd controller network`: create, update, list, show and delete networks.
 
 use clap::{Args, Subcommand};
 use meshd_controller::api::requests::{CreateNetwork, parse_v4_cidr};
 use meshd_controller::api::text;
+use meshd_proto::config::Ipv6Egress;
 
 use super::api::{ApiArgs, run as call};
 use crate::cli::NetworkIdArg;
 use crate::cli::output::{print, print_json};
 
-/// Create, list, show and delete networks
+/// Create, update, list, show and delete networks
 ///
 /// Example:
 ///
@@ -28,6 +29,7 @@ pub struct NetworkArgs {
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
     Create(NetworkCreateArgs),
+    Update(super::network_update::NetworkUpdateArgs),
     List(NetworkListArgs),
     Show(NetworkShowArgs),
     Delete(NetworkDeleteArgs),
@@ -85,6 +87,12 @@ pub struct NetworkCreateArgs {
         value_parser = clap::value_parser!(u16).range(1280..)
     )]
     pub mtu: u16,
+
+    /// What members do with their containers' mesh IPv6 (6PLANE, RFC4193) leaving through
+    /// their own uplink: nat66 masquerades it behind the host's address (never traffic into
+    /// the mesh); off leaves it alone
+    #[arg(long, value_name = "nat66|off", default_value = "off")]
+    pub ipv6_egress: Ipv6Egress,
 }
 
 /// List networks
@@ -141,6 +149,7 @@ pub(super) fn run(args: NetworkArgs) -> anyhow::Result<()> {
             // Only the id, so that `NWID=$(meshd controller network create ...)` works.
             print(&format!("{}\n", net.id))
         }
+        NetworkCommand::Update(update) => super::network_update::run(&args.api, update),
         NetworkCommand::List(list) => {
             let nets = call(&args.api, |c| async move { c.networks().await })?;
             if list.json {
@@ -196,6 +205,7 @@ fn create_request(args: &NetworkCreateArgs) -> anyhow::Result<CreateNetwork> {
         sixplane: Some(!args.no_6plane),
         rfc4193: Some(!args.no_rfc4193),
         mtu: Some(args.mtu),
+        ipv6_egress: Some(args.ipv6_egress),
     })
 }
 

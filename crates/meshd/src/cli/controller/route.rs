@@ -35,10 +35,15 @@ pub enum RouteCommand {
 /// Every member then sends traffic for CIDR to that member; the member must forward it
 /// (e.g. `meshd daemon --configure-forwarding`).
 ///
+/// With several --via, the route fails over: members send to the first gateway that is
+/// alive, move to the next within about 3 seconds when it dies, and go back once it has
+/// been alive for 5 seconds. `meshd status` on a member shows the gateway in use.
+///
 /// Examples:
 ///
 ///   meshd controller route add 8056c2e21c000001 192.168.50.0/24 --via 89e92ceee5
 ///   meshd controller route add 8056c2e21c000001 192.168.50.0/24 --via 10.77.0.12
+///   meshd controller route add 8056c2e21c000001 192.168.50.0/24 --via 89e92ceee5 --via 5ba1c0ffee
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct RouteAddArgs {
@@ -50,9 +55,10 @@ pub struct RouteAddArgs {
     #[arg(value_name = "CIDR")]
     pub target: String,
 
-    /// The member that owns the prefix: its node id, or one of its mesh addresses
-    #[arg(long, value_name = "NODE_ID|IP")]
-    pub via: String,
+    /// A gateway member: its node id, or one of its mesh addresses. Repeat for failover,
+    /// most preferred first (at most 8)
+    #[arg(long, value_name = "NODE_ID|IP", required = true)]
+    pub via: Vec<String>,
 }
 
 /// Remove a managed route
@@ -77,9 +83,13 @@ pub(super) fn run(args: RouteArgs) -> anyhow::Result<()> {
     match args.command {
         RouteCommand::Add(add) => {
             let target = parse_route_target(&add.target)?;
-            let via = parse_via(&add.via)?;
+            let gateways = add
+                .via
+                .iter()
+                .map(|v| parse_via(v))
+                .collect::<Result<Vec<_>, _>>()?;
             let route = call(&args.api, |c| async move {
-                c.add_route(add.network, target, via).await
+                c.add_route(add.network, target, &gateways).await
             })?;
             print(&format!("added route {}\n", text::route_text(&route)))
         }
