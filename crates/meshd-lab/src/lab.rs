@@ -10,7 +10,8 @@
 //!   <subnet>.10/24      <subnet>.11/24
 //!                       bridge, containers, LANs behind a host (add_bridge, add_container,
 //!                       add_namespace + add_veth); a NAT router with hosts on its LAN
-//!                       (add_router, add_host_behind: see crate::nat)
+//!                       (add_router, add_host_behind: see crate::nat); a process's own
+//!                       namespace, a Docker container's say, by name (attach_namespace)
 //! ```
 //!
 //! `<ns>` and `<link>` come from the lab's [`Naming`]: unique to the process (its pid) and
@@ -23,7 +24,8 @@
 //! [`Lab`] owns the processes it spawns ([`crate::process`]). Dropping it — on success, on
 //! an error, while unwinding from a panic, after an interrupt — stops exactly those
 //! processes (by the handles it holds, so a recycled pid is never hit), deletes the
-//! namespaces it made and its directory; unless [`Lab::keep`] was called.
+//! namespaces it made (and the names it attached) and its directory; unless [`Lab::keep`]
+//! was called.
 
 use std::cell::RefCell;
 use std::io;
@@ -133,7 +135,7 @@ pub struct Lab {
     pub(crate) hosts: Vec<Host>,
     /// The NAT routers among the hosts ([`Lab::add_router`]).
     pub(crate) routers: Vec<crate::nat::Router>,
-    /// Every namespace made so far, in order (the switch first).
+    /// Every namespace made or attached so far, in order (the switch first).
     namespaces: Vec<String>,
     pub(crate) procs: RefCell<Vec<Spawned>>,
     /// Threads that serve in the lab's namespaces (the STUN answers for port mapping:
@@ -222,6 +224,25 @@ impl Lab {
         let netns = format!("{}-{role}", self.naming.namespace_prefix);
         self.add_netns(&netns)?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        self.hosts.push(Host {
+            role: role.to_owned(),
+            netns: netns.clone(),
+            link: String::new(),
+            ip: Ipv4Addr::UNSPECIFIED,
+        });
+        Ok(netns)
+    }
+
+    /// The network namespace of a running process `pid` (a Docker container's, say) under
+    /// the lab's name for `role`, `<namespace_prefix>-<role>` (`ip netns attach`):
+    /// [`Lab::exec`] and [`Lab::spawn`] then run in it by its role. The lab did not make the
+    /// namespace and sets nothing up in it; its cleanup deletes the name, and the namespace
+    /// lives on while its process does. Its name.
+    pub fn attach_namespace(&mut self, role: &str, pid: u32) -> Result<String, LabError> {
+        self.check_role(role);
+        let netns = format!("{}-{role}", self.naming.namespace_prefix);
+        ip(&["netns", "attach", &netns, &pid.to_string()])?;
+        self.namespaces.push(netns.clone());
         self.hosts.push(Host {
             role: role.to_owned(),
             netns: netns.clone(),
@@ -371,7 +392,7 @@ impl Lab {
         &self.bridge
     }
 
-    /// The namespaces this lab made, the switch first.
+    /// The namespaces this lab made or attached, the switch first.
     pub fn namespaces(&self) -> &[String] {
         &self.namespaces
     }

@@ -3,7 +3,8 @@
 //!
 //! - [`lab`]: [`Lab`], hosts on one switch (a bridge in a namespace of its own), with
 //!   bridges, containers and LANs behind a host ([`Lab::add_bridge`],
-//!   [`Lab::add_container`], [`Lab::add_namespace`], [`Lab::add_veth`]). Every name carries
+//!   [`Lab::add_container`], [`Lab::add_namespace`], [`Lab::add_veth`]), and, by name, the
+//!   namespaces of processes it did not start ([`Lab::attach_namespace`]). Every name carries
 //!   a tag unique to the process and the lab ([`Naming`]); every link is made inside one of
 //!   the lab's namespaces, so deleting them leaves nothing behind.
 //! - [`nat`]: NAT routers on the switch with a LAN behind each ([`Lab::add_router`],

@@ -415,32 +415,58 @@ fn dropped(status: &Value, nwid: NetworkId) -> u64 {
         .sum()
 }
 
-/// The lab itself: hosts reach each other on the underlay, and a panic leaves no
-/// namespace, link or process behind.
+/// The lab itself: hosts reach each other on the underlay, a namespace behind a host
+/// ([`Lab::add_namespace`], [`Lab::add_veth`]) reaches its host, a process's namespace
+/// attached by name ([`Lab::attach_namespace`]) is that namespace, and a panic leaves no
+/// namespace, name, link or process behind.
 #[test]
 fn lab_cleans_up_after_a_panic() {
     let tmp = tempfile::tempdir().expect("a temp dir");
     let log = tmp.path().join("sleep.log");
     let mut seen: Option<(String, Vec<String>, u32)> = None;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let lab = Lab::new(meshd_lab::Naming::test(), &["a", "b"]).expect("lab");
+        let mut lab = Lab::new(meshd_lab::Naming::test(), &["a", "b"]).expect("lab");
         let b = lab.ip("b").to_string();
-        let out = lab
-            .exec("a", &["ping", "-n", "-c", "1", "-W", "2", &b])
+        let ping = |lab: &Lab, from: &str, to: &str| {
+            let out = lab
+                .exec(from, &["ping", "-n", "-c", "1", "-W", "2", to])
+                .expect("lab");
+            assert!(
+                out.status.success(),
+                "{from} -> {to}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        };
+        ping(&lab, "a", &b);
+        lab.add_namespace("c").expect("lab");
+        let (near, far) = (lab.link_name("v0"), lab.link_name("v1"));
+        lab.add_veth("b", &near, "c", &far).expect("lab");
+        lab.run_ip("b", &["addr", "add", "192.168.99.1/24", "dev", &near])
             .expect("lab");
-        assert!(
-            out.status.success(),
-            "a -> b on the underlay: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let sleeper = lab.spawn("b", &["sleep", "600"], &log).expect("lab");
+        lab.run_ip("b", &["link", "set", &near, "up"]).expect("lab");
+        lab.run_ip("c", &["addr", "add", "192.168.99.2/24", "dev", &far])
+            .expect("lab");
+        lab.run_ip("c", &["link", "set", &far, "up"]).expect("lab");
+        ping(&lab, "c", "192.168.99.1");
+        let sleeper = lab.spawn("c", &["sleep", "600"], &log).expect("lab");
         assert!(lab.exited(sleeper).is_none());
+        lab.attach_namespace("x", sleeper.pid).expect("lab");
+        let addrs = lab.exec("x", &["ip", "-br", "addr"]).expect("lab");
+        assert!(
+            ok_stdout(&addrs).contains("192.168.99.2/24"),
+            "x is c's namespace: {}",
+            ok_stdout(&addrs)
+        );
         seen = Some((lab.tag().to_owned(), lab.namespaces().to_vec(), sleeper.pid));
         panic!("on purpose, to test the lab's cleanup");
     }));
     assert!(result.is_err(), "the closure panics");
     let (tag, namespaces, pid) = seen.expect("the lab was built");
-    assert_eq!(namespaces.len(), 3, "switch + 2 hosts: {namespaces:?}");
+    assert_eq!(
+        namespaces.len(),
+        5,
+        "switch, 2 hosts, one behind b and one attached: {namespaces:?}"
+    );
     let list = ok_stdout(
         &Command::new("ip")
             .args(["netns", "list"])

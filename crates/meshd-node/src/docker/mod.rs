@@ -57,8 +57,9 @@ pub struct DockerSettings {
     pub ipv6: Option<BridgeSubnet>,
     /// `sysctl -w` arguments the host needs for forwarding.
     pub sysctls: Vec<String>,
-    /// iptables commands: no masquerade into the mesh, and the mesh let through Docker's
-    /// FORWARD policy.
+    /// iptables commands (shell lines): no masquerade into the mesh, and the mesh let
+    /// through Docker's FORWARD policy. The IPv6 opening falls back from `DOCKER-USER` to
+    /// `FORWARD` where Docker has no such chain for ip6tables (before 23.0).
     pub iptables: Vec<String>,
     /// The same for hosts whose firewall is plain nftables.
     pub nft: Vec<String>,
@@ -125,9 +126,15 @@ impl DockerSettings {
             iptables.push(format!(
                 "{tool} -t nat -I POSTROUTING -s {subnet} -o {interface} -j RETURN"
             ));
-            iptables.push(format!(
-                "{tool} -I DOCKER-USER -i {interface} -d {subnet} -j ACCEPT"
-            ));
+            let accept = format!("-i {interface} -d {subnet} -j ACCEPT");
+            iptables.push(if tool == "ip6tables" {
+                // Docker before 23.0 makes no DOCKER-USER chain for ip6tables, not even
+                // with "ip6tables": true (moby/moby#44706). There the opening goes into
+                // FORWARD: what Docker inserts above it drops nothing from the mesh.
+                format!("{tool} -I DOCKER-USER {accept} 2>/dev/null || {tool} -I FORWARD {accept}")
+            } else {
+                format!("{tool} -I DOCKER-USER {accept}")
+            });
             nft.push(format!(
                 "nft insert rule {family} nat POSTROUTING {family} saddr {subnet} oifname \"{interface}\" return"
             ));
@@ -278,6 +285,13 @@ impl DockerSettings {
             "# no masquerade into the mesh (containers keep their addresses), and the mesh let \
              through Docker's FORWARD policy:"
         );
+        if self.ipv6.is_some() {
+            let _ = writeln!(
+                out,
+                "# (Docker before 23.0 has no DOCKER-USER chain for ip6tables: the IPv6 \
+                 opening goes into FORWARD there)"
+            );
+        }
         for rule in &self.iptables {
             let _ = writeln!(out, "{rule}");
         }
@@ -423,6 +437,9 @@ mod tests {
             "iptables -t nat -I POSTROUTING -s 172.28.3.0/24 -o mesh-8056c2e21c -j RETURN",
             "ip6tables -t nat -I POSTROUTING -s fc9c:56c2:e389:e92c:eee5::/80 -o mesh-8056c2e21c -j RETURN",
             "iptables -I DOCKER-USER -i mesh-8056c2e21c -d 172.28.3.0/24 -j ACCEPT",
+            "ip6tables -I DOCKER-USER -i mesh-8056c2e21c -d fc9c:56c2:e389:e92c:eee5::/80 -j ACCEPT \
+             2>/dev/null || ip6tables -I FORWARD -i mesh-8056c2e21c -d fc9c:56c2:e389:e92c:eee5::/80 \
+             -j ACCEPT",
             "nft insert rule ip nat POSTROUTING ip saddr 172.28.3.0/24 oifname \"mesh-8056c2e21c\" return",
         ] {
             assert!(notes.lines().any(|l| l == line), "{line} missing:\n{notes}");
