@@ -59,6 +59,7 @@ fn status() -> StatusView {
         mtu: Some(1420),
         addresses: vec!["10.147.17.23/16".parse().unwrap()],
         container_subnets: ContainerSubnets::default(),
+        ipv6_egress: None,
         routes: vec![],
         kernel_routes: vec![],
         drops: Default::default(),

@@ -37,7 +37,7 @@ use tracing::warn;
 
 use super::controller_link::{AddrState, ControllerAddr, LinkAddr};
 use super::dataplane::WorkerPackets;
-use super::forwarding::{ForwardingReport, Needs};
+use super::forwarding::{self, ForwardingReport, Needs};
 use super::{Daemon, RequestError, stopped};
 
 /// `GET /v1/status`.
@@ -184,6 +184,10 @@ pub struct NetworkView {
     /// network up (6PLANE `::1/40`); before, as the config assigns them (6PLANE /80).
     pub addresses: Vec<IpNet>,
     pub container_subnets: ContainerSubnets,
+    /// The IPv6 egress masquerade for this host's containers, when the network has
+    /// `ipv6_egress: nat66` and they are on mesh addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_egress: Option<forwarding::EgressView>,
     /// Who owns which destination: every member's container subnet and the managed
     /// routes, by target.
     pub routes: Vec<RouteView>,
@@ -555,6 +559,7 @@ impl Daemon {
                         .map(ToString::to_string)
                         .collect();
                     view.joined_at = n.record.joined_at;
+                    view.ipv6_egress = self.egress.view(*id);
                     view.error.clone_from(&n.error);
                     (view, n.config.clone(), n.up)
                 })
@@ -699,6 +704,7 @@ fn network_view(
         mtu: None,
         addresses: Vec::new(),
         container_subnets: ContainerSubnets::default(),
+        ipv6_egress: None,
         routes: Vec::new(),
         kernel_routes: Vec::new(),
         drops: BTreeMap::new(),

@@ -147,6 +147,9 @@ pub async fn run(
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         warn!("some tasks did not stop in time");
     }
+    // The masquerades go with the daemon: nothing it installed outlives it.
+    let egress = Arc::clone(&daemon.egress);
+    let _ = tokio::task::spawn_blocking(move || egress.remove_all()).await;
     match std::fs::remove_file(&socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -166,6 +169,8 @@ pub(crate) struct Daemon {
     dataplane: Box<dyn Dataplane>,
     /// The forwarding part of `meshd status`.
     forwarding: forwarding::Checker,
+    /// The IPv6 egress masquerades installed for networks with `ipv6_egress: nat66`.
+    egress: Arc<forwarding::Egress>,
     /// Turns true once, at shutdown.
     stop: watch::Receiver<bool>,
     next_link_id: AtomicU64,
@@ -302,6 +307,7 @@ impl Daemon {
             defaults,
             dataplane,
             forwarding: forwarding::Checker::new(forwarding::PROC_SYS, Vec::new()),
+            egress: Arc::default(),
             stop,
             next_link_id: AtomicU64::new(1),
             changes: tokio::sync::Mutex::new(()),
@@ -344,6 +350,7 @@ impl Daemon {
             if let Err(e) = &result {
                 warn!(network = %id, revision = cfg.revision, error = %e, "data plane refused the cached config");
             }
+            self.apply_egress(id, result.is_ok().then_some(&*cfg)).await;
             if let Some(n) = self.lock().networks.get_mut(&id) {
                 n.up = result.is_ok();
                 n.error = result.err().map(|e| format!("data plane: {e}"));
@@ -572,6 +579,18 @@ impl Daemon {
         if up && let Err(e) = self.dataplane.leave(network).await {
             warn!(%network, error = %e, "data plane failed to take the network down");
         }
+        self.apply_egress(network, None).await;
+    }
+
+    /// Installs, replaces or removes `network`'s IPv6 egress masquerade for `cfg` (`None`:
+    /// the network is down).
+    async fn apply_egress(&self, network: NetworkId, cfg: Option<&NetworkConfig>) {
+        let rule = cfg.and_then(|c| forwarding::EgressRule::for_config(c, self.node_id()));
+        let egress = Arc::clone(&self.egress);
+        let applied = tokio::task::spawn_blocking(move || egress.apply(network, rule.as_ref()));
+        if let Err(e) = applied.await {
+            warn!(%network, error = %e, "the IPv6 egress update did not finish");
+        }
     }
 
     /// Checks the key of the replica at `server` against the pins (pinning it at first
@@ -702,6 +721,8 @@ impl Daemon {
         } else {
             self.dataplane.join(&cfg).await
         };
+        self.apply_egress(network, result.is_ok().then_some(&cfg))
+            .await;
         match &result {
             Ok(()) => info!(%network, revision = cfg.revision, "config applied"),
             Err(e) => {
@@ -789,6 +810,7 @@ impl Daemon {
         {
             warn!(%network, error = %e, "data plane failed to take the network down");
         }
+        self.apply_egress(network, None).await;
         info!(%network, "left");
         Ok(())
     }

@@ -63,6 +63,10 @@ pub struct DockerSettings {
     pub iptables: Vec<String>,
     /// The same for hosts whose firewall is plain nftables.
     pub nft: Vec<String>,
+    /// What meshd itself does for the containers' IPv6 leaving this host's uplink (the
+    /// network's `ipv6_egress`), when anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_egress: Option<String>,
     /// Overlaps with Docker's default bridge and with routes the host already has.
     pub warnings: Vec<String>,
 }
@@ -152,6 +156,7 @@ impl DockerSettings {
             sysctls,
             iptables,
             nft,
+            ipv6_egress: view.ipv6_egress.as_ref().map(|e| e.summary.clone()),
             warnings: Vec::new(),
         };
         settings.warnings = settings.overlaps(host_routes);
@@ -299,6 +304,9 @@ impl DockerSettings {
         for rule in &self.nft {
             let _ = writeln!(out, "{rule}");
         }
+        if let Some(egress) = &self.ipv6_egress {
+            let _ = writeln!(out, "# IPv6 egress, done by meshd itself: {egress}");
+        }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
@@ -339,6 +347,7 @@ mod tests {
                 ipv4: Some("172.28.3.0/24".parse().unwrap()),
                 ipv6: Some("fc9c:56c2:e389:e92c:eee5::/80".parse().unwrap()),
             },
+            ipv6_egress: None,
             routes: vec![],
             kernel_routes: vec![],
             drops: BTreeMap::new(),
@@ -444,6 +453,31 @@ mod tests {
         ] {
             assert!(notes.lines().any(|l| l == line), "{line} missing:\n{notes}");
         }
+    }
+
+    #[test]
+    fn host_notes_say_what_meshd_does_for_ipv6_egress() {
+        let mut v = view();
+        assert!(
+            !DockerSettings::new(&v, None, &[])
+                .unwrap()
+                .host_notes()
+                .contains("egress")
+        );
+        v.ipv6_egress = Some(crate::daemon::forwarding::EgressView {
+            source: "fc9c:56c2:e389:e92c:eee5::/80".parse().unwrap(),
+            tool: Some(crate::daemon::forwarding::EgressTool::Ip6tables),
+            installed: true,
+            summary: "nat66: fc9c:56c2:e389:e92c:eee5::/80 leaving ... (ip6tables)".into(),
+        });
+        let s = DockerSettings::new(&v, None, &[]).unwrap();
+        assert!(
+            s.host_notes().contains(
+                "# IPv6 egress, done by meshd itself: nat66: fc9c:56c2:e389:e92c:eee5::/80"
+            )
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["ipv6_egress"].as_str().unwrap().starts_with("nat66"));
     }
 
     #[test]

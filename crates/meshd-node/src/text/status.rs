@@ -238,6 +238,9 @@ pub fn network_block(node: NodeId, n: &NetworkView) -> String {
     if !containers.is_empty() {
         line("containers", containers.join("  "));
     }
+    if let Some(egress) = &n.ipv6_egress {
+        line("ipv6 egress", egress.summary.clone());
+    }
     let others: Vec<_> = n.routes.iter().filter(|r| r.node_id != node).collect();
     for (i, r) in others.iter().take(MAX_ROUTES_SHOWN).enumerate() {
         let mut text = format!("{} via {}", r.target, r.node_id);
@@ -340,6 +343,7 @@ mod tests {
                 ipv4: Some("172.28.3.0/24".parse().unwrap()),
                 ipv6: Some("fc9c:56c2:e389:e92c:eee5::/80".parse().unwrap()),
             },
+            ipv6_egress: None,
             routes: vec![
                 RouteView {
                     target: "172.28.3.0/24".parse().unwrap(),

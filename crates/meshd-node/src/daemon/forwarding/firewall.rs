@@ -65,7 +65,7 @@ pub struct IptablesForward {
 }
 
 /// Splits an `iptables -S` line into words; `"..."` (with `\"`) is one word.
-fn words(line: &str) -> Vec<String> {
+pub(super) fn words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -472,7 +472,7 @@ pub fn assess_nft(
 
 /// An executable named `name` on `PATH`, or in the sbin directories a non-root `PATH`
 /// often lacks.
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(super) fn find_tool(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -484,7 +484,7 @@ fn find_tool(name: &str) -> Option<PathBuf> {
 }
 
 /// Runs `program args` with a timeout; its stdout, or a one-line error.
-fn run_tool(program: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
+pub(super) fn run_tool(program: &Path, args: &[&str], timeout: Duration) -> Result<String, String> {
     let shown = format!(
         "`{} {}`",
         program.file_name().unwrap_or_default().to_string_lossy(),

@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+mod egress;
 mod firewall;
 mod sysctl;
 
+pub use egress::*;
 pub use firewall::*;
 pub use sysctl::*;
 
