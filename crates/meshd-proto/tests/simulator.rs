@@ -585,9 +585,13 @@ fn a_failover_route_moves_to_the_backup_gateway_and_back() {
     sim.run_for(ms(100));
     assert_eq!(sim.payloads(2), vec![vec![2]]);
     assert_eq!(sim.nodes[0].tunnel.stats().gateway_changes, 1);
-    // Back: not before the preferred gateway has been alive for the hold, then yes.
+    // Back: not before the preferred gateway has been alive for the hold, then yes; a new
+    // config (a revision bump) meanwhile does not move the route back by itself.
     sim.blocked.clear();
-    sim.run_for(Duration::from_secs(3));
+    sim.run_for(Duration::from_secs(2));
+    let config = sim.config.clone();
+    sim.push_config(config);
+    sim.run_for(Duration::from_secs(1));
     let route =
         |sim: &Simulation| sim.nodes[0].tunnel.routes().failover_routes()[0].gateway_in_use();
     assert_eq!(route(&sim), sim.node_id(2));

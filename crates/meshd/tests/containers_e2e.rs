@@ -20,6 +20,7 @@
 //! go to stderr (`cargo test -p meshd --test containers_e2e -- --nocapture`).
 
 mod common;
+mod containers;
 mod docker;
 mod mesh;
 
@@ -34,6 +35,8 @@ use meshd_proto::NetworkId;
 use serde_json::{Value, json};
 
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
+/// h1's index: its Docker does no IPv6 NAT of its own.
+const H1: usize = 0;
 /// Containers per host.
 const CONTAINERS: usize = 2;
 /// h2's Docker network and its bridge (`--bridge` to docker-config). Not `mesh…`: meshd
@@ -59,13 +62,17 @@ const ROUTE_DEADLINE: Duration = Duration::from_secs(2);
 /// 27 and later have it on by default — IPv6 container subnets masqueraded, FORWARD
 /// policy DROP — so that is the host worth proving; here it takes `experimental` too.
 /// `shutdown-timeout` only makes the cleanup quick.
-fn own_daemon_keys() -> serde_json::Map<String, Value> {
-    let keys = json!({
-        "iptables": true,
-        "experimental": true,
-        "ip6tables": true,
-        "shutdown-timeout": 1,
-    });
+fn own_daemon_keys(ip6tables: bool) -> serde_json::Map<String, Value> {
+    let keys = if ip6tables {
+        json!({
+            "iptables": true,
+            "experimental": true,
+            "ip6tables": true,
+            "shutdown-timeout": 1,
+        })
+    } else {
+        json!({"iptables": true, "shutdown-timeout": 1})
+    };
     keys.as_object().expect("an object").clone()
 }
 
@@ -532,7 +539,9 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
     // 3. A dockerd per host: h1's daemon.json is docker-config's with our keys added (none
     // of which it sets), h2's and h3's are our keys alone.
     for (i, role) in HOSTS.iter().enumerate() {
-        let mut config = own_daemon_keys();
+        // h1 runs Docker 20.10's default, no ip6tables: no IPv6 NAT of its own, so the
+        // IPv6 egress phase proves meshd's.
+        let mut config = own_daemon_keys(i != H1);
         if i == 0 {
             let from_meshd = printed[0].daemon_json.as_object().expect("an object");
             for (key, value) in from_meshd {
@@ -685,10 +694,11 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
             Duration::from_secs(10),
             |s| {
                 let fwd = &s["forwarding"];
-                fwd["firewall"]
-                    .as_str()
-                    .is_some_and(|f| f.contains("ip6tables FORWARD policy DROP, accepts mesh-* in"))
-                    && fwd["problems"] == json!([])
+                let seen = i == H1
+                    || fwd["firewall"].as_str().is_some_and(|f| {
+                        f.contains("ip6tables FORWARD policy DROP, accepts mesh-* in")
+                    });
+                seen && fwd["problems"] == json!([])
             },
         );
         eprintln!(
@@ -793,7 +803,33 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
     }
     m.phase("TCP between containers keeps the source address (IPv4 and IPv6, every host sending)");
 
-    // 7. A LAN behind h2, routed through it by a managed route.
+    // 7. IPv6 egress: h1's first container reaches an IPv6 host outside the mesh only with
+    // the network's nat66, behind h1's uplink address.
+    fn endpoint(c: &Container) -> containers::egress::Endpoint<'_> {
+        containers::egress::Endpoint {
+            name: &c.name,
+            host: c.host,
+            v6: c.v6,
+        }
+    }
+    containers::egress::add_outside(&mut m);
+    let ping = |e: &containers::egress::Endpoint, to: IpAddr| {
+        let c = containers
+            .iter()
+            .find(|c| c.name == e.name)
+            .expect("a container");
+        container_pings(&m, &docker, &[(c, to)], 1, 1).is_empty()
+    };
+    containers::egress::containers_reach_the_ipv6_internet(
+        &m,
+        nwid,
+        &ping,
+        &endpoint(first(H1)),
+        &endpoint(first(2)),
+        &|m| dataplane_report(m, &docker, nwid),
+    );
+
+    // 8. A LAN behind h2, routed through it by a managed route.
     let owner = m.nodes[LAN_OWNER].role;
     let owner_id = m.nodes[LAN_OWNER].id().to_string();
     m.lab.add_namespace(LAN).expect("lab");
@@ -916,7 +952,27 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
         removed_in.expect("checked").as_secs_f64()
     ));
 
-    // 8. Stopping Docker removes the containers and leaves no process or mount; dropping
+    // 9. The same LAN behind h2 and h3: the route fails over when h2's daemon dies, and
+    // comes back to it.
+    let lan_def = containers::failover::Lan {
+        role: LAN,
+        prefix: LAN_PREFIX,
+        host: LAN_HOST,
+        far: far.clone(),
+        gateways: [
+            (
+                LAN_OWNER,
+                LAN_GATEWAY.parse().expect("an address"),
+                near.clone(),
+            ),
+            (2, Ipv4Addr::new(192, 168, 77, 2), m.lab.link_name("l2")),
+        ],
+    };
+    containers::failover::route_fails_over(&mut m, nwid, &lan_def, &|m| {
+        dataplane_report(m, &docker, nwid)
+    });
+
+    // 10. Stopping Docker removes the containers and leaves no process or mount; dropping
     // the lab removes every namespace and link it made or attached.
     let dir = docker.dir().display().to_string();
     let problems = docker.stop();

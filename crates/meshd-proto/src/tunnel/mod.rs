@@ -289,7 +289,29 @@ impl Tunnel {
     /// down members that left (deauthorized), and refreshes endpoints. If this node is not in
     /// the config it has no peers at all.
     pub fn apply_config(&mut self, cfg: &NetworkConfig) {
+        let in_use: Vec<(ipnet::IpNet, NodeId)> = self
+            .routes
+            .failover_routes()
+            .iter()
+            .map(|r| (r.target, r.gateway_in_use()))
+            .collect();
         self.routes = RouteTable::from_config(cfg);
+        // A new config is no reason to move traffic: each route keeps its gateway while the
+        // gateway is still one of its own (the way back waits for the hold, not for a
+        // config to come by).
+        let keep: Vec<(usize, usize)> = self
+            .routes
+            .failover_routes()
+            .iter()
+            .enumerate()
+            .filter_map(|(index, r)| {
+                let (_, gateway) = in_use.iter().find(|(t, _)| *t == r.target)?;
+                Some((index, r.gateways.iter().position(|g| g == gateway)?))
+            })
+            .collect();
+        for (index, gateway) in keep {
+            self.routes.use_gateway(index, gateway);
+        }
         let authorized_self = cfg.member(self.node_id).is_some();
         self.relaying = cfg.member(self.node_id).is_some_and(|m| m.relay);
         let wanted: FxHashMap<NodeId, &crate::MemberConfig> = cfg

@@ -1,0 +1,4 @@
+//! The containers test's later phases, one file each.
+
+pub mod egress;
+pub mod failover;
