@@ -81,6 +81,10 @@ pub struct Report {
     pub hostname: String,
     /// At most [`MAX_REPORT_PEERS`].
     pub peers: Vec<PeerPathReport>,
+    /// The global IPv6 prefix delegated to the node's host (`meshd daemon --ipv6-prefix`),
+    /// which the member's container /80 comes from; the controller records it when it
+    /// changes.
+    pub delegated_prefix: Option<ipnet::Ipv6Net>,
 }
 
 /// How a node reaches one peer.
@@ -145,6 +149,7 @@ impl Report {
             network,
             hostname: cut(hostname, MAX_HOSTNAME_LEN).to_owned(),
             peers,
+            delegated_prefix: None,
         }
     }
 
@@ -152,6 +157,7 @@ impl Report {
     /// the same host name and peers, each on the same kind of path (round-trip times aside).
     pub fn same_paths(&self, other: &Report) -> bool {
         self.hostname == other.hostname
+            && self.delegated_prefix == other.delegated_prefix
             && self.peers.len() == other.peers.len()
             && self
                 .peers

@@ -472,6 +472,18 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
     let tag = m.lab.tag().to_owned();
     // Dropped before the lab, also on a panic: containers, dockerd, mounts.
     let mut docker = Docker::new();
+    // h2's daemon reads its host's delegated IPv6 prefix from a file, empty for now.
+    let scratch = tempfile::tempdir().expect("a temp dir");
+    let prefix_file = scratch.path().join("delegated-prefix");
+    std::fs::write(&prefix_file, "").expect("write");
+    let prefix_arg: &'static str = Box::leak(
+        prefix_file
+            .to_str()
+            .expect("UTF-8 path")
+            .to_owned()
+            .into_boxed_str(),
+    );
+    m.nodes[LAN_OWNER].args = vec!["--ipv6-prefix-file", prefix_arg];
     m.phase(&m.describe_lab());
 
     // 1. The controller, a network, three members joined and authorized.
@@ -829,7 +841,23 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
         &|m| dataplane_report(m, &docker, nwid),
     );
 
-    // 8. A LAN behind h2, routed through it by a managed route.
+    // 8. Delegated prefixes: h2's host gets a /60, its containers a global /80 from it.
+    let h2_docker = |args: &[&str]| docker.daemons[LAN_OWNER].docker(&m.lab, args);
+    let h1_ping = |to: IpAddr| container_pings(&m, &docker, &[(first(H1), to)], 1, 1).is_empty();
+    containers::prefix::containers_get_global_addresses(
+        &m,
+        nwid,
+        &containers::prefix::Global {
+            owner: LAN_OWNER,
+            file: &prefix_file,
+            docker: &h2_docker,
+            ping_from_h1: &h1_ping,
+            scratch: scratch.path(),
+        },
+        &|m| dataplane_report(m, &docker, nwid),
+    );
+
+    // 9. A LAN behind h2, routed through it by a managed route.
     let owner = m.nodes[LAN_OWNER].role;
     let owner_id = m.nodes[LAN_OWNER].id().to_string();
     m.lab.add_namespace(LAN).expect("lab");
@@ -952,7 +980,7 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
         removed_in.expect("checked").as_secs_f64()
     ));
 
-    // 9. The same LAN behind h2 and h3: the route fails over when h2's daemon dies, and
+    // 10. The same LAN behind h2 and h3: the route fails over when h2's daemon dies, and
     // comes back to it.
     let lan_def = containers::failover::Lan {
         role: LAN,
@@ -972,7 +1000,7 @@ fn containers_behind_hosts_reach_each_other_and_a_routed_lan() {
         dataplane_report(m, &docker, nwid)
     });
 
-    // 10. Stopping Docker removes the containers and leaves no process or mount; dropping
+    // 11. Stopping Docker removes the containers and leaves no process or mount; dropping
     // the lab removes every namespace and link it made or attached.
     let dir = docker.dir().display().to_string();
     let problems = docker.stop();

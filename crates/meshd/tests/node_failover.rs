@@ -110,6 +110,7 @@ fn start_daemon(
         relay: false,
         hostname: String::new(),
         metrics_listen: None,
+        ipv6_prefix: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let daemon = tokio::spawn(run(opts, Arc::clone(dp), async {

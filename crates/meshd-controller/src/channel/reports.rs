@@ -8,9 +8,11 @@
 
 use std::time::{Duration, Instant};
 
+use ipnet::Ipv6Net;
 use meshd_channel::protocol::{MAX_HOSTNAME_LEN, MAX_REPORT_PEERS, Report, cut};
-use meshd_proto::NodeId;
+use meshd_proto::{NetworkId, NodeId};
 
+use crate::controller::Controller;
 use crate::state::{Command, printable};
 
 /// The least time between two reports a connection writes for one network.
@@ -51,6 +53,34 @@ pub(super) fn command(
     })
 }
 
+/// Records the delegated prefix a report names when it differs from the member's (not
+/// paced: a prefix change moves the member's container route on every peer). A prefix the
+/// state refuses (overlapping, not global) is logged; the member keeps its old one.
+pub(super) async fn record_prefix<C: Controller>(
+    controller: &C,
+    node: NodeId,
+    network: NetworkId,
+    prefix: Option<Ipv6Net>,
+) {
+    let recorded = controller.read(|s| {
+        s.network(network)
+            .and_then(|n| n.members.get(&node))
+            .map(|m| m.delegated_prefix)
+    });
+    if recorded.is_none_or(|r| r == prefix) {
+        return;
+    }
+    let cmd = Command::MemberDelegatedPrefix {
+        network,
+        node,
+        prefix,
+    };
+    match controller.write(cmd).await {
+        Ok(_) => tracing::info!(%node, %network, ?prefix, "delegated prefix recorded"),
+        Err(e) => tracing::warn!(%node, %network, ?prefix, error = %e, "delegated prefix refused"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use meshd_channel::protocol::{PathKind, PeerPathReport};
@@ -87,6 +117,7 @@ mod tests {
                 p(2, PathKind::None),
                 p(9, PathKind::Lan),
             ],
+            delegated_prefix: None,
         };
         let Command::MemberReport {
             hostname,
@@ -107,6 +138,7 @@ mod tests {
             network: net,
             hostname: String::new(),
             peers: vec![p(1, PathKind::Lan); MAX_REPORT_PEERS + 1],
+            delegated_prefix: None,
         };
         assert!(command(node(9), "0.3.0", flood, 5).is_err());
     }

@@ -485,6 +485,8 @@ impl<C: Controller> Session<C> {
             debug!(node = %self.node, network = %report.network, "report of a network not followed");
             return Ok(());
         };
+        let (network, prefix) = (report.network, report.delegated_prefix);
+        super::reports::record_prefix(&self.controller, self.node, network, prefix).await;
         let cmd =
             super::reports::command(self.node, &self.version, report, meshd_io::clock::now_ms())
                 .map_err(End::Protocol)?;

@@ -70,6 +70,9 @@ pub struct StatusView {
     /// gives this host a container subnet. Default (older daemons): all false, empty.
     #[serde(default)]
     pub forwarding: ForwardingReport,
+    /// The global IPv6 prefix delegated to this host (`--ipv6-prefix[-file]`), if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_prefix: Option<super::delegated::PrefixView>,
     /// The data plane's packet workers (one per core unless `meshd daemon --workers` says
     /// otherwise), in order; empty when the data plane is not attached (and from older
     /// daemons).
@@ -625,6 +628,7 @@ impl Daemon {
         let reach = self.reach_summary();
         StatusView {
             hostname: self.hostname.clone(),
+            delegated_prefix: self.delegated.view(),
             public_endpoint: reach
                 .port_mapping
                 .map(|m| m.external)

@@ -618,7 +618,10 @@ impl Session<'_> {
             let report = self.daemon.report(network);
             let due = self.reported.get(&network).is_none_or(|(at, before)| {
                 let since = now.saturating_duration_since(*at);
-                since >= REPORT_INTERVAL || (since >= REPORT_GAP && !before.same_paths(&report))
+                // A new delegated prefix goes at once: it moves a route on every peer.
+                since >= REPORT_INTERVAL
+                    || (since >= REPORT_GAP && !before.same_paths(&report))
+                    || before.delegated_prefix != report.delegated_prefix
             });
             if due {
                 self.client.report(report.clone()).await?;

@@ -33,6 +33,7 @@ pub mod bench;
 pub mod client;
 pub mod controller_link;
 pub mod dataplane;
+pub mod delegated;
 pub mod engine;
 pub mod forwarding;
 pub mod metrics;
@@ -91,6 +92,8 @@ pub struct DaemonOptions {
     pub hostname: String,
     /// `--metrics-listen`: where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `--ipv6-prefix` or `--ipv6-prefix-file`: the global prefix delegated to this host.
+    pub ipv6_prefix: Option<delegated::PrefixSource>,
 }
 
 /// Runs the daemon until `shutdown` resolves: serves the local API on `DIR/meshd.sock`,
@@ -129,6 +132,10 @@ pub async fn run(
     }
     bench::start(&daemon);
     daemon.lock().tasks.spawn(reach::run(Arc::clone(&daemon)));
+    if daemon.delegated.view().is_some_and(|v| v.file.is_some()) {
+        let watcher = delegated::watch(Arc::clone(&daemon));
+        daemon.lock().tasks.spawn(watcher);
+    }
     if daemon.dataplane.attached() {
         let mapper = port_map::run(Arc::clone(&daemon));
         daemon.lock().tasks.spawn(mapper);
@@ -169,6 +176,8 @@ pub(crate) struct Daemon {
     dataplane: Box<dyn Dataplane>,
     /// The forwarding part of `meshd status`.
     forwarding: forwarding::Checker,
+    /// The global IPv6 prefix delegated to this host, reported with every network.
+    delegated: Arc<delegated::DelegatedPrefix>,
     /// The IPv6 egress masquerades installed for networks with `ipv6_egress: nat66`.
     egress: Arc<forwarding::Egress>,
     /// Turns true once, at shutdown.
@@ -308,6 +317,7 @@ impl Daemon {
             dataplane,
             forwarding: forwarding::Checker::new(forwarding::PROC_SYS, Vec::new()),
             egress: Arc::default(),
+            delegated: Arc::new(delegated::DelegatedPrefix::new(opts.ipv6_prefix.as_ref())),
             stop,
             next_link_id: AtomicU64::new(1),
             changes: tokio::sync::Mutex::new(()),

@@ -35,7 +35,9 @@ impl Daemon {
                 .collect(),
             _ => Vec::new(),
         };
-        Report::bounded(network, &self.hostname, peers)
+        let mut report = Report::bounded(network, &self.hostname, peers);
+        report.delegated_prefix = self.delegated.prefix();
+        report
     }
 }
 

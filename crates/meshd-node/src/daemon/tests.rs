@@ -35,6 +35,7 @@ async fn only_newer_verified_configs_reach_the_cache_and_the_data_plane() {
         relay: false,
         hostname: String::new(),
         metrics_listen: None,
+        ipv6_prefix: None,
     };
     let daemon = Arc::new(Daemon::new(opts, Box::new(Arc::clone(&dp)), stop).unwrap());
     daemon.restore().await;
@@ -98,6 +99,7 @@ async fn the_local_api_restores_joins_and_leaves() {
         relay: false,
         hostname: String::new(),
         metrics_listen: None,
+        ipv6_prefix: None,
     };
     let daemon = tokio::spawn(run(opts, Arc::clone(&dp), async {
         let _ = stop_rx.await;

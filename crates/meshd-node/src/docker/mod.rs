@@ -222,6 +222,33 @@ impl DockerSettings {
         text
     }
 
+    /// `existing` (an `/etc/docker/daemon.json`, if there is one) with this host's settings
+    /// merged in: the keys [`DockerSettings::daemon_json`] sets are replaced (IPv6 keys
+    /// dropped when the network gives no IPv6 subnet), every other key is kept.
+    pub fn merge_daemon_json(&self, existing: Option<&str>) -> Result<String, String> {
+        let mut doc = match existing.map(str::trim).filter(|t| !t.is_empty()) {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(map)) => map,
+                Ok(_) => return Err("it is not a JSON object; fix or move it first".to_owned()),
+                Err(e) => return Err(format!("it is not valid JSON ({e}); fix or move it first")),
+            },
+        };
+        if self.ipv6.is_none() {
+            doc.remove("ipv6");
+            doc.remove("fixed-cidr-v6");
+        }
+        let ours: serde_json::Value =
+            serde_json::from_str(&self.daemon_json()).map_err(|e| e.to_string())?;
+        if let serde_json::Value::Object(ours) = ours {
+            doc.extend(ours);
+        }
+        let mut text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))
+            .map_err(|e| e.to_string())?;
+        text.push('\n');
+        Ok(text)
+    }
+
     /// A `networks:` section for docker-compose.yml.
     pub fn compose(&self) -> String {
         let mut out = String::new();
@@ -453,6 +480,40 @@ mod tests {
         ] {
             assert!(notes.lines().any(|l| l == line), "{line} missing:\n{notes}");
         }
+    }
+
+    #[test]
+    fn apply_merges_into_an_existing_daemon_json() {
+        let s = DockerSettings::new(&view(), None, &[]).unwrap();
+        let merged = s
+            .merge_daemon_json(Some(
+                r#"{"log-driver": "journald", "bip": "172.17.0.1/16"}"#,
+            ))
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&merged).unwrap();
+        assert_eq!(json["log-driver"], "journald");
+        assert_eq!(json["bip"], "172.28.3.1/24");
+        assert_eq!(json["fixed-cidr-v6"], "fc9c:56c2:e389:e92c:eee5::/80");
+        assert_eq!(s.merge_daemon_json(None).unwrap(), s.daemon_json());
+        assert!(
+            s.merge_daemon_json(Some("[1]"))
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            s.merge_daemon_json(Some("{bad"))
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+        // A network without IPv6 takes the IPv6 keys out again.
+        let mut v4_only = view();
+        v4_only.container_subnets.ipv6 = None;
+        let s = DockerSettings::new(&v4_only, None, &[]).unwrap();
+        let merged = s.merge_daemon_json(Some(&merged)).unwrap();
+        assert!(
+            !merged.contains("fixed-cidr-v6") && merged.contains("journald"),
+            "{merged}"
+        );
     }
 
     #[test]

@@ -80,6 +80,7 @@ mod tests {
     #[test]
     fn table_of_peers() {
         let mut s = StatusView {
+            delegated_prefix: None,
             node_id: "89e92ceee5".parse().unwrap(),
             key_fingerprint: String::new(),
             hostname: String::new(),

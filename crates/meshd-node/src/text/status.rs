@@ -372,6 +372,7 @@ mod tests {
 
     fn status(networks: Vec<NetworkView>) -> StatusView {
         StatusView {
+            delegated_prefix: None,
             node_id: "89e92ceee5".parse().unwrap(),
             key_fingerprint: "ab12:cd34:ef56:7890".into(),
             hostname: "web-1".into(),

@@ -84,6 +84,24 @@ pub struct DaemonArgs {
     /// 127.0.0.1:9100. Default: off
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// The global IPv6 prefix delegated to this host (DHCPv6-PD), e.g. 2001:db8:1:40::/60:
+    /// the member's container /80 becomes its first /80 (2001:db8:1:40::/80), routed in the
+    /// mesh and reachable from the internet without NAT; `meshd docker-config` prints the
+    /// Docker settings for it. Default: none (containers use the 6PLANE /80)
+    #[arg(long, value_name = "CIDR", value_parser = parse_prefix, conflicts_with = "ipv6_prefix_file")]
+    pub ipv6_prefix: Option<ipnet::Ipv6Net>,
+
+    /// A file holding the delegated prefix, which a DHCP client hook writes: read every
+    /// second, and a change moves the member's container /80 on every peer within seconds.
+    /// An empty file means none
+    #[arg(long, value_name = "PATH")]
+    pub ipv6_prefix_file: Option<std::path::PathBuf>,
+}
+
+fn parse_prefix(text: &str) -> Result<ipnet::Ipv6Net, String> {
+    daemon::delegated::parse(text)?
+        .ok_or_else(|| "give a prefix like 2001:db8:1:40::/60".to_owned())
 }
 
 fn default_busy_poll_us() -> u64 {
@@ -123,6 +141,11 @@ pub fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 relay: args.relay,
                 hostname: args.hostname.unwrap_or_else(daemon::system_hostname),
                 metrics_listen: args.metrics_listen,
+                ipv6_prefix: match (args.ipv6_prefix, args.ipv6_prefix_file) {
+                    (Some(p), _) => Some(daemon::delegated::PrefixSource::Fixed(p)),
+                    (None, Some(path)) => Some(daemon::delegated::PrefixSource::File(path)),
+                    (None, None) => None,
+                },
             },
             EngineDataplane::new(engine, identity),
             shutdown_signal(),

@@ -23,6 +23,7 @@ use meshd_node::host_routes;
 /// Examples:
 ///
 ///   meshd docker-config 8056c2e21c000001 > /etc/docker/daemon.json
+///   meshd docker-config 8056c2e21c000001 --apply
 ///   meshd docker-config 8056c2e21c000001 --format compose
 ///   sh -c "$(meshd docker-config 8056c2e21c000001 --format network-create --bridge mesh0)"
 #[derive(Debug, Args)]
@@ -40,6 +41,21 @@ pub struct DockerConfigArgs {
     /// Default: Docker picks the name
     #[arg(long, value_name = "NAME")]
     pub bridge: Option<String>,
+
+    /// Merge the daemon.json settings into --daemon-json (other keys are kept) instead of
+    /// printing them; Docker must be restarted to take them. For a host whose container
+    /// subnets change (a new delegated IPv6 prefix), a DHCP client hook runs this
+    #[arg(long, conflicts_with = "format")]
+    pub apply: bool,
+
+    /// The file --apply writes
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/etc/docker/daemon.json",
+        requires = "apply"
+    )]
+    pub daemon_json: std::path::PathBuf,
 
     #[command(flatten)]
     pub state: StateArgs,
@@ -69,6 +85,9 @@ pub fn run(args: DockerConfigArgs) -> anyhow::Result<()> {
         .with_context(|| format!("this node has not joined network {nwid}"))
         .hint(format!("join it first: meshd join {nwid}"))?;
     let settings = DockerSettings::new(view, args.bridge.as_deref(), &host_routes::read())?;
+    if args.apply {
+        return apply(&settings, &args.daemon_json);
+    }
     let text = match args.format {
         DockerFormat::DaemonJson => settings.daemon_json(),
         DockerFormat::Compose => settings.compose(),
@@ -81,4 +100,31 @@ pub fn run(args: DockerConfigArgs) -> anyhow::Result<()> {
     };
     eprint!("{}", settings.host_notes());
     print(&text)
+}
+
+/// `--apply`: merges the settings into `path` and says what changed and what to do next.
+fn apply(settings: &DockerSettings, path: &std::path::Path) -> anyhow::Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let merged = settings
+        .merge_daemon_json(existing.as_deref())
+        .map_err(|e| anyhow::anyhow!("{} was left alone: {e}", path.display()))?;
+    eprint!("{}", settings.host_notes());
+    if existing.as_deref() == Some(merged.as_str()) {
+        return print(&format!("{} already has these settings\n", path.display()));
+    }
+    meshd_io::fs::write_atomically(path, merged.as_bytes(), 0o644)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let v6 = settings
+        .ipv6
+        .map(|s| format!(", IPv6 {}", s.subnet))
+        .unwrap_or_default();
+    print(&format!(
+        "wrote {}: containers on {}{v6}; restart Docker to take them (systemctl restart docker)\n",
+        path.display(),
+        settings.ipv4.subnet
+    ))
 }
