@@ -415,6 +415,19 @@ class Panel:
         self.check(not any(r["target"] == target for r in got["body"]), f"the API still lists {got['body']}")
         return f"{target} via {via} added and removed"
 
+    def s8b_egress(self):
+        fact = """
+            const dt = [...document.querySelectorAll('#net-facts dt')].find((d) => d.textContent === 'IPv6 egress');
+            return dt ? dt.nextElementSibling.textContent : null;
+        """
+        self.check(self.js(fact) == "off", f"the IPv6 egress fact reads {self.js(fact)!r}")
+        for want in ("nat66", "off"):
+            self.click("#egress-toggle")
+            self.wait(f"IPv6 egress {want} on the page", 5, lambda: self.js(fact) == want)
+            got = self.fetch("GET", f"/v1/networks/{self.nwid}", token=self.args.token)
+            self.check(got["body"]["ipv6_egress"] == want, f"the API has ipv6_egress {got['body'].get('ipv6_egress')!r}")
+        return "turned on and off, the API agreeing"
+
     def s9_bad_route(self):
         target = "10.1.2.300/24"
         via = self.nodes[0]
@@ -512,6 +525,7 @@ class Panel:
         self.step(6, "a direct link between them in the mesh picture", self.s6_mesh_direct)
         self.step(7, "rename a member inline", self.s7_rename)
         self.step(8, "add a route and remove it", self.s8_route)
+        self.step("8b", "IPv6 egress (NAT66) on and off", self.s8b_egress)
         self.step(9, "a bad route shows the API's error", self.s9_bad_route)
         self.step(10, "everything from the same origin, under the CSP", self.s10_same_origin)
         self.step("10b", "the replicas page", self.s_replicas)

@@ -182,6 +182,13 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_files_never_panic(text in "\\PC{0,200}") {
+            let _ = parse(&text);
+        }
+    }
+
     #[test]
     fn a_bad_file_keeps_the_last_good_prefix() {
         let dir = tempfile::tempdir().unwrap();

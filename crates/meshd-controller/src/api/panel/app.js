@@ -673,6 +673,7 @@
     if (containerPool) body.container_pool = containerPool;
     const mtu = $('net-mtu').value.trim();
     if (mtu) body.mtu = /^\d+$/.test(mtu) ? Number(mtu) : mtu;
+    if ($('net-egress').value !== 'off') body.ipv6_egress = $('net-egress').value;
     const r = await act($('net-create'), () => api('POST', '/v1/networks', body));
     if (r.ok && r.value && r.value.id) {
       $('net-form').reset();
@@ -684,6 +685,18 @@
 
   // ---------------------------------------------------------------- one network
 
+  $('egress-toggle').addEventListener('click', async (ev) => {
+    const n = state.network;
+    if (!n) return;
+    const body = { ipv6_egress: ev.currentTarget.dataset.next };
+    const r = await act(ev.currentTarget, () => api('PATCH', nwidPath(n.id), body));
+    if (r.ok && r.value) {
+      state.network = r.value;
+      replaceNetwork(r.value);
+      renderNetwork();
+    }
+  });
+
   function renderNetwork() {
     const n = state.network;
     if (n) {
@@ -694,6 +707,9 @@
       document.title = `meshd · ${n.name || n.id}`;
       setText($('join-hint'), `meshd join ${n.id}`);
       renderFacts(n);
+      const nat66 = n.ipv6_egress === 'nat66';
+      setText($('egress-toggle'), nat66 ? 'Turn IPv6 egress (NAT66) off' : 'Turn IPv6 egress (NAT66) on');
+      $('egress-toggle').dataset.next = nat66 ? 'off' : 'nat66';
     }
     renderMembers();
     renderRoutes();
@@ -709,6 +725,7 @@
       ['Container pool', n.container_pool ? `${n.container_pool} (a /${n.container_prefix} each)` : '—'],
       ['6PLANE', n.sixplane ? n.sixplane_range || 'on' : 'off'],
       ['RFC4193', n.rfc4193 ? n.rfc4193_range || 'on' : 'off'],
+      ['IPv6 egress', n.ipv6_egress || 'off'],
       ['Created', dateText(n.created_ms)],
     ];
     fill($('net-facts'), JSON.stringify(facts), () =>
@@ -917,11 +934,19 @@
         tr.dataset.route = r.target;
         const [target, via, gateway] = tr.children;
         fill(target, r.target, () => h('code', { text: r.target }));
-        const name = names.get(r.via);
-        fill(via, `${r.via}:${name}`, () => [
-          name && name !== '—' ? h('span', { text: `${name} ` }) : null,
-          h('code', { text: r.via }),
-        ]);
+        // A route that fails over lists its gateways, most preferred first.
+        const gateways = r.gateways && r.gateways.length ? r.gateways : [r.via];
+        const key = gateways.map((g) => `${g}:${names.get(g)}`).join(',');
+        fill(via, key, () =>
+          gateways.flatMap((g, i) => {
+            const name = names.get(g);
+            return [
+              i > 0 ? h('span', { class: 'muted', text: ', then ' }) : null,
+              name && name !== '—' ? h('span', { text: `${name} ` }) : null,
+              h('code', { text: g }),
+            ];
+          }),
+        );
         setText(gateway, r.gateway || '—');
       },
     );
