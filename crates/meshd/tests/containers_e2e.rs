@@ -28,7 +28,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use common::ok_stdout;
-use docker::{COMPOSE, DOCKER, Docker, Dockerd, IMAGE, all_ok};
+use docker::{COMPOSE, DOCKER, Docker, Dockerd, IMAGE, all_ok, run_all};
 use ipnet::{Ipv4Net, Ipv6Net};
 use mesh::{Mesh, network, ping_all, transfer};
 use meshd_proto::NetworkId;
@@ -420,16 +420,7 @@ fn container_pings(
             (d, d.argv(DOCKER, &args))
         })
         .collect();
-    let argvs: Vec<Vec<&str>> = commands
-        .iter()
-        .map(|(_, argv)| argv.iter().map(String::as_str).collect())
-        .collect();
-    let run: Vec<(&str, &[&str])> = commands
-        .iter()
-        .zip(&argvs)
-        .map(|((d, _), argv)| (d.role.as_str(), argv.as_slice()))
-        .collect();
-    let outs = m.lab.exec_all(&run, Duration::from_secs(30)).expect("lab");
+    let outs = run_all(&m.lab, &commands, Duration::from_secs(30));
     let mut failures = Vec::new();
     for (c, out) in from.iter().zip(&outs) {
         let said = String::from_utf8_lossy(&out.stdout);

@@ -193,11 +193,6 @@ impl AddRoute {
                     list.len()
                 )))
             }
-            RouteGateways::Many(list) if list.len() == 1 => Ok(Command::AddRoute {
-                network,
-                target,
-                via: parse_via(&list[0])?,
-            }),
             RouteGateways::Many(list) => Ok(Command::AddFailoverRoute {
                 network,
                 target,

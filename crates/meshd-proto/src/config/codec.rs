@@ -145,10 +145,7 @@ pub fn encode(cfg: &NetworkConfig) -> Result<Vec<u8>, EncodeError> {
         put_ip(&mut w, r.target.addr());
         w.push(r.target.prefix_len());
         if with_ipv6 {
-            if r.gateways.is_empty() || r.gateways.len() > MAX_ROUTE_GATEWAYS {
-                return Err(EncodeError::TooLarge("route gateways"));
-            }
-            // At most MAX_ROUTE_GATEWAYS, checked above.
+            // At most MAX_ROUTE_GATEWAYS: check_canonical above.
             w.push(r.gateways.len() as u8);
             for g in &r.gateways {
                 w.extend_from_slice(&g.to_bytes());
@@ -228,13 +225,10 @@ pub fn decode(bytes: &[u8]) -> Result<NetworkConfig, DecodeError> {
         if n == 0 || n > MAX_ROUTE_GATEWAYS {
             return Err(DecodeError::Invalid("route gateway count"));
         }
+        // Distinct: check_canonical below.
         let mut gateways = Vec::with_capacity(n);
         for _ in 0..n {
-            let g = r.node_id("route gateway")?;
-            if gateways.contains(&g) {
-                return Err(DecodeError::NotCanonical("route gateways"));
-            }
-            gateways.push(g);
+            gateways.push(r.node_id("route gateway")?);
         }
         routes.push(ManagedRoute { target, gateways });
     }
@@ -455,6 +449,16 @@ impl<'a> Reader<'a> {
         Ok(net)
     }
 
+    fn v6net(&mut self, what: &'static str) -> Result<Ipv6Net, DecodeError> {
+        let addr = Ipv6Addr::from(self.array::<16>(what)?);
+        let len = self.u8(what)?;
+        let net = Ipv6Net::new(addr, len).map_err(|_| DecodeError::Invalid(what))?;
+        if net.trunc() != net {
+            return Err(DecodeError::Invalid(what));
+        }
+        Ok(net)
+    }
+
     fn opt_v4net(&mut self, what: &'static str) -> Result<Option<Ipv4Net>, DecodeError> {
         match self.u8(what)? {
             0 => Ok(None),
@@ -521,13 +525,7 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Invalid("member flags"));
         }
         let delegated_subnet = if flags & MEMBER_DELEGATED != 0 {
-            let what = "member delegated subnet";
-            let addr = Ipv6Addr::from(self.array::<16>(what)?);
-            let net = Ipv6Net::new(addr, self.u8(what)?).map_err(|_| DecodeError::Invalid(what))?;
-            if net.trunc() != net {
-                return Err(DecodeError::Invalid(what));
-            }
-            Some(net)
+            Some(self.v6net("member delegated subnet")?)
         } else {
             None
         };

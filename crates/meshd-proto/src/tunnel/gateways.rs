@@ -57,10 +57,15 @@ impl Tunnel {
         if self.routes.failover_routes().is_empty() {
             return;
         }
-        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
-        for id in ids {
+        let gateways: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.is_gateway)
+            .map(|p| p.node_id)
+            .collect();
+        for id in gateways {
             let alive = self.gateway_alive_for(id, now).is_some();
-            if let Some(peer) = self.peers.get_mut(&id).filter(|p| p.is_gateway) {
+            if let Some(peer) = self.peers.get_mut(&id) {
                 match (alive, peer.gateway_up_since) {
                     (true, None) => peer.gateway_up_since = Some(now),
                     (false, Some(_)) => peer.gateway_up_since = None,

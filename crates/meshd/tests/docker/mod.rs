@@ -84,16 +84,7 @@ impl Dockerd {
 /// Runs every `(daemon, argv)` at once in its daemon's host namespace; each must succeed
 /// within [`COMMAND_TIMEOUT`]. Their stdouts, trimmed, in order.
 pub fn all_ok(lab: &Lab, commands: &[(&Dockerd, Vec<String>)]) -> Vec<String> {
-    let argvs: Vec<Vec<&str>> = commands
-        .iter()
-        .map(|(_, argv)| argv.iter().map(String::as_str).collect())
-        .collect();
-    let run: Vec<(&str, &[&str])> = commands
-        .iter()
-        .zip(&argvs)
-        .map(|((d, _), argv)| (d.role.as_str(), argv.as_slice()))
-        .collect();
-    let outs = lab.exec_all(&run, COMMAND_TIMEOUT).expect("lab");
+    let outs = run_all(lab, commands, COMMAND_TIMEOUT);
     outs.iter()
         .zip(commands)
         .map(|(out, (d, argv))| {
@@ -109,6 +100,25 @@ pub fn all_ok(lab: &Lab, commands: &[(&Dockerd, Vec<String>)]) -> Vec<String> {
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         })
         .collect()
+}
+
+/// Runs every `(daemon, argv)` at once in its daemon's host namespace, each within
+/// `timeout`; their outputs, in order, whatever their exit status.
+pub fn run_all(
+    lab: &Lab,
+    commands: &[(&Dockerd, Vec<String>)],
+    timeout: Duration,
+) -> Vec<std::process::Output> {
+    let argvs: Vec<Vec<&str>> = commands
+        .iter()
+        .map(|(_, argv)| argv.iter().map(String::as_str).collect())
+        .collect();
+    let run: Vec<(&str, &[&str])> = commands
+        .iter()
+        .zip(&argvs)
+        .map(|((d, _), argv)| (d.role.as_str(), argv.as_slice()))
+        .collect();
+    lab.exec_all(&run, timeout).expect("lab")
 }
 
 /// The daemons of one test, and their cleanup ([`Docker::stop`], also on drop).
